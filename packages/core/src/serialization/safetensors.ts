@@ -1,0 +1,255 @@
+import {
+  assertRawTensor,
+  checkedNumel,
+  rawTensorBytes,
+  typedFromLittleEndian,
+  type RawDtype,
+  type RawTensor,
+} from './raw.ts';
+
+/** Options for {@link decodeSafetensors}. */
+export interface DecodeSafetensorsOptions {
+  /** Largest accepted JSON header, in bytes (default 100 MB, as in the reference implementation). */
+  maxHeaderBytes?: number;
+}
+
+/** Tensors and `__metadata__` of a decoded safetensors file. */
+export interface SafetensorsContents {
+  tensors: Map<string, RawTensor>;
+  metadata: Record<string, string>;
+}
+
+/** Default cap on the JSON header size: the reference implementation's MAX_HEADER_SIZE. */
+export const SAFETENSORS_MAX_HEADER_BYTES = 100_000_000;
+
+const METADATA_KEY = '__metadata__';
+
+/** What each readable file dtype becomes in memory, and its size on disk. */
+const FILE_DTYPES: Readonly<Record<string, { itemsize: number; dtype: RawDtype }>> = {
+  F32: { itemsize: 4, dtype: 'float32' },
+  I32: { itemsize: 4, dtype: 'int32' },
+  F16: { itemsize: 2, dtype: 'float32' },
+  BF16: { itemsize: 2, dtype: 'float32' },
+  F64: { itemsize: 8, dtype: 'float32' },
+};
+
+const WRITE_DTYPE: Readonly<Record<RawDtype, string>> = { float32: 'F32', int32: 'I32' };
+
+// NOTE: the reference writer sorts by descending position of the dtype in its
+// `Dtype` enum (..., I32, U32, F32, F64, ...), then by name; so F32 tensors come first.
+const WRITE_ORDER: Readonly<Record<RawDtype, number>> = { float32: 1, int32: 0 };
+
+const utf8 = new TextEncoder();
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return a.length - b.length;
+}
+
+/**
+ * Serializes tensors to the safetensors format, byte for byte as Hugging Face's
+ * `safetensors` writes them: u64 little-endian header length, compact JSON
+ * header (`__metadata__` first, metadata keys sorted) padded with spaces to a
+ * multiple of 8, then the little-endian data. Tensors are laid out float32
+ * before int32, each group sorted by name (UTF-8 byte order), as the reference
+ * writer does; for a float32-only file that is plain sorted key order.
+ *
+ * @example const bytes = encodeSafetensors({ w: { dtype: 'float32', shape: [2], data: new Float32Array([1, 2]) } }, { format: 'pt' });
+ */
+export function encodeSafetensors(
+  tensors: Readonly<Record<string, RawTensor>> | ReadonlyMap<string, RawTensor>,
+  metadata?: Readonly<Record<string, string>>,
+): Uint8Array {
+  const list: [string, RawTensor][] =
+    tensors instanceof Map ? [...(tensors as ReadonlyMap<string, RawTensor>)] : Object.entries(tensors as Readonly<Record<string, RawTensor>>);
+  const entries = list.map(([name, t]) => {
+    if (name === METADATA_KEY) throw new Error(`safetensors: '${METADATA_KEY}' is reserved and cannot name a tensor`);
+    assertRawTensor(t, `safetensors tensor '${name}'`);
+    return { name, key: utf8.encode(name), t, bytes: rawTensorBytes(t) };
+  });
+  entries.sort((a, b) => WRITE_ORDER[b.t.dtype] - WRITE_ORDER[a.t.dtype] || compareBytes(a.key, b.key));
+
+  const parts: string[] = [];
+  if (metadata !== undefined) {
+    const keys = Object.keys(metadata).map((k) => ({ k, key: utf8.encode(k) }));
+    keys.sort((a, b) => compareBytes(a.key, b.key));
+    const fields = keys.map(({ k }) => {
+      const v = metadata[k];
+      if (typeof v !== 'string') throw new Error(`safetensors: metadata '${k}' must be a string, got ${typeof v}`);
+      return `${JSON.stringify(k)}:${JSON.stringify(v)}`;
+    });
+    parts.push(`"${METADATA_KEY}":{${fields.join(',')}}`);
+  }
+  let offset = 0;
+  for (const e of entries) {
+    const end = offset + e.bytes.byteLength;
+    parts.push(
+      `${JSON.stringify(e.name)}:{"dtype":"${WRITE_DTYPE[e.t.dtype]}","shape":${JSON.stringify(e.t.shape)},"data_offsets":[${offset},${end}]}`,
+    );
+    offset = end;
+  }
+  const json = utf8.encode(`{${parts.join(',')}}`);
+  const headerLen = Math.ceil(json.length / 8) * 8;
+
+  const out = new Uint8Array(8 + headerLen + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerLen), true);
+  out.set(json, 8);
+  out.fill(0x20, 8 + json.length, 8 + headerLen);
+  let pos = 8 + headerLen;
+  for (const e of entries) {
+    out.set(e.bytes, pos);
+    pos += e.bytes.byteLength;
+  }
+  return out;
+}
+
+interface HeaderEntry {
+  name: string;
+  fileDtype: string;
+  shape: number[];
+  numel: number;
+  begin: number;
+  end: number;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseEntry(name: string, info: unknown, dataLen: number): HeaderEntry {
+  const what = `safetensors tensor '${name}'`;
+  if (!isPlainObject(info)) throw new Error(`${what}: header entry must be an object`);
+  const { dtype, shape, data_offsets: offsets } = info;
+  if (typeof dtype !== 'string' || !Object.hasOwn(FILE_DTYPES, dtype)) {
+    throw new Error(`${what}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(FILE_DTYPES).join(', ')})`);
+  }
+  if (!Array.isArray(shape)) throw new Error(`${what}: shape must be an array, got ${JSON.stringify(shape)}`);
+  const numel = checkedNumel(shape, what);
+  if (
+    !Array.isArray(offsets) ||
+    offsets.length !== 2 ||
+    !offsets.every((o): o is number => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0) ||
+    offsets[0] > offsets[1]
+  ) {
+    throw new Error(`${what}: data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offsets)}`);
+  }
+  const [begin, end] = offsets as [number, number];
+  const nbytes = numel * FILE_DTYPES[dtype]!.itemsize;
+  if (!Number.isSafeInteger(nbytes) || end - begin !== nbytes) {
+    throw new Error(
+      `${what}: shape ${JSON.stringify(shape)} of ${dtype} needs ${nbytes} bytes but data_offsets [${begin}, ${end}] hold ${end - begin}`,
+    );
+  }
+  if (end > dataLen) {
+    throw new Error(`${what}: data_offsets [${begin}, ${end}] run past the end of the data section (${dataLen} bytes)`);
+  }
+  return { name, fileDtype: dtype, shape: shape as number[], numel, begin, end };
+}
+
+function f16ToF32Bits(h: number): number {
+  const sign = (h & 0x8000) << 16;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0x1f) return (sign | 0x7f800000 | (mant << 13)) >>> 0;
+  if (exp !== 0) return (sign | ((exp + 112) << 23) | (mant << 13)) >>> 0;
+  if (mant === 0) return sign >>> 0;
+  // NOTE: subnormal half: renormalize so the leading 1 moves into the implicit bit.
+  let e = 113;
+  let m = mant;
+  while ((m & 0x400) === 0) {
+    m <<= 1;
+    e--;
+  }
+  return (sign | (e << 23) | ((m & 0x3ff) << 13)) >>> 0;
+}
+
+function readTensor(e: HeaderEntry, data: Uint8Array): RawTensor {
+  const { fileDtype, numel, begin } = e;
+  const shape = [...e.shape];
+  if (fileDtype === 'F32' || fileDtype === 'I32') {
+    const dtype = FILE_DTYPES[fileDtype]!.dtype;
+    return { dtype, shape, data: typedFromLittleEndian(dtype, data, begin, numel) };
+  }
+  const out = new Float32Array(numel);
+  const view = new DataView(data.buffer, data.byteOffset + begin, e.end - begin);
+  if (fileDtype === 'F64') {
+    for (let i = 0; i < numel; i++) out[i] = view.getFloat64(8 * i, true);
+  } else {
+    const bits = new Uint32Array(out.buffer);
+    if (fileDtype === 'BF16') for (let i = 0; i < numel; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+    else for (let i = 0; i < numel; i++) bits[i] = f16ToF32Bits(view.getUint16(2 * i, true));
+  }
+  return { dtype: 'float32', shape, data: out };
+}
+
+/**
+ * Parses a safetensors file. The header is fully validated before any tensor
+ * is allocated: header length within the file and under `maxHeaderBytes`,
+ * valid UTF-8 JSON, known dtypes, byte length == product(shape) * itemsize,
+ * offsets in range, contiguous and non-overlapping, covering the data section
+ * exactly. F32 and I32 are read as is; F16, BF16 and F64 are converted to
+ * float32. Data is copied into fresh, aligned typed arrays.
+ *
+ * @example const { tensors, metadata } = decodeSafetensors(readFileSync('adapter_model.safetensors'));
+ */
+export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOptions = {}): SafetensorsContents {
+  const maxHeader = opts.maxHeaderBytes ?? SAFETENSORS_MAX_HEADER_BYTES;
+  if (bytes.length < 8) throw new Error(`safetensors: file is ${bytes.length} bytes, too small to hold the 8-byte header length`);
+  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(maxHeader)) throw new Error(`safetensors: header length ${n} exceeds the limit of ${maxHeader} bytes`);
+  if (n > BigInt(bytes.length - 8)) {
+    throw new Error(`safetensors: header length ${n} exceeds the ${bytes.length - 8} bytes that follow it (truncated file?)`);
+  }
+  const headerLen = Number(n);
+
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(8, 8 + headerLen));
+  } catch {
+    throw new Error('safetensors: header is not valid UTF-8');
+  }
+  let header: unknown;
+  try {
+    header = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`safetensors: header is not valid JSON (${(err as Error).message})`);
+  }
+  if (!isPlainObject(header)) throw new Error('safetensors: header must be a JSON object');
+
+  const data = bytes.subarray(8 + headerLen);
+  let metadata: Record<string, string> = {};
+  const entries: HeaderEntry[] = [];
+  for (const [name, info] of Object.entries(header)) {
+    if (name === METADATA_KEY) {
+      if (!isPlainObject(info)) throw new Error(`safetensors: '${METADATA_KEY}' must be an object of strings`);
+      for (const [k, v] of Object.entries(info)) {
+        if (typeof v !== 'string') throw new Error(`safetensors: metadata '${k}' must be a string, got ${JSON.stringify(v)}`);
+      }
+      metadata = Object.fromEntries(Object.entries(info as Record<string, string>));
+      continue;
+    }
+    entries.push(parseEntry(name, info, data.length));
+  }
+
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let prev: HeaderEntry | undefined;
+  for (const e of entries) {
+    if (e.begin < covered) {
+      throw new Error(`safetensors tensor '${e.name}': data_offsets [${e.begin}, ${e.end}] overlap tensor '${prev!.name}' [${prev!.begin}, ${prev!.end}]`);
+    }
+    if (e.begin > covered) {
+      throw new Error(`safetensors tensor '${e.name}': data_offsets [${e.begin}, ${e.end}] leave a gap after byte ${covered} of the data section`);
+    }
+    covered = e.end;
+    prev = e;
+  }
+  if (covered !== data.length) {
+    throw new Error(`safetensors: tensors cover ${covered} bytes but the data section holds ${data.length} (trailing or missing bytes)`);
+  }
+
+  const tensors = new Map<string, RawTensor>();
+  for (const e of entries) tensors.set(e.name, readTensor(e, data));
+  return { tensors, metadata };
+}
