@@ -1,0 +1,156 @@
+import { fmt, shapesEqual } from './shape.ts';
+import { keep, shareStorage, type Tensor } from './tensor.ts';
+import { add, ones, sumTo } from './ops/index.ts';
+
+/** dL/d(input) given dL/d(output); called only for inputs that need a gradient. */
+export type GradThunk = (() => Tensor) | null;
+
+export interface GradFn {
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  /** Builds one thunk per input; null once the graph has been freed by backward. */
+  backward: ((dy: Tensor) => GradThunk[]) | null;
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn without recording a graph: `noGrad(() => model.forward(x))`. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Whether an op on these inputs must record a node. */
+export function needsGraph(inputs: readonly Tensor[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * Records `out` as the result of `op` on `inputs`. `backward` receives dL/dout
+ * and returns one thunk per input (null where no gradient flows).
+ */
+export function attach(
+  op: string,
+  out: Tensor,
+  inputs: readonly Tensor[],
+  backward: (dy: Tensor) => GradThunk[],
+): Tensor {
+  if (!needsGraph(inputs)) return out;
+  out.requiresGrad = true;
+  out.gradFn = { op, inputs, backward };
+  return out;
+}
+
+/** Reverse-mode sweep from `root`, accumulating into leaf `.grad`s. */
+export function backward(root: Tensor, grad?: Tensor): void {
+  if (!root.requiresGrad) {
+    throw new Error(`backward: ${root.describe()} does not require grad and has no graph (was it computed under noGrad, or from frozen tensors only?)`);
+  }
+  if (!grad && root.size !== 1) {
+    throw new Error(`backward: a gradient can be implied only for a scalar output, got shape ${fmt(root.shape)}; pass one of that shape`);
+  }
+  if (grad && !shapesEqual(grad.shape, root.shape)) {
+    throw new Error(`backward: gradient shape ${fmt(grad.shape)} does not match output shape ${fmt(root.shape)}`);
+  }
+  noGrad(() => sweep(root, grad));
+}
+
+function sweep(root: Tensor, grad: Tensor | undefined): void {
+  const order = topoSort(root);
+  const grads = new Map<Tensor, Tensor>();
+  const owned = new Set<Tensor>();
+  const seed = grad ?? ones(root.shape, { backend: root.backend.name });
+  if (!grad) owned.add(seed);
+  grads.set(root, seed);
+  for (let i = order.length - 1; i >= 0; i--) {
+    const t = order[i];
+    const dy = grads.get(t);
+    if (!dy) continue;
+    grads.delete(t);
+    if (!t.gradFn) {
+      accumulateLeaf(t, dy, owned.has(dy));
+      continue;
+    }
+    const fn = t.gradFn;
+    if (!fn.backward) {
+      throw new Error(`backward: trying to backward through the graph a second time (the node of ${fn.op} was freed by the first backward())`);
+    }
+    const thunks = fn.backward(dy);
+    fn.backward = null;
+    fn.inputs.forEach((input, k) => {
+      const thunk = thunks[k];
+      if (!thunk || !input.requiresGrad) return;
+      let g = thunk();
+      // A fresh handle, so that each gradient can be disposed on its own.
+      if (g === dy) g = shareStorage(dy, dy.shape);
+      if (!shapesEqual(g.shape, input.shape)) {
+        const reduced = sumTo(g, input.shape);
+        g.dispose();
+        g = reduced;
+      }
+      if (!shapesEqual(g.shape, input.shape)) {
+        throw new Error(`backward: ${fn.op} produced a gradient of shape ${fmt(g.shape)} for an input of shape ${fmt(input.shape)}`);
+      }
+      owned.add(g);
+      const prev = grads.get(input);
+      if (prev) {
+        const sum = add(prev, g);
+        if (owned.has(prev)) prev.dispose();
+        if (owned.has(g)) g.dispose();
+        owned.add(sum);
+        grads.set(input, sum);
+      } else {
+        grads.set(input, g);
+      }
+    });
+    if (owned.has(dy)) dy.dispose();
+  }
+}
+
+function accumulateLeaf(t: Tensor, g: Tensor, owned: boolean): void {
+  // A leaf's gradient must outlive any tidy scope and never alias another tensor.
+  const own = owned ? g : g.clone();
+  if (t.grad) {
+    const sum = add(t.grad, own);
+    t.grad.dispose();
+    own.dispose();
+    t.grad = keep(sum);
+  } else {
+    t.grad = keep(own);
+  }
+}
+
+function topoSort(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const stack: [Tensor, number][] = [[root, 0]];
+  seen.add(root);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, k] = top;
+    const inputs = t.gradFn?.inputs ?? [];
+    if (k < inputs.length) {
+      top[1]++;
+      const next = inputs[k];
+      if (next.requiresGrad && !seen.has(next)) {
+        seen.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}

@@ -1,0 +1,41 @@
+import type { DType } from '../../backend.ts';
+
+/** float32 storage (Float64Array in the float64 reference backend) or int32 storage. */
+export type FArr = Float32Array | Float64Array;
+export type Arr = FArr | Int32Array;
+export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
+
+export function allocFor(F: FloatCtor, dtype: DType, size: number): Arr {
+  return dtype === 'float32' ? new F(size) : new Int32Array(size);
+}
+
+/**
+ * Calls fn(outerIndex, offsets) for every position of all but the last axis of
+ * `shape`, with each operand's flat offset under its own strides (odometer).
+ */
+export function forEachRow(
+  shape: readonly number[],
+  strides: readonly (readonly number[])[],
+  fn: (row: number, offsets: number[]) => void,
+): void {
+  const rank = shape.length;
+  const offsets = strides.map(() => 0);
+  if (rank <= 1) {
+    fn(0, offsets);
+    return;
+  }
+  let rows = 1;
+  for (let i = 0; i < rank - 1; i++) rows *= shape[i];
+  if (rows === 0) return;
+  const idx = new Array<number>(rank - 1).fill(0);
+  for (let r = 0; r < rows; r++) {
+    fn(r, offsets);
+    for (let ax = rank - 2; ax >= 0; ax--) {
+      idx[ax]++;
+      for (let s = 0; s < strides.length; s++) offsets[s] += strides[s][ax];
+      if (idx[ax] < shape[ax]) break;
+      for (let s = 0; s < strides.length; s++) offsets[s] -= strides[s][ax] * shape[ax];
+      idx[ax] = 0;
+    }
+  }
+}

@@ -1,0 +1,403 @@
+import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceOp, UnaryOp } from '../../backend.ts';
+import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
+import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
+import { gemm } from './gemm.ts';
+import * as nn from './nn-kernels.ts';
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+function geluGrad(x: number): number {
+  // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+  const u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+  const t = Math.tanh(u);
+  const du = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du;
+}
+
+function sigmoid(x: number): number {
+  // NOTE: stable for large |x|: never exponentiate a large positive number.
+  if (x >= 0) return 1 / (1 + Math.exp(-x));
+  const e = Math.exp(x);
+  return e / (1 + e);
+}
+
+const unaryFns: Record<UnaryOp, (x: number) => number> = {
+  neg: (x) => -x,
+  sqrt: Math.sqrt,
+  exp: Math.exp,
+  log: Math.log,
+  tanh: Math.tanh,
+  sigmoid,
+  relu: (x) => (x > 0 ? x : 0),
+  gelu: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+  silu: (x) => x * sigmoid(x),
+};
+
+/** dy * f'(.), given the input x or the output y. */
+const unaryGradFns: Record<UnaryOp, (x: number, y: number, dy: number) => number> = {
+  neg: (_x, _y, dy) => -dy,
+  sqrt: (_x, y, dy) => dy / (2 * y),
+  exp: (_x, y, dy) => dy * y,
+  log: (x, _y, dy) => dy / x,
+  tanh: (_x, y, dy) => dy * (1 - y * y),
+  sigmoid: (_x, y, dy) => dy * y * (1 - y),
+  relu: (x, _y, dy) => (x > 0 ? dy : 0),
+  gelu: (x, _y, dy) => dy * geluGrad(x),
+  silu: (x, _y, dy) => {
+    const s = sigmoid(x);
+    return dy * s * (1 + x * (1 - s));
+  },
+};
+
+const binaryFns: Record<BinaryOp, (a: number, b: number) => number> = {
+  add: (a, b) => a + b,
+  sub: (a, b) => a - b,
+  mul: (a, b) => a * b,
+  div: (a, b) => a / b,
+  pow: Math.pow,
+  maximum: (a, b) => (a >= b ? a : b),
+  eq: (a, b) => (a === b ? 1 : 0),
+  gt: (a, b) => (a > b ? 1 : 0),
+};
+
+/**
+ * The reference backend: pure TypeScript on typed arrays. With
+ * `precision: 'float64'` it computes in doubles (used by gradcheck).
+ */
+export class CpuBackend implements Backend {
+  readonly hasStorage = true;
+  readonly mode: string;
+  private readonly F: FloatCtor;
+
+  constructor(readonly name = 'cpu', precision: 'float32' | 'float64' = 'float32') {
+    this.F = precision === 'float64' ? Float64Array : Float32Array;
+    this.mode = precision === 'float64' ? 'cpu-float64' : 'cpu';
+  }
+
+  bytesPerElement(dtype: DType): number {
+    return dtype === 'float32' ? this.F.BYTES_PER_ELEMENT : 4;
+  }
+
+  upload(values: ArrayLike<number>, dtype: DType): Arr {
+    const out = allocFor(this.F, dtype, values.length);
+    out.set(values);
+    return out;
+  }
+
+  download(data: unknown, _dtype: DType, size: number): HostArray {
+    return (data as Arr).slice(0, size);
+  }
+
+  free(): void {
+    // Typed arrays are reclaimed by the garbage collector.
+  }
+
+  fill(size: number, value: number, dtype: DType): Arr {
+    const out = allocFor(this.F, dtype, size);
+    if (value !== 0) out.fill(value);
+    return out;
+  }
+
+  cast(x: Arr, size: number, to: DType): Arr {
+    const out = allocFor(this.F, to, size);
+    if (to === 'float32' || x instanceof Int32Array) out.set(x.subarray(0, size));
+    else for (let i = 0; i < size; i++) out[i] = Math.trunc(x[i]);
+    return out;
+  }
+
+  unary(op: UnaryOp, x: FArr, size: number): FArr {
+    const f = unaryFns[op];
+    const out = new this.F(size);
+    for (let i = 0; i < size; i++) out[i] = f(x[i]);
+    return out;
+  }
+
+  unaryGrad(op: UnaryOp, x: FArr | null, y: FArr | null, dy: FArr, size: number): FArr {
+    const f = unaryGradFns[op];
+    const out = new this.F(size);
+    for (let i = 0; i < size; i++) out[i] = f(x ? x[i] : 0, y ? y[i] : 0, dy[i]);
+    return out;
+  }
+
+  affine(x: FArr, size: number, scale: number, shift: number): FArr {
+    const out = new this.F(size);
+    for (let i = 0; i < size; i++) out[i] = x[i] * scale + shift;
+    return out;
+  }
+
+  powScalar(x: FArr, size: number, exponent: number): FArr {
+    const out = new this.F(size);
+    if (exponent === 2) for (let i = 0; i < size; i++) out[i] = x[i] * x[i];
+    else for (let i = 0; i < size; i++) out[i] = Math.pow(x[i], exponent);
+    return out;
+  }
+
+  binary(op: BinaryOp, a: FArr, aShape: Shape, b: FArr, bShape: Shape, outShape: Shape): FArr {
+    const n = sizeOf(outShape);
+    const out = new this.F(n);
+    const f = binaryFns[op];
+    const an = sizeOf(aShape);
+    const bn = sizeOf(bShape);
+    if (an === n && bn === n) {
+      if (op === 'add') for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
+      else if (op === 'mul') for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
+      else for (let i = 0; i < n; i++) out[i] = f(a[i], b[i]);
+      return out;
+    }
+    if (bn === 1) {
+      const bv = b[0];
+      for (let i = 0; i < n; i++) out[i] = f(a[i % an], bv);
+      return out;
+    }
+    const sa = broadcastStrides(aShape, outShape);
+    const sb = broadcastStrides(bShape, outShape);
+    const cols = outShape[outShape.length - 1] ?? 1;
+    const ca = sa[sa.length - 1] ?? 0;
+    const cb = sb[sb.length - 1] ?? 0;
+    forEachRow(outShape, [sa, sb], (row, [oa, ob]) => {
+      const o = row * cols;
+      if (op === 'add') for (let c = 0; c < cols; c++) out[o + c] = a[oa + c * ca] + b[ob + c * cb];
+      else if (op === 'mul') for (let c = 0; c < cols; c++) out[o + c] = a[oa + c * ca] * b[ob + c * cb];
+      else for (let c = 0; c < cols; c++) out[o + c] = f(a[oa + c * ca], b[ob + c * cb]);
+    });
+    return out;
+  }
+
+  where(cond: Arr, cShape: Shape, a: FArr, aShape: Shape, b: FArr, bShape: Shape, outShape: Shape): FArr {
+    const out = new this.F(sizeOf(outShape));
+    const ss = [cShape, aShape, bShape].map((s) => broadcastStrides(s, outShape));
+    const cols = outShape[outShape.length - 1] ?? 1;
+    const last = ss.map((s) => s[s.length - 1] ?? 0);
+    forEachRow(outShape, ss, (row, [oc, oa, ob]) => {
+      const o = row * cols;
+      for (let c = 0; c < cols; c++) out[o + c] = cond[oc + c * last[0]] ? a[oa + c * last[1]] : b[ob + c * last[2]];
+    });
+    return out;
+  }
+
+  reduce(op: ReduceOp, x: FArr, shape: Shape, axes: readonly number[]): FArr {
+    const keptShape = shape.filter((_, i) => !axes.includes(i));
+    const out = new this.F(sizeOf(keptShape));
+    const init = op === 'sum' ? 0 : -Infinity;
+    out.fill(init);
+    const rank = shape.length;
+    const n = sizeOf(shape);
+    if (n === 0) return out;
+    // Fast path: reducing the trailing axes (row sums / row maxima).
+    const trailing = axes.every((a, i) => a === rank - axes.length + i);
+    if (trailing) {
+      const cols = sizeOf(axes.map((a) => shape[a]));
+      for (let r = 0; r < out.length; r++) {
+        let acc = init;
+        const o = r * cols;
+        if (op === 'sum') for (let c = 0; c < cols; c++) acc += x[o + c];
+        else for (let c = 0; c < cols; c++) if (x[o + c] > acc) acc = x[o + c];
+        out[r] = acc;
+      }
+      return out;
+    }
+    // General: walk the input, mapping each row onto the output.
+    const outStridesKept = stridesOf(keptShape);
+    const outStrides = new Array<number>(rank).fill(0);
+    let k = 0;
+    for (let i = 0; i < rank; i++) if (!axes.includes(i)) outStrides[i] = outStridesKept[k++];
+    const cols = shape[rank - 1];
+    const co = outStrides[rank - 1];
+    forEachRow(shape, [outStrides], (row, [oo]) => {
+      const xi = row * cols;
+      if (op === 'sum') for (let c = 0; c < cols; c++) out[oo + c * co] += x[xi + c];
+      else for (let c = 0; c < cols; c++) if (x[xi + c] > out[oo + c * co]) out[oo + c * co] = x[xi + c];
+    });
+    return out;
+  }
+
+  matmul(a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): FArr {
+    const r = outShape.length;
+    const m = outShape[r - 2];
+    const n = outShape[r - 1];
+    const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
+    const out = new this.F(sizeOf(outShape));
+    const aRows = aShape[aShape.length - 2];
+    const aCols = aShape[aShape.length - 1];
+    const bCols = bShape[bShape.length - 1];
+    const [sAm, sAk] = transA ? [1, aCols] : [aCols, 1];
+    const [sBk, sBn] = transB ? [1, bCols] : [bCols, 1];
+    const batch = outShape.slice(0, -2);
+    const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aRows * aCols);
+    const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bShape[bShape.length - 2] * bCols);
+    // forEachRow walks all but the last axis: add a dummy one.
+    const walkShape = [...batch, 1];
+    forEachRow(walkShape, [[...aBatch, 0], [...bBatch, 0]], (bi, [ao, bo]) => {
+      gemm(m, n, k, a, ao, sAm, sAk, b, bo, sBk, sBn, out, bi * m * n);
+    });
+    return out;
+  }
+
+  strided(x: Arr, outShape: Shape, strides: readonly number[], offset: number): Arr {
+    const out = x instanceof Int32Array ? new Int32Array(sizeOf(outShape)) : new this.F(sizeOf(outShape));
+    if (out.length === 0) return out;
+    const cols = outShape[outShape.length - 1] ?? 1;
+    const cs = strides[strides.length - 1] ?? 0;
+    forEachRow(outShape, [strides], (row, [xo]) => {
+      const o = row * cols;
+      const base = offset + xo;
+      if (cs === 1) for (let c = 0; c < cols; c++) out[o + c] = x[base + c];
+      else for (let c = 0; c < cols; c++) out[o + c] = x[base + c * cs];
+    });
+    return out;
+  }
+
+  stridedAdd(dy: FArr, dyShape: Shape, strides: readonly number[], offset: number, outSize: number): FArr {
+    const out = new this.F(outSize);
+    if (sizeOf(dyShape) === 0) return out;
+    const cols = dyShape[dyShape.length - 1] ?? 1;
+    const cs = strides[strides.length - 1] ?? 0;
+    forEachRow(dyShape, [strides], (row, [xo]) => {
+      const o = row * cols;
+      const base = offset + xo;
+      for (let c = 0; c < cols; c++) out[base + c * cs] += dy[o + c];
+    });
+    return out;
+  }
+
+  concat(xs: readonly Arr[], shapes: readonly Shape[], axis: number, outShape: Shape): Arr {
+    const total = sizeOf(outShape);
+    const out = xs[0] instanceof Int32Array ? new Int32Array(total) : new this.F(total);
+    const outer = sizeOf(outShape.slice(0, axis));
+    const outRow = sizeOf(outShape.slice(axis));
+    let colOffset = 0;
+    xs.forEach((x, i) => {
+      const row = sizeOf(shapes[i].slice(axis));
+      for (let o = 0; o < outer; o++) out.set(x.subarray(o * row, (o + 1) * row), o * outRow + colOffset);
+      colOffset += row;
+    });
+    return out;
+  }
+
+  private checkIndex(op: string, v: number, n: number, pos: number): void {
+    if (v < 0 || v >= n) throw new Error(`${op}: index ${v} at position ${pos} is out of range [0, ${n})`);
+  }
+
+  gather(x: FArr, xShape: Shape, index: Int32Array, indexShape: Shape, axis: number): FArr {
+    const n = sizeOf(indexShape);
+    const out = new this.F(n);
+    const xs = stridesOf(xShape);
+    const is = stridesOf(indexShape);
+    for (let i = 0; i < n; i++) {
+      let xo = 0;
+      let rem = i;
+      for (let d = 0; d < indexShape.length; d++) {
+        const c = Math.floor(rem / is[d]);
+        rem -= c * is[d];
+        if (d === axis) {
+          this.checkIndex('gather', index[i], xShape[axis], i);
+          xo += index[i] * xs[d];
+        } else xo += c * xs[d];
+      }
+      out[i] = x[xo];
+    }
+    return out;
+  }
+
+  scatterAdd(dy: FArr, index: Int32Array, indexShape: Shape, axis: number, outShape: Shape): FArr {
+    const out = new this.F(sizeOf(outShape));
+    const xs = stridesOf(outShape);
+    const is = stridesOf(indexShape);
+    const n = sizeOf(indexShape);
+    for (let i = 0; i < n; i++) {
+      let xo = 0;
+      let rem = i;
+      for (let d = 0; d < indexShape.length; d++) {
+        const c = Math.floor(rem / is[d]);
+        rem -= c * is[d];
+        xo += (d === axis ? index[i] : c) * xs[d];
+      }
+      out[xo] += dy[i];
+    }
+    return out;
+  }
+
+  indexSelect(x: FArr, xShape: Shape, index: Int32Array, count: number, axis: number): FArr {
+    const outer = sizeOf(xShape.slice(0, axis));
+    const inner = sizeOf(xShape.slice(axis + 1));
+    const n = xShape[axis];
+    for (let i = 0; i < count; i++) this.checkIndex('indexSelect', index[i], n, i);
+    const out = new this.F(outer * count * inner);
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < count; i++) {
+        const src = (o * n + index[i]) * inner;
+        out.set(x.subarray(src, src + inner), (o * count + i) * inner);
+      }
+    }
+    return out;
+  }
+
+  indexAdd(dy: FArr, index: Int32Array, count: number, axis: number, xShape: Shape): FArr {
+    const outer = sizeOf(xShape.slice(0, axis));
+    const inner = sizeOf(xShape.slice(axis + 1));
+    const n = xShape[axis];
+    const out = new this.F(sizeOf(xShape));
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < count; i++) {
+        const dst = (o * n + index[i]) * inner;
+        const src = (o * count + i) * inner;
+        for (let c = 0; c < inner; c++) out[dst + c] += dy[src + c];
+      }
+    }
+    return out;
+  }
+
+  softmax(x: FArr, rows: number, cols: number, log: boolean): FArr {
+    return nn.softmaxRows(this.F, x, rows, cols, log);
+  }
+
+  softmaxGrad(y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
+    return nn.softmaxGradRows(this.F, y, dy, rows, cols, log);
+  }
+
+  crossEntropy(logits: FArr, targets: Int32Array, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): FArr {
+    return nn.crossEntropyRows(this.F, logits, targets, rows, cols, ignoreIndex, reduction);
+  }
+
+  crossEntropyGrad(
+    logits: FArr, targets: Int32Array, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+  ): FArr {
+    return nn.crossEntropyGradRows(this.F, logits, targets, dy, rows, cols, ignoreIndex, reduction);
+  }
+
+  layerNorm(x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number) {
+    return nn.layerNormRows(this.F, x, w, b, rows, cols, eps);
+  }
+
+  layerNormGrad(
+    x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
+    need: { x: boolean; w: boolean; b: boolean },
+  ) {
+    return nn.layerNormGradRows(this.F, x, w, mean, rstd, dy, rows, cols, need);
+  }
+
+  rmsNorm(x: FArr, w: FArr | null, rows: number, cols: number, eps: number) {
+    return nn.rmsNormRows(this.F, x, w, rows, cols, eps);
+  }
+
+  rmsNormGrad(x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean }) {
+    return nn.rmsNormGradRows(this.F, x, w, rstd, dy, rows, cols, need);
+  }
+
+  attention(q: FArr, k: FArr, v: FArr, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
+    return nn.attentionForward(this.F, q, k, v, bh, tq, tk, dk, dv, scale, causal);
+  }
+
+  attentionGrad(
+    q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
+    bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
+    need: { q: boolean; k: boolean; v: boolean },
+  ) {
+    return nn.attentionBackward(this.F, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
+  }
+
+  adamUpdate(p: FArr, g: FArr, m: FArr, v: FArr, size: number, h: AdamHyper): { p: FArr; m: FArr; v: FArr } {
+    nn.adamInPlace(p, g, m, v, size, h);
+    return { p, m, v };
+  }
+}

@@ -1,0 +1,292 @@
+import type { AdamHyper, Reduction } from '../../backend.ts';
+import type { Arr, FArr, FloatCtor } from './arrays.ts';
+
+export function softmaxRows(F: FloatCtor, x: FArr, rows: number, cols: number, log: boolean): FArr {
+  const y = new F(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4.
+    let m = -Infinity;
+    for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += Math.exp(x[o + c] - m);
+    if (log) {
+      const lse = m + Math.log(s);
+      for (let c = 0; c < cols; c++) y[o + c] = x[o + c] - lse;
+    } else {
+      for (let c = 0; c < cols; c++) y[o + c] = Math.exp(x[o + c] - m) / s;
+    }
+  }
+  return y;
+}
+
+export function softmaxGradRows(F: FloatCtor, y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
+  const dx = new F(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    if (log) {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += dy[o + c];
+      for (let c = 0; c < cols; c++) dx[o + c] = dy[o + c] - Math.exp(y[o + c]) * s;
+    } else {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += dy[o + c] * y[o + c];
+      for (let c = 0; c < cols; c++) dx[o + c] = y[o + c] * (dy[o + c] - s);
+    }
+  }
+  return dx;
+}
+
+function checkTarget(t: number, r: number, cols: number, ignoreIndex: number): void {
+  if (t !== ignoreIndex && (t < 0 || t >= cols)) {
+    throw new Error(`crossEntropy: target ${t} at position ${r} is out of range for ${cols} classes (ignoreIndex ${ignoreIndex})`);
+  }
+}
+
+function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: number): number {
+  let n = 0;
+  for (let r = 0; r < rows; r++) {
+    checkTarget(targets[r], r, cols, ignoreIndex);
+    if (targets[r] !== ignoreIndex) n++;
+  }
+  return n;
+}
+
+export function crossEntropyRows(
+  F: FloatCtor, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+): FArr {
+  const valid = countValid(targets, rows, cols, ignoreIndex);
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const t = targets[r];
+    if (t === ignoreIndex) continue;
+    const o = r * cols;
+    let m = -Infinity;
+    for (let c = 0; c < cols; c++) if (logits[o + c] > m) m = logits[o + c];
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += Math.exp(logits[o + c] - m);
+    total += m + Math.log(s) - logits[o + t];
+  }
+  // PyTorch: a mean over zero valid targets is NaN.
+  return F.of(reduction === 'mean' ? total / valid : total);
+}
+
+export function crossEntropyGradRows(
+  F: FloatCtor, logits: FArr, targets: Arr, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+): FArr {
+  const valid = countValid(targets, rows, cols, ignoreIndex);
+  const scale = reduction === 'mean' ? dy[0] / valid : dy[0];
+  const dx = new F(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const t = targets[r];
+    if (t === ignoreIndex) continue;
+    const o = r * cols;
+    let m = -Infinity;
+    for (let c = 0; c < cols; c++) if (logits[o + c] > m) m = logits[o + c];
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += Math.exp(logits[o + c] - m);
+    for (let c = 0; c < cols; c++) dx[o + c] = (Math.exp(logits[o + c] - m) / s) * scale;
+    dx[o + t] -= scale;
+  }
+  return dx;
+}
+
+export function layerNormRows(
+  F: FloatCtor, x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number,
+): { y: FArr; mean: FArr; rstd: FArr } {
+  const y = new F(rows * cols);
+  const mean = new F(rows);
+  const rstd = new F(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += x[o + c];
+    const mu = s / cols;
+    let v = 0;
+    for (let c = 0; c < cols; c++) {
+      const d = x[o + c] - mu;
+      v += d * d;
+    }
+    const rs = 1 / Math.sqrt(v / cols + eps);
+    mean[r] = mu;
+    rstd[r] = rs;
+    for (let c = 0; c < cols; c++) {
+      const h = (x[o + c] - mu) * rs;
+      y[o + c] = h * (w ? w[c] : 1) + (b ? b[c] : 0);
+    }
+  }
+  return { y, mean, rstd };
+}
+
+export function layerNormGradRows(
+  F: FloatCtor, x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
+  need: { x: boolean; w: boolean; b: boolean },
+): { dx: FArr | null; dw: FArr | null; db: FArr | null } {
+  const dx = need.x ? new F(rows * cols) : null;
+  const dw = need.w ? new F(cols) : null;
+  const db = need.b ? new F(cols) : null;
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    const mu = mean[r];
+    const rs = rstd[r];
+    let sumG = 0;
+    let sumGH = 0;
+    for (let c = 0; c < cols; c++) {
+      const h = (x[o + c] - mu) * rs;
+      const g = dy[o + c] * (w ? w[c] : 1);
+      sumG += g;
+      sumGH += g * h;
+      if (dw) dw[c] += dy[o + c] * h;
+      if (db) db[c] += dy[o + c];
+    }
+    if (dx) {
+      const mg = sumG / cols;
+      const mgh = sumGH / cols;
+      for (let c = 0; c < cols; c++) {
+        const h = (x[o + c] - mu) * rs;
+        const g = dy[o + c] * (w ? w[c] : 1);
+        dx[o + c] = rs * (g - mg - h * mgh);
+      }
+    }
+  }
+  return { dx, dw, db };
+}
+
+export function rmsNormRows(
+  F: FloatCtor, x: FArr, w: FArr | null, rows: number, cols: number, eps: number,
+): { y: FArr; rstd: FArr } {
+  const y = new F(rows * cols);
+  const rstd = new F(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += x[o + c] * x[o + c];
+    const rs = 1 / Math.sqrt(s / cols + eps);
+    rstd[r] = rs;
+    for (let c = 0; c < cols; c++) y[o + c] = x[o + c] * rs * (w ? w[c] : 1);
+  }
+  return { y, rstd };
+}
+
+export function rmsNormGradRows(
+  F: FloatCtor, x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean },
+): { dx: FArr | null; dw: FArr | null } {
+  const dx = need.x ? new F(rows * cols) : null;
+  const dw = need.w ? new F(cols) : null;
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    const rs = rstd[r];
+    let sumGH = 0;
+    for (let c = 0; c < cols; c++) {
+      const h = x[o + c] * rs;
+      sumGH += dy[o + c] * (w ? w[c] : 1) * h;
+      if (dw) dw[c] += dy[o + c] * h;
+    }
+    if (dx) {
+      const mgh = sumGH / cols;
+      for (let c = 0; c < cols; c++) {
+        const h = x[o + c] * rs;
+        dx[o + c] = rs * (dy[o + c] * (w ? w[c] : 1) - h * mgh);
+      }
+    }
+  }
+  return { dx, dw };
+}
+
+export function attentionForward(
+  F: FloatCtor, q: FArr, k: FArr, v: FArr, bh: number, tq: number, tk: number, dk: number, dv: number,
+  scale: number, causal: boolean,
+): { out: FArr; lse: FArr } {
+  const out = new F(bh * tq * dv);
+  const lse = new F(bh * tq);
+  const s = new Float64Array(tk);
+  for (let h = 0; h < bh; h++) {
+    const qb = h * tq * dk;
+    const kb = h * tk * dk;
+    const vb = h * tk * dv;
+    for (let i = 0; i < tq; i++) {
+      const last = causal ? i + tk - tq : tk - 1;
+      const qo = qb + i * dk;
+      let m = -Infinity;
+      for (let j = 0; j <= last; j++) {
+        const ko = kb + j * dk;
+        let dot = 0;
+        for (let d = 0; d < dk; d++) dot += q[qo + d] * k[ko + d];
+        s[j] = dot * scale;
+        if (s[j] > m) m = s[j];
+      }
+      let sum = 0;
+      for (let j = 0; j <= last; j++) {
+        s[j] = Math.exp(s[j] - m);
+        sum += s[j];
+      }
+      const oo = (h * tq + i) * dv;
+      for (let j = 0; j <= last; j++) {
+        const p = s[j] / sum;
+        const vo = vb + j * dv;
+        for (let d = 0; d < dv; d++) out[oo + d] += p * v[vo + d];
+      }
+      lse[h * tq + i] = m + Math.log(sum);
+    }
+  }
+  return { out, lse };
+}
+
+export function attentionBackward(
+  F: FloatCtor, q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
+  bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
+  need: { q: boolean; k: boolean; v: boolean },
+): { dq: FArr | null; dk: FArr | null; dv: FArr | null } {
+  const dq = need.q ? new F(bh * tq * dk) : null;
+  const dkOut = need.k ? new F(bh * tk * dk) : null;
+  const dvOut = need.v ? new F(bh * tk * dv) : null;
+  const p = new Float64Array(tk);
+  for (let h = 0; h < bh; h++) {
+    const qb = h * tq * dk;
+    const kb = h * tk * dk;
+    const vb = h * tk * dv;
+    for (let i = 0; i < tq; i++) {
+      const last = causal ? i + tk - tq : tk - 1;
+      const qo = qb + i * dk;
+      const oo = (h * tq + i) * dv;
+      const l = lse[h * tq + i];
+      let delta = 0;
+      for (let d = 0; d < dv; d++) delta += dout[oo + d] * out[oo + d];
+      for (let j = 0; j <= last; j++) {
+        const ko = kb + j * dk;
+        let dot = 0;
+        for (let d = 0; d < dk; d++) dot += q[qo + d] * k[ko + d];
+        p[j] = Math.exp(dot * scale - l);
+      }
+      for (let j = 0; j <= last; j++) {
+        const vo = vb + j * dv;
+        const ko = kb + j * dk;
+        if (dvOut) for (let d = 0; d < dv; d++) dvOut[vo + d] += p[j] * dout[oo + d];
+        let dp = 0;
+        for (let d = 0; d < dv; d++) dp += dout[oo + d] * v[vo + d];
+        const ds = p[j] * (dp - delta) * scale;
+        if (dq) for (let d = 0; d < dk; d++) dq[qo + d] += ds * k[ko + d];
+        if (dkOut) for (let d = 0; d < dk; d++) dkOut[ko + d] += ds * q[qo + d];
+      }
+    }
+  }
+  return { dq, dk: dkOut, dv: dvOut };
+}
+
+/** In place: p, m, v are updated and returned. */
+export function adamInPlace(p: FArr, g: FArr, m: FArr, v: FArr, size: number, h: AdamHyper): void {
+  const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = h;
+  const bc1 = 1 - Math.pow(beta1, step);
+  const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+  const stepSize = lr / bc1;
+  const decay = decoupled ? 1 - lr * weightDecay : 1;
+  for (let i = 0; i < size; i++) {
+    let gi = g[i];
+    if (!decoupled && weightDecay !== 0) gi += weightDecay * p[i];
+    const mi = beta1 * m[i] + (1 - beta1) * gi;
+    const vi = beta2 * v[i] + (1 - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
+  }
+}

@@ -1,0 +1,21 @@
+import { registerBackend } from './backend.ts';
+import { CpuBackend } from './backends/cpu/index.ts';
+import { MetaBackend } from './backends/meta.ts';
+
+registerBackend('cpu', () => new CpuBackend('cpu'));
+registerBackend('meta', () => new MetaBackend());
+
+export * from './backend.ts';
+export { Storage, profileKernels, runKernel, type KernelRecord, type MemoryInfo } from './engine.ts';
+export * from './shape.ts';
+export { Rng, globalRng, manualSeed } from './rng.ts';
+export {
+  Tensor, tensor, scalar, full, zeros, ones, tidy, keep, dispose, memory, resetPeak, makeTensor,
+  type NestedArray, type TensorOptions,
+} from './tensor.ts';
+export { attach, noGrad, isGradEnabled, backward, type GradFn, type GradThunk } from './autograd.ts';
+export * from './ops/index.ts';
+export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradcheck.ts';
+export { CpuBackend } from './backends/cpu/index.ts';
+export { MetaBackend } from './backends/meta.ts';
+export * from './serialization/index.ts';

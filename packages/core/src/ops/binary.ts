@@ -1,0 +1,126 @@
+import type { BinaryOp } from '../backend.ts';
+import { attach } from '../autograd.ts';
+import { runKernel } from '../engine.ts';
+import { broadcastShapes, fmt, shapesEqual } from '../shape.ts';
+import { full, type Tensor } from '../tensor.ts';
+import { affine, log, powScalar } from './elementwise.ts';
+import { backendOf, requireDtype, requireFloat, result } from './util.ts';
+
+function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, name: string = op): Tensor {
+  const be = backendOf(name, a, b);
+  const shape = broadcastShapes(name, a.shape, b.shape);
+  const data = runKernel(be, 'binary', shape, op, a.data_, a.shape, b.data_, b.shape, shape);
+  return result(be, data, shape);
+}
+
+/** a + b with NumPy broadcasting: `add(x, bias)` or `add(x, 1)` */
+export function add(a: Tensor, b: Tensor | number): Tensor {
+  if (typeof b === 'number') return affine(a, 1, b);
+  requireFloat('add', a, b);
+  const y = binaryRaw('add', a, b);
+  return attach('add', y, [a, b], (dy) => [() => dy, () => dy]);
+}
+
+/** a - b with broadcasting. */
+export function sub(a: Tensor, b: Tensor | number): Tensor {
+  if (typeof b === 'number') return affine(a, 1, -b);
+  requireFloat('sub', a, b);
+  const y = binaryRaw('sub', a, b);
+  return attach('sub', y, [a, b], (dy) => [() => dy, () => affine(dy, -1, 0)]);
+}
+
+/** a * b with broadcasting. */
+export function mul(a: Tensor, b: Tensor | number): Tensor {
+  if (typeof b === 'number') return affine(a, b, 0);
+  requireFloat('mul', a, b);
+  const y = binaryRaw('mul', a, b);
+  return attach('mul', y, [a, b], (dy) => [() => mul(dy, b), () => mul(dy, a)]);
+}
+
+/** a / b with broadcasting. */
+export function div(a: Tensor, b: Tensor | number): Tensor {
+  if (typeof b === 'number') return affine(a, 1 / b, 0);
+  requireFloat('div', a, b);
+  const y = binaryRaw('div', a, b);
+  return attach('div', y, [a, b], (dy) => [
+    () => div(dy, b),
+    () => {
+      const t = div(y, b);
+      const g = mul(dy, t);
+      t.dispose();
+      const n = affine(g, -1, 0);
+      g.dispose();
+      return n;
+    },
+  ]);
+}
+
+/** x ** e, for a number or a (broadcast) tensor exponent: `pow(x, 2)` */
+export function pow(x: Tensor, e: Tensor | number): Tensor {
+  if (typeof e === 'number') return powScalar(x, e);
+  requireFloat('pow', x, e);
+  const y = binaryRaw('pow', x, e);
+  return attach('pow', y, [x, e], (dy) => [
+    () => {
+      const em1 = affine(e, 1, -1);
+      const p = binaryRaw('pow', x, em1, 'pow');
+      const d = mul(p, e);
+      const g = mul(dy, d);
+      for (const t of [em1, p, d]) t.dispose();
+      return g;
+    },
+    () => {
+      const l = log(x);
+      const d = mul(y, l);
+      const g = mul(dy, d);
+      l.dispose();
+      d.dispose();
+      return g;
+    },
+  ]);
+}
+
+/** Elementwise maximum (gradient to the larger input; ties to a). */
+export function maximum(a: Tensor, b: Tensor): Tensor {
+  requireFloat('maximum', a, b);
+  const y = binaryRaw('maximum', a, b);
+  return attach('maximum', y, [a, b], (dy) => [
+    () => where(binaryRaw('eq', y, a), dy, 0),
+    () => where(binaryRaw('eq', y, a), 0, dy),
+  ]);
+}
+
+/** 1 where a == b, else 0 (float32, no gradient). */
+export function eq(a: Tensor, b: Tensor): Tensor {
+  return binaryRaw('eq', a, b);
+}
+
+/** 1 where a > b, else 0 (float32, no gradient). */
+export function gt(a: Tensor, b: Tensor): Tensor {
+  return binaryRaw('gt', a, b);
+}
+
+/**
+ * torch.where: a where cond is nonzero, else b; all three broadcast.
+ * `where(mask, x, 0)`
+ */
+export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
+  const be = cond.backend;
+  const ta = typeof a === 'number' ? full([], a, { backend: be.name }) : a;
+  const tb = typeof b === 'number' ? full([], b, { backend: be.name }) : b;
+  requireFloat('where', ta, tb);
+  backendOf('where', cond, ta, tb);
+  const shape = broadcastShapes('where', cond.shape, ta.shape, tb.shape);
+  const data = runKernel(be, 'where', shape, cond.data_, cond.shape, ta.data_, ta.shape, tb.data_, tb.shape, shape);
+  const y = result(be, data, shape);
+  return attach('where', y, [ta, tb], (dy) => [() => where(cond, dy, 0), () => where(cond, 0, dy)]);
+}
+
+/** x.masked_fill(mask, value): `scores.maskedFill(causalMask, -Infinity)` */
+export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
+  requireDtype('maskedFill', mask, 'mask', 'bool', 'int32', 'float32');
+  if (!shapesEqual(broadcastShapes('maskedFill', x.shape, mask.shape), x.shape)) {
+    throw new Error(`maskedFill: mask of shape ${fmt(mask.shape)} does not broadcast to x of shape ${fmt(x.shape)}`);
+  }
+  return where(mask, value, x);
+}

@@ -1,0 +1,10 @@
+export { backward, noGrad, isGradEnabled } from '../autograd.ts';
+export { ones, zeros, full } from '../tensor.ts';
+export * from './elementwise.ts';
+export * from './binary.ts';
+export * from './reduce.ts';
+export * from './shape.ts';
+export * from './matmul.ts';
+export * from './indexing.ts';
+export * from './nn.ts';
+export * from './random.ts';

@@ -1,0 +1,207 @@
+import type { Reduction } from '../backend.ts';
+import { attach, isGradEnabled } from '../autograd.ts';
+import { countUpload, runKernel } from '../engine.ts';
+import { globalRng } from '../rng.ts';
+import { fmt, normalizeAxis, sizeOf, shapesEqual } from '../shape.ts';
+import { makeTensor, type Tensor } from '../tensor.ts';
+import { mul } from './binary.ts';
+import { transpose } from './shape.ts';
+import { backendOf, requireDtype, requireFloat, result } from './util.ts';
+
+function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
+  const name = log ? 'logSoftmax' : 'softmax';
+  requireFloat(name, x);
+  const a = normalizeAxis(name, axis, x.rank);
+  if (a !== x.rank - 1) {
+    // NOTE: the kernels work on the last axis; move the axis there and back.
+    const moved = transpose(x, a, -1);
+    const y = softmaxLike(moved, -1, log);
+    return transpose(y, a, -1);
+  }
+  const b = x.backend;
+  const cols = x.shape[x.rank - 1] ?? 1;
+  const rows = x.size / Math.max(cols, 1);
+  const y = result(b, runKernel(b, 'softmax', x.shape, x.data_, rows, cols, log), x.shape);
+  return attach(name, y, [x], (dy) => [
+    () => result(b, runKernel(b, 'softmaxGrad', x.shape, y.data_, dy.data_, rows, cols, log), x.shape),
+  ]);
+}
+
+/** Stable softmax (max-subtracted): `softmax(scores, -1)` */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return softmaxLike(x, axis, false);
+}
+
+/** Stable x - logsumexp(x): `logSoftmax(logits, -1)` */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  return softmaxLike(x, axis, true);
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this contribute nothing and are not counted (default -100). */
+  ignoreIndex?: number;
+  reduction?: Reduction;
+}
+
+/**
+ * Fused logSoftmax + NLL, classes on the last axis: `crossEntropy(logits, targets)`
+ * with logits [..., C] and int32 targets [...]. Returns a 0-d tensor.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = opts.ignoreIndex ?? -100;
+  const reduction = opts.reduction ?? 'mean';
+  requireFloat('crossEntropy', logits);
+  requireDtype('crossEntropy', targets, 'targets', 'int32');
+  const b = backendOf('crossEntropy', logits, targets);
+  if (logits.rank < 1 || !shapesEqual(targets.shape, logits.shape.slice(0, -1))) {
+    throw new Error(`crossEntropy: targets ${fmt(targets.shape)} must have the shape of logits ${fmt(logits.shape)} without its last (class) axis`);
+  }
+  if (reduction !== 'mean' && reduction !== 'sum') throw new Error(`crossEntropy: reduction must be 'mean' or 'sum', got '${reduction}'`);
+  const cols = logits.shape[logits.rank - 1];
+  const rows = targets.size;
+  const y = result(b, runKernel(b, 'crossEntropy', [], logits.data_, targets.data_, rows, cols, ignoreIndex, reduction), []);
+  return attach('crossEntropy', y, [logits], (dy) => [
+    () => {
+      const data = runKernel(b, 'crossEntropyGrad', logits.shape, logits.data_, targets.data_, dy.data_, rows, cols, ignoreIndex, reduction);
+      return result(b, data, logits.shape);
+    },
+  ]);
+}
+
+function checkNormParam(op: string, p: Tensor | null, cols: number, what: string): void {
+  if (p && (p.rank !== 1 || p.shape[0] !== cols)) {
+    throw new Error(`${op}: ${what} must have shape [${cols}] (the last axis of the input), got ${fmt(p.shape)}`);
+  }
+}
+
+/**
+ * Layer normalisation over the last axis (biased variance):
+ * `layerNorm(x, weight, bias, 1e-5)`
+ */
+export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor | null = null, eps = 1e-5): Tensor {
+  requireFloat('layerNorm', x);
+  const params = [weight, bias].filter((p): p is Tensor => p !== null);
+  const b = backendOf('layerNorm', x, ...params);
+  const cols = x.shape[x.rank - 1];
+  checkNormParam('layerNorm', weight, cols, 'weight');
+  checkNormParam('layerNorm', bias, cols, 'bias');
+  const rows = x.size / cols;
+  const out = runKernel(b, 'layerNorm', x.shape, x.data_, weight?.data_ ?? null, bias?.data_ ?? null, rows, cols, eps);
+  const y = result(b, out.y, x.shape);
+  const mean = result(b, out.mean, [rows]);
+  const rstd = result(b, out.rstd, [rows]);
+  const inputs = [x, weight ?? x, bias ?? x];
+  const attached = attach('layerNorm', y, inputs, (dy) => {
+    const need = { x: x.requiresGrad, w: !!weight?.requiresGrad, b: !!bias?.requiresGrad };
+    let grads: ReturnType<typeof runKernel<'layerNormGrad'>> | null = null;
+    const get = (): NonNullable<typeof grads> => {
+      grads ??= runKernel(b, 'layerNormGrad', undefined, x.data_, weight?.data_ ?? null, mean.data_, rstd.data_, dy.data_, rows, cols, need);
+      return grads;
+    };
+    return [
+      need.x ? () => result(b, get().dx, x.shape) : null,
+      weight && need.w ? () => result(b, get().dw, [cols]) : null,
+      bias && need.b ? () => result(b, get().db, [cols]) : null,
+    ];
+  });
+  if (!attached.requiresGrad) {
+    mean.dispose();
+    rstd.dispose();
+  }
+  return attached;
+}
+
+/** RMS normalisation over the last axis (HF LlamaRMSNorm): `rmsNorm(x, weight, 1e-6)` */
+export function rmsNorm(x: Tensor, weight: Tensor | null = null, eps = 1e-6): Tensor {
+  requireFloat('rmsNorm', x);
+  const b = backendOf('rmsNorm', x, ...(weight ? [weight] : []));
+  const cols = x.shape[x.rank - 1];
+  checkNormParam('rmsNorm', weight, cols, 'weight');
+  const rows = x.size / cols;
+  const out = runKernel(b, 'rmsNorm', x.shape, x.data_, weight?.data_ ?? null, rows, cols, eps);
+  const y = result(b, out.y, x.shape);
+  const rstd = result(b, out.rstd, [rows]);
+  const attached = attach('rmsNorm', y, [x, weight ?? x], (dy) => {
+    const need = { x: x.requiresGrad, w: !!weight?.requiresGrad };
+    let grads: ReturnType<typeof runKernel<'rmsNormGrad'>> | null = null;
+    const get = (): NonNullable<typeof grads> => {
+      grads ??= runKernel(b, 'rmsNormGrad', undefined, x.data_, weight?.data_ ?? null, rstd.data_, dy.data_, rows, cols, need);
+      return grads;
+    };
+    return [need.x ? () => result(b, get().dx, x.shape) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
+  });
+  if (!attached.requiresGrad) rstd.dispose();
+  return attached;
+}
+
+export interface AttentionOptions {
+  causal?: boolean;
+  /** Defaults to 1/sqrt(headDim). */
+  scale?: number;
+}
+
+/**
+ * Fused softmax(q k^T * scale + causal mask) v over [..., T, D] inputs:
+ * `scaledDotProductAttention(q, k, v, { causal: true })`. With a KV cache
+ * (more keys than queries), query i sits at position i + (Tk - Tq).
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  requireFloat('scaledDotProductAttention', q, k, v);
+  const b = backendOf('scaledDotProductAttention', q, k, v);
+  if (q.rank < 2 || k.rank !== q.rank || v.rank !== q.rank) {
+    throw new Error(`scaledDotProductAttention: q, k, v must share a rank >= 2, got ${fmt(q.shape)}, ${fmt(k.shape)}, ${fmt(v.shape)}`);
+  }
+  const lead = q.shape.slice(0, -2);
+  const [tq, dk] = q.shape.slice(-2);
+  const [tk, dk2] = k.shape.slice(-2);
+  const [tv, dv] = v.shape.slice(-2);
+  if (!shapesEqual(k.shape.slice(0, -2), lead) || !shapesEqual(v.shape.slice(0, -2), lead) || dk !== dk2 || tk !== tv) {
+    throw new Error(`scaledDotProductAttention: incompatible q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`);
+  }
+  const causal = opts.causal ?? false;
+  if (causal && tk < tq) throw new Error(`scaledDotProductAttention: causal attention needs at least as many keys (${tk}) as queries (${tq})`);
+  const scale = opts.scale ?? 1 / Math.sqrt(dk);
+  const bh = sizeOf(lead);
+  const shape = [...lead, tq, dv];
+  const out = runKernel(b, 'attention', shape, q.data_, k.data_, v.data_, bh, tq, tk, dk, dv, scale, causal);
+  const y = result(b, out.out, shape);
+  const lse = result(b, out.lse, [bh, tq]);
+  const attached = attach('scaledDotProductAttention', y, [q, k, v], (dy) => {
+    const need = { q: q.requiresGrad, k: k.requiresGrad, v: v.requiresGrad };
+    let grads: ReturnType<typeof runKernel<'attentionGrad'>> | null = null;
+    const get = (): NonNullable<typeof grads> => {
+      grads ??= runKernel(b, 'attentionGrad', undefined, q.data_, k.data_, v.data_, y.data_, lse.data_, dy.data_, bh, tq, tk, dk, dv, scale, causal, need);
+      return grads;
+    };
+    return [
+      need.q ? () => result(b, get().dq, q.shape) : null,
+      need.k ? () => result(b, get().dk, k.shape) : null,
+      need.v ? () => result(b, get().dv, v.shape) : null,
+    ];
+  });
+  if (!attached.requiresGrad) lse.dispose();
+  return attached;
+}
+
+/**
+ * Inverted dropout with the engine's seeded RNG: kept values scale by 1/(1-p).
+ * Identity when p = 0 or not training. `dropout(x, 0.1, model.training)`
+ */
+export function dropout(x: Tensor, p: number, training = true): Tensor {
+  if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+  if (p === 0 || !training) return x;
+  const b = x.backend;
+  const keepScale = 1 / (1 - p);
+  let mask: Tensor;
+  if (b.hasStorage) {
+    const values = new Float32Array(x.size);
+    for (let i = 0; i < values.length; i++) values[i] = globalRng.random() >= p ? keepScale : 0;
+    countUpload(b);
+    mask = makeTensor(b, b.upload(values, 'float32'), x.shape, 'float32');
+  } else {
+    mask = makeTensor(b, null, x.shape, 'float32');
+  }
+  const y = mul(x, mask);
+  if (!isGradEnabled() || !x.requiresGrad) mask.dispose();
+  return y;
+}

@@ -1,0 +1,95 @@
+import type { ReduceOp } from '../backend.ts';
+import { attach } from '../autograd.ts';
+import { runKernel } from '../engine.ts';
+import { fmt, normalizeAxes, sizeOf, type Shape } from '../shape.ts';
+import type { Tensor } from '../tensor.ts';
+import { eq, mul, sub } from './binary.ts';
+import { affine } from './elementwise.ts';
+import { expand, reshape } from './shape.ts';
+import { requireFloat, result } from './util.ts';
+
+export type AxisArg = number | readonly number[] | null | undefined;
+
+function reduced(shape: Shape, axes: readonly number[], keepdim: boolean): number[] {
+  const out: number[] = [];
+  shape.forEach((d, i) => {
+    if (!axes.includes(i)) out.push(d);
+    else if (keepdim) out.push(1);
+  });
+  return out;
+}
+
+function reduceRaw(op: ReduceOp, x: Tensor, axes: readonly number[], keepdim: boolean): Tensor {
+  const b = x.backend;
+  const shape = reduced(x.shape, axes, keepdim);
+  return result(b, runKernel(b, 'reduce', shape, op, x.data_, x.shape, axes), shape);
+}
+
+/** Sum over axes (null = all): `sum(x, -1, true)` */
+export function sum(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
+  requireFloat('sum', x);
+  const axes = normalizeAxes('sum', axis, x.rank);
+  const y = reduceRaw('sum', x, axes, keepdim);
+  return attach('sum', y, [x], (dy) => [() => expand(reshape(dy, reduced(x.shape, axes, true)), x.shape)]);
+}
+
+/** Mean over axes (null = all). */
+export function mean(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
+  requireFloat('mean', x);
+  const axes = normalizeAxes('mean', axis, x.rank);
+  const count = sizeOf(axes.map((a) => x.shape[a]));
+  const s = sum(x, axes, keepdim);
+  const y = affine(s, 1 / count, 0);
+  s.dispose();
+  return y;
+}
+
+/** Maximum over axes (values only); the gradient flows to the argmax. */
+export function max(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
+  requireFloat('max', x);
+  const axes = normalizeAxes('max', axis, x.rank);
+  if (x.size === 0) throw new Error(`max: cannot reduce an empty tensor of shape ${fmt(x.shape)}`);
+  const y = reduceRaw('max', x, axes, keepdim);
+  return attach('max', y, [x], (dy) => [
+    () => {
+      const keepShape = reduced(x.shape, axes, true);
+      const mask = eq(x, reshape(y, keepShape));
+      return mul(mask, reshape(dy, keepShape));
+    },
+  ]);
+}
+
+/** Variance over axes; unbiased (N-1) by default like torch.var. */
+export function variance(x: Tensor, axis: AxisArg = null, keepdim = false, unbiased = true): Tensor {
+  requireFloat('var', x);
+  const axes = normalizeAxes('var', axis, x.rank);
+  const count = sizeOf(axes.map((a) => x.shape[a]));
+  const m = mean(x, axes, true);
+  const d = sub(x, m);
+  const sq = mul(d, d);
+  const s = sum(sq, axes, keepdim);
+  const y = affine(s, 1 / Math.max(count - (unbiased ? 1 : 0), 0), 0);
+  // d is read by mul's backward; the rest are not.
+  for (const t of [m, sq, s]) t.dispose();
+  if (!d.requiresGrad) d.dispose();
+  return y;
+}
+
+/** Sums a broadcast gradient back down to `shape` (the tape's un-broadcast). */
+export function sumTo(g: Tensor, shape: Shape): Tensor {
+  const lead = g.rank - shape.length;
+  if (lead < 0) throw new Error(`sumTo: cannot reduce ${fmt(g.shape)} to the larger rank of ${fmt(shape)}`);
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) {
+    if (i < lead) axes.push(i);
+    else if (shape[i - lead] === 1 && g.shape[i] !== 1) axes.push(i);
+    else if (shape[i - lead] !== g.shape[i]) {
+      throw new Error(`sumTo: gradient of shape ${fmt(g.shape)} does not broadcast from ${fmt(shape)}`);
+    }
+  }
+  if (axes.length === 0) return reshape(g, shape);
+  const s = sum(g, axes, false);
+  const r = reshape(s, shape);
+  if (r !== s) s.dispose();
+  return r;
+}

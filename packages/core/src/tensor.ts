@@ -1,0 +1,365 @@
+import { getBackend, type Backend, type DType, type HostArray } from './backend.ts';
+import { countReadback, countUpload, newStorage, releaseStorage, statsOf, type Storage } from './engine.ts';
+import { checkShape, fmt, sizeOf, type Shape } from './shape.ts';
+import type { GradFn } from './autograd.ts';
+import * as ops from './ops/index.ts';
+
+export type NestedArray = number | boolean | NestedArray[];
+type Axis = number | readonly number[] | null;
+
+let nextId = 0;
+const scopes: Set<Tensor>[] = [];
+const finalizer = new FinalizationRegistry<Storage>((storage) => releaseStorage(storage));
+
+/**
+ * An n-dimensional array on a backend, with an autograd node when it was
+ * computed from tensors that require gradients.
+ */
+export class Tensor {
+  readonly id = nextId++;
+  readonly shape: readonly number[];
+  readonly size: number;
+  requiresGrad = false;
+  grad: Tensor | null = null;
+  gradFn: GradFn | null = null;
+  /** Optional label for error messages (parameters get their state-dict key). */
+  name: string | undefined;
+  private storageRef: Storage | null;
+
+  constructor(storage: Storage, shape: Shape, readonly dtype: DType) {
+    this.shape = Object.freeze([...shape]);
+    this.size = sizeOf(shape);
+    this.storageRef = storage;
+    storage.refs++;
+    statsOf(storage.backend).liveTensors++;
+    finalizer.register(this, storage, this);
+    const scope = scopes[scopes.length - 1];
+    if (scope) scope.add(this);
+  }
+
+  get backend(): Backend {
+    return this.storage.backend;
+  }
+
+  get storage(): Storage {
+    if (!this.storageRef) throw new Error(`Tensor ${this.describe()} was disposed`);
+    return this.storageRef;
+  }
+
+  /** The backend's handle (typed array, texture, or null on meta). */
+  get data_(): unknown {
+    return this.storage.data;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get isDisposed(): boolean {
+    return this.storageRef === null;
+  }
+
+  get isLeaf(): boolean {
+    return this.gradFn === null;
+  }
+
+  describe(): string {
+    return `${this.name ? `'${this.name}' ` : ''}${this.dtype}${fmt(this.shape)}`;
+  }
+
+  /**
+   * Frees the storage now (views keep theirs alive). The graph node stays, so a
+   * disposed intermediate whose values backward never reads does not break it.
+   */
+  dispose(): void {
+    if (!this.storageRef) return;
+    const storage = this.storageRef;
+    this.storageRef = null;
+    finalizer.unregister(this);
+    statsOf(storage.backend).liveTensors--;
+    releaseStorage(storage);
+    for (const scope of scopes) scope.delete(this);
+  }
+
+  /** Replaces this tensor's values with another's storage (same shape), in place. */
+  assign(src: Tensor): this {
+    if (src.dtype !== this.dtype || src.size !== this.size) {
+      throw new Error(`assign: cannot assign ${src.describe()} to ${this.describe()}`);
+    }
+    const from = src.backend === this.backend ? src : src.to(this.backend.name);
+    const storage = from.storage;
+    storage.refs++;
+    releaseStorage(this.storage);
+    this.storageRef = storage;
+    finalizer.unregister(this);
+    finalizer.register(this, storage, this);
+    if (from !== src) from.dispose();
+    return this;
+  }
+
+  /** Adopts a fresh backend storage in place (optimizer updates). */
+  setStorageData(data: unknown): void {
+    const old = this.storage;
+    const storage = newStorage(old.backend, data, this.size, this.dtype);
+    storage.refs++;
+    releaseStorage(old);
+    this.storageRef = storage;
+    finalizer.unregister(this);
+    finalizer.register(this, storage, this);
+  }
+
+  /** Flat values, read back from the backend. */
+  dataSync(): HostArray {
+    const b = this.backend;
+    if (!b.hasStorage) throw new Error(`dataSync: ${this.describe()} lives on the '${b.name}' backend, which holds no values`);
+    countReadback(b);
+    return b.download(this.storage.data, this.dtype, this.size);
+  }
+
+  async data(): Promise<HostArray> {
+    return this.dataSync();
+  }
+
+  /** Nested arrays like `tensor.tolist()` in PyTorch. */
+  toArray(): NestedArray {
+    const flat = this.dataSync();
+    if (this.rank === 0) return flat[0];
+    const build = (axis: number, offset: number): NestedArray[] => {
+      const n = this.shape[axis];
+      const stride = sizeOf(this.shape.slice(axis + 1));
+      const out: NestedArray[] = [];
+      for (let i = 0; i < n; i++) {
+        out.push(axis === this.rank - 1 ? flat[offset + i] : build(axis + 1, offset + i * stride));
+      }
+      return out;
+    };
+    return build(0, 0);
+  }
+
+  item(): number {
+    if (this.size !== 1) throw new Error(`item: expected a tensor with one element, got ${this.describe()}`);
+    return this.dataSync()[0];
+  }
+
+  /** Copies to another backend: `t.to('gpu')`. Returns this when already there. */
+  to(backendName: string): Tensor {
+    const target = getBackend(backendName);
+    if (target === this.backend) return this;
+    const out = target.hasStorage && this.backend.hasStorage
+      ? fromHost(this.dataSync(), this.shape, this.dtype, target)
+      : fromHost(null, this.shape, this.dtype, target);
+    out.requiresGrad = this.requiresGrad && this.isLeaf;
+    return out;
+  }
+
+  /** A new leaf sharing storage, cut from the graph. */
+  detach(): Tensor {
+    const out = new Tensor(this.storage, this.shape, this.dtype);
+    out.name = this.name;
+    return out;
+  }
+
+  /** Sets requiresGrad in place: `w.requiresGrad_(false)` freezes a weight. */
+  requiresGrad_(flag = true): this {
+    if (flag && this.dtype !== 'float32') throw new Error(`requiresGrad_: only float32 tensors can require gradients, got ${this.describe()}`);
+    if (!this.isLeaf && !flag) throw new Error(`requiresGrad_: cannot freeze non-leaf ${this.describe()}; use detach()`);
+    this.requiresGrad = flag;
+    return this;
+  }
+
+  backward(grad?: Tensor): void {
+    ops.backward(this, grad);
+  }
+
+  clone(): Tensor { return ops.clone(this); }
+  add(b: Tensor | number): Tensor { return ops.add(this, b); }
+  sub(b: Tensor | number): Tensor { return ops.sub(this, b); }
+  mul(b: Tensor | number): Tensor { return ops.mul(this, b); }
+  div(b: Tensor | number): Tensor { return ops.div(this, b); }
+  pow(e: Tensor | number): Tensor { return ops.pow(this, e); }
+  neg(): Tensor { return ops.neg(this); }
+  sqrt(): Tensor { return ops.sqrt(this); }
+  exp(): Tensor { return ops.exp(this); }
+  log(): Tensor { return ops.log(this); }
+  tanh(): Tensor { return ops.tanh(this); }
+  sigmoid(): Tensor { return ops.sigmoid(this); }
+  relu(): Tensor { return ops.relu(this); }
+  gelu(): Tensor { return ops.gelu(this); }
+  silu(): Tensor { return ops.silu(this); }
+  matmul(b: Tensor, opts?: ops.MatmulOptions): Tensor { return ops.matmul(this, b, opts); }
+  sum(axis: Axis = null, keepdim = false): Tensor { return ops.sum(this, axis, keepdim); }
+  mean(axis: Axis = null, keepdim = false): Tensor { return ops.mean(this, axis, keepdim); }
+  max(axis: Axis = null, keepdim = false): Tensor { return ops.max(this, axis, keepdim); }
+  var(axis: Axis = null, keepdim = false, unbiased = true): Tensor { return ops.variance(this, axis, keepdim, unbiased); }
+  reshape(shape: readonly number[]): Tensor { return ops.reshape(this, shape); }
+  view(shape: readonly number[]): Tensor { return ops.view(this, shape); }
+  flatten(): Tensor { return ops.reshape(this, [-1]); }
+  transpose(axis0 = -2, axis1 = -1): Tensor { return ops.transpose(this, axis0, axis1); }
+  permute(perm: readonly number[]): Tensor { return ops.permute(this, perm); }
+  expand(shape: readonly number[]): Tensor { return ops.expand(this, shape); }
+  narrow(axis: number, start: number, length: number): Tensor { return ops.narrow(this, axis, start, length); }
+  softmax(axis = -1): Tensor { return ops.softmax(this, axis); }
+  logSoftmax(axis = -1): Tensor { return ops.logSoftmax(this, axis); }
+  maskedFill(mask: Tensor, value: number): Tensor { return ops.maskedFill(this, mask, value); }
+  toFloat(): Tensor { return ops.cast(this, 'float32'); }
+  toInt(): Tensor { return ops.cast(this, 'int32'); }
+  toString(): string {
+    return this.backend.hasStorage && this.size <= 64
+      ? `Tensor(${this.describe()}, ${JSON.stringify(this.toArray())})`
+      : `Tensor(${this.describe()})`;
+  }
+}
+
+/** Wraps a backend handle in a tensor (ops and backends use this). */
+export function makeTensor(backend: Backend, data: unknown, shape: Shape, dtype: DType): Tensor {
+  return new Tensor(newStorage(backend, data, sizeOf(shape), dtype), shape, dtype);
+}
+
+/** A view: a new tensor sharing `src`'s storage with another shape. */
+export function shareStorage(src: Tensor, shape: Shape): Tensor {
+  return new Tensor(src.storage, shape, src.dtype);
+}
+
+function fromHost(values: ArrayLike<number> | null, shape: Shape, dtype: DType, backend: Backend): Tensor {
+  if (!backend.hasStorage || values === null) return makeTensor(backend, null, shape, dtype);
+  countUpload(backend);
+  return makeTensor(backend, backend.upload(values, dtype), shape, dtype);
+}
+
+export interface TensorOptions {
+  shape?: readonly number[];
+  dtype?: DType;
+  requiresGrad?: boolean;
+  backend?: string;
+}
+
+/**
+ * Makes a tensor from nested arrays, a typed array or a number.
+ * `tensor([[1, 2], [3, 4]], { requiresGrad: true })`
+ */
+export function tensor(values: NestedArray | ArrayLike<number>, opts: TensorOptions = {}): Tensor {
+  const { flat, shape: inferred } = flatten(values);
+  const shape = opts.shape ? [...opts.shape] : inferred;
+  checkShape('tensor', shape);
+  if (sizeOf(shape) !== flat.length) {
+    throw new Error(`tensor: ${flat.length} values do not fill shape ${fmt(shape)}`);
+  }
+  const dtype = opts.dtype ?? (values instanceof Int32Array ? 'int32' : 'float32');
+  if (dtype !== 'float32') {
+    for (let i = 0; i < flat.length; i++) {
+      if (!Number.isInteger(flat[i])) throw new Error(`tensor: ${dtype} value ${flat[i]} at flat index ${i} is not an integer`);
+    }
+  }
+  const t = fromHost(flat, shape, dtype, getBackend(opts.backend));
+  if (opts.requiresGrad) t.requiresGrad_(true);
+  return t;
+}
+
+function flatten(values: NestedArray | ArrayLike<number>): { flat: ArrayLike<number>; shape: number[] } {
+  if (typeof values === 'number') return { flat: [values], shape: [] };
+  if (typeof values === 'boolean') return { flat: [values ? 1 : 0], shape: [] };
+  if (ArrayBuffer.isView(values)) return { flat: values as ArrayLike<number>, shape: [(values as ArrayLike<number>).length] };
+  const shape: number[] = [];
+  let probe: unknown = values;
+  while (Array.isArray(probe)) {
+    shape.push(probe.length);
+    probe = probe[0];
+  }
+  const flat: number[] = [];
+  const walk = (v: unknown, depth: number): void => {
+    if (depth === shape.length) {
+      if (typeof v === 'boolean') flat.push(v ? 1 : 0);
+      else if (typeof v === 'number') flat.push(v);
+      else throw new Error(`tensor: expected a number at depth ${depth}, got ${typeof v}`);
+      return;
+    }
+    if (!Array.isArray(v) || v.length !== shape[depth]) throw new Error(`tensor: ragged nested array at depth ${depth}`);
+    for (const x of v) walk(x, depth + 1);
+  };
+  walk(values, 0);
+  return { flat, shape };
+}
+
+export function scalar(value: number, opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
+  return tensor(value, opts);
+}
+
+export function full(shape: readonly number[], value: number, opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
+  checkShape('full', shape);
+  const backend = getBackend(opts.backend);
+  const dtype = opts.dtype ?? 'float32';
+  const t = makeTensor(backend, backend.hasStorage ? backend.fill(sizeOf(shape), value, dtype) : null, shape, dtype);
+  if (opts.requiresGrad) t.requiresGrad_(true);
+  return t;
+}
+
+export function zeros(shape: readonly number[], opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
+  return full(shape, 0, opts);
+}
+
+export function ones(shape: readonly number[], opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
+  return full(shape, 1, opts);
+}
+
+/** Runs fn, then disposes every tensor it made except those it returns (TensorFlow.js `tidy`). */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Tensor>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+  }
+  const kept = new Set<Tensor>();
+  collectTensors(result, kept);
+  for (const t of scope) {
+    if (kept.has(t)) continue;
+    t.dispose();
+  }
+  const parent = scopes[scopes.length - 1];
+  if (parent) for (const t of kept) if (scope.has(t)) parent.add(t);
+  return result;
+}
+
+/** Takes a tensor out of every `tidy` scope, so it outlives them. */
+export function keep<T extends Tensor>(t: T): T {
+  for (const scope of scopes) scope.delete(t);
+  return t;
+}
+
+export function dispose(x: unknown): void {
+  const found = new Set<Tensor>();
+  collectTensors(x, found);
+  for (const t of found) t.dispose();
+}
+
+function collectTensors(x: unknown, out: Set<Tensor>, depth = 0): void {
+  if (depth > 4 || x === null || typeof x !== 'object') return;
+  if (x instanceof Tensor) {
+    out.add(x);
+    return;
+  }
+  if (Array.isArray(x)) {
+    for (const v of x) collectTensors(v, out, depth + 1);
+    return;
+  }
+  if (x instanceof Map) {
+    for (const v of x.values()) collectTensors(v, out, depth + 1);
+    return;
+  }
+  if (Object.getPrototypeOf(x) === Object.prototype) {
+    for (const v of Object.values(x)) collectTensors(v, out, depth + 1);
+  }
+}
+
+/** Live/peak bytes, live tensors, kernel launches and readbacks of a backend. */
+export function memory(backendName?: string): ReturnType<typeof statsOf> {
+  return { ...statsOf(getBackend(backendName)) };
+}
+
+/** Restarts peak tracking from the current live bytes. */
+export function resetPeak(backendName?: string): void {
+  const s = statsOf(getBackend(backendName));
+  s.peakBytes = s.liveBytes;
+}
