@@ -97,6 +97,27 @@ export class Tensor {
     return this;
   }
 
+  /**
+   * Moves this tensor to another backend in place, keeping its identity
+   * (`Module.to` relies on it so optimizers and tied weights stay valid).
+   * `w.moveTo_('meta')`
+   */
+  moveTo_(backendName: string): this {
+    const target = getBackend(backendName);
+    if (target === this.backend) return this;
+    const moved = this.to(backendName);
+    const storage = moved.storage;
+    storage.refs++;
+    statsOf(this.backend).liveTensors--;
+    statsOf(target).liveTensors++;
+    releaseStorage(this.storage);
+    this.storageRef = storage;
+    finalizer.unregister(this);
+    finalizer.register(this, storage, this);
+    moved.dispose();
+    return this;
+  }
+
   /** Adopts a fresh backend storage in place (optimizer updates). */
   setStorageData(data: unknown): void {
     const old = this.storage;

@@ -1,0 +1,1 @@
+export { crossEntropy, type CrossEntropyOptions } from '@lowrank/core';

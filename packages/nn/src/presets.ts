@@ -1,0 +1,81 @@
+import type { TransformerConfig } from './models/transformer.ts';
+
+/**
+ * The config of shared/fixtures/models/gpt-tiny.json.
+ * @example const model = new TransformerLM(gptTiny());
+ */
+export function gptTiny(): TransformerConfig {
+  return {
+    flavour: 'gpt', vocabSize: 23, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16, headDim: 8,
+    intermediateSize: 64, normEps: 1e-5, bias: true, tieWordEmbeddings: false, positionEmbedding: 'learned',
+    norm: 'layerNorm', mlp: 'gelu_tanh', dropout: 0,
+  };
+}
+
+/**
+ * The config of shared/fixtures/models/llama-tiny.json.
+ * @example const model = new TransformerLM(llamaTiny());
+ */
+export function llamaTiny(): TransformerConfig {
+  return {
+    flavour: 'llama', vocabSize: 23, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16, headDim: 8,
+    intermediateSize: 40, normEps: 1e-6, bias: false, tieWordEmbeddings: false, positionEmbedding: 'rope',
+    ropeTheta: 10000, norm: 'rmsNorm', mlp: 'swiglu', dropout: 0,
+  };
+}
+
+/**
+ * The W2 workload model: GPT flavour, block 64, 4 layers, 4 heads, 128 wide, 4x MLP, tied head.
+ * @example const model = new TransformerLM(w2(tokenizer.vocabSize));
+ */
+export function w2(vocabSize = 65): TransformerConfig {
+  return {
+    flavour: 'gpt', vocabSize, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, headDim: 32,
+    intermediateSize: 512, normEps: 1e-5, bias: true, tieWordEmbeddings: true, positionEmbedding: 'learned',
+    norm: 'layerNorm', mlp: 'gelu_tanh', dropout: 0,
+  };
+}
+
+/**
+ * GPT-2 small (124,439,808 parameters, tied head); build it on `meta` for accounting.
+ * @example const model = new TransformerLM(gpt2Small(), { backend: 'meta' });
+ */
+export function gpt2Small(): TransformerConfig {
+  return {
+    flavour: 'gpt', vocabSize: 50257, blockSize: 1024, nLayer: 12, nHead: 12, nEmbd: 768, headDim: 64,
+    intermediateSize: 3072, normEps: 1e-5, bias: true, tieWordEmbeddings: true, positionEmbedding: 'learned',
+    norm: 'layerNorm', mlp: 'gelu_tanh', dropout: 0,
+  };
+}
+
+/**
+ * LLaMA-7B shape (6,738,415,616 parameters, untied); build it on `meta`.
+ * @example const model = new TransformerLM(llama7b(), { backend: 'meta' });
+ */
+export function llama7b(): TransformerConfig {
+  return {
+    flavour: 'llama', vocabSize: 32000, blockSize: 4096, nLayer: 32, nHead: 32, nEmbd: 4096, headDim: 128,
+    intermediateSize: 11008, normEps: 1e-6, bias: false, tieWordEmbeddings: false, positionEmbedding: 'rope',
+    ropeTheta: 10000, norm: 'rmsNorm', mlp: 'swiglu', dropout: 0,
+  };
+}
+
+/** Presets by name, as the CLI and benchmarks spell them. */
+export const PRESETS = {
+  'gpt-tiny': gptTiny,
+  'llama-tiny': llamaTiny,
+  w2,
+  'gpt2-small': gpt2Small,
+  'llama-7b': llama7b,
+} as const satisfies Record<string, (vocabSize?: number) => TransformerConfig>;
+
+export type PresetName = keyof typeof PRESETS;
+
+/**
+ * A preset's config by name. @example new TransformerLM(preset('gpt2-small'), { backend: 'meta' })
+ */
+export function preset(name: PresetName, vocabSize?: number): TransformerConfig {
+  const make = PRESETS[name] as (v?: number) => TransformerConfig;
+  if (!make) throw new Error(`preset: unknown preset '${name}' (known: ${Object.keys(PRESETS).join(', ')})`);
+  return make(vocabSize);
+}
