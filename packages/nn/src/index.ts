@@ -5,3 +5,4 @@ export * from './layers.ts';
 export * from './models/transformer.ts';
 export * from './presets.ts';
 export * from './losses.ts';
+export * from './optim/index.ts';
