@@ -10,6 +10,8 @@ export interface GradFn {
   readonly inputs: readonly Tensor[];
   /** Builds one thunk per input; null once the graph has been freed by backward. */
   backward: ((dy: Tensor) => GradThunk[]) | null;
+  /** Internal tensors the op made for its backward; disposed once that backward has run. */
+  saved?: Tensor[];
 }
 
 let gradEnabled = true;
@@ -50,6 +52,16 @@ export function attach(
   out.requiresGrad = true;
   out.gradFn = { op, inputs, backward };
   return out;
+}
+
+/**
+ * Disposes internal tensors `ts` (made by an op, never returned to the user)
+ * once `node`'s backward has read them, or at once when `node` records no graph.
+ */
+export function releaseAfterBackward(node: Tensor, ...ts: Tensor[]): void {
+  const fn = node.gradFn;
+  if (fn?.backward) (fn.saved ??= []).push(...ts);
+  else for (const t of ts) t.dispose();
 }
 
 /** Reverse-mode sweep from `root`, accumulating into leaf `.grad`s. */
@@ -115,6 +127,8 @@ function sweep(root: Tensor, grad: Tensor | undefined): void {
       }
     });
     if (owned.has(dy)) dy.dispose();
+    if (fn.saved) for (const s of fn.saved) s.dispose();
+    fn.saved = undefined;
   }
 }
 

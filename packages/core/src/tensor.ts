@@ -329,9 +329,12 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-  } finally {
+  } catch (err) {
     scopes.pop();
+    for (const t of scope) t.dispose();
+    throw err;
   }
+  scopes.pop();
   const kept = new Set<Tensor>();
   collectTensors(result, kept);
   for (const t of scope) {

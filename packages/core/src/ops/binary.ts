@@ -84,10 +84,13 @@ export function pow(x: Tensor, e: Tensor | number): Tensor {
 export function maximum(a: Tensor, b: Tensor): Tensor {
   requireFloat('maximum', a, b);
   const y = binaryRaw('maximum', a, b);
-  return attach('maximum', y, [a, b], (dy) => [
-    () => where(binaryRaw('eq', y, a), dy, 0),
-    () => where(binaryRaw('eq', y, a), 0, dy),
-  ]);
+  const masked = (aSide: boolean) => (dy: Tensor): Tensor => {
+    const isA = binaryRaw('eq', y, a);
+    const g = aSide ? where(isA, dy, 0) : where(isA, 0, dy);
+    isA.dispose();
+    return g;
+  };
+  return attach('maximum', y, [a, b], (dy) => [() => masked(true)(dy), () => masked(false)(dy)]);
 }
 
 /** 1 where a == b, else 0 (float32, no gradient). */
@@ -105,13 +108,17 @@ export function gt(a: Tensor, b: Tensor): Tensor {
  * `where(mask, x, 0)`
  */
 export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Tensor {
-  const be = cond.backend;
+  const given = [a, b].filter((t): t is Tensor => typeof t !== 'number');
+  requireFloat('where', ...given);
+  const be = backendOf('where', cond, ...given);
+  const shapeOf = (t: Tensor | number): readonly number[] => (typeof t === 'number' ? [] : t.shape);
+  const shape = broadcastShapes('where', cond.shape, shapeOf(a), shapeOf(b));
+  // Number branches become 0-d constants, read only by the kernel.
   const ta = typeof a === 'number' ? full([], a, { backend: be.name }) : a;
   const tb = typeof b === 'number' ? full([], b, { backend: be.name }) : b;
-  requireFloat('where', ta, tb);
-  backendOf('where', cond, ta, tb);
-  const shape = broadcastShapes('where', cond.shape, ta.shape, tb.shape);
   const data = runKernel(be, 'where', shape, cond.data_, cond.shape, ta.data_, ta.shape, tb.data_, tb.shape, shape);
+  if (ta !== a) ta.dispose();
+  if (tb !== b) tb.dispose();
   const y = result(be, data, shape);
   return attach('where', y, [ta, tb], (dy) => [() => where(cond, dy, 0), () => where(cond, 0, dy)]);
 }

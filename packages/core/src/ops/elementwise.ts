@@ -48,8 +48,10 @@ export function powScalar(x: Tensor, exponent: number): Tensor {
   const y = result(b, runKernel(b, 'powScalar', x.shape, x.data_, x.size, exponent), x.shape);
   return attach('pow', y, [x], (dy) => [
     () => {
-      const d = affine(powScalar(x, exponent - 1), exponent, 0);
+      const p = powScalar(x, exponent - 1);
+      const d = affine(p, exponent, 0);
       const g = mul(dy, d);
+      p.dispose();
       d.dispose();
       return g;
     },

@@ -1,4 +1,4 @@
-import { attach } from '../autograd.ts';
+import { attach, releaseAfterBackward } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { fmt, normalizeAxis } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
@@ -44,8 +44,16 @@ export function embedding(weight: Tensor, indices: Tensor): Tensor {
   if (weight.rank !== 2) throw new Error(`embedding: weight must be [numEmbeddings, dim], got ${weight.describe()}`);
   requireDtype('embedding', indices, 'indices', 'int32');
   const flat = reshape(indices, [indices.size]);
-  const rows = indexSelect(weight, 0, flat);
+  let rows: Tensor;
+  try {
+    rows = indexSelect(weight, 0, flat);
+  } catch (err) {
+    flat.dispose();
+    throw new Error(`embedding: ${(err as Error).message} (weight ${fmt(weight.shape)}, indices ${fmt(indices.shape)})`);
+  }
   const y = reshape(rows, [...indices.shape, weight.shape[1]]);
+  // flat is read by indexSelect's backward (indexAdd).
+  releaseAfterBackward(rows, flat);
   rows.dispose();
   return y;
 }

@@ -1,5 +1,5 @@
 import type { Reduction } from '../backend.ts';
-import { attach, isGradEnabled } from '../autograd.ts';
+import { attach, releaseAfterBackward } from '../autograd.ts';
 import { countUpload, runKernel } from '../engine.ts';
 import { globalRng } from '../rng.ts';
 import { fmt, normalizeAxis, sizeOf, shapesEqual } from '../shape.ts';
@@ -16,7 +16,11 @@ function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
     // NOTE: the kernels work on the last axis; move the axis there and back.
     const moved = transpose(x, a, -1);
     const y = softmaxLike(moved, -1, log);
-    return transpose(y, a, -1);
+    moved.dispose();
+    const out = transpose(y, a, -1);
+    // y is read by its own backward (softmaxGrad), which runs after out's.
+    releaseAfterBackward(y, y);
+    return out;
   }
   const b = x.backend;
   const cols = x.shape[x.rank - 1] ?? 1;
@@ -104,10 +108,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
       bias && need.b ? () => result(b, get().db, [cols]) : null,
     ];
   });
-  if (!attached.requiresGrad) {
-    mean.dispose();
-    rstd.dispose();
-  }
+  releaseAfterBackward(attached, mean, rstd);
   return attached;
 }
 
@@ -130,7 +131,7 @@ export function rmsNorm(x: Tensor, weight: Tensor | null = null, eps = 1e-6): Te
     };
     return [need.x ? () => result(b, get().dx, x.shape) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
   });
-  if (!attached.requiresGrad) rstd.dispose();
+  releaseAfterBackward(attached, rstd);
   return attached;
 }
 
@@ -179,7 +180,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
       need.v ? () => result(b, get().dv, v.shape) : null,
     ];
   });
-  if (!attached.requiresGrad) lse.dispose();
+  releaseAfterBackward(attached, lse);
   return attached;
 }
 
@@ -202,6 +203,6 @@ export function dropout(x: Tensor, p: number, training = true): Tensor {
     mask = makeTensor(b, null, x.shape, 'float32');
   }
   const y = mul(x, mask);
-  if (!isGradEnabled() || !x.requiresGrad) mask.dispose();
+  releaseAfterBackward(y, mask);
   return y;
 }

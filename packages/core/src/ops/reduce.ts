@@ -1,5 +1,5 @@
 import type { ReduceOp } from '../backend.ts';
-import { attach } from '../autograd.ts';
+import { attach, releaseAfterBackward } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { fmt, normalizeAxes, sizeOf, type Shape } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
@@ -30,7 +30,14 @@ export function sum(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   requireFloat('sum', x);
   const axes = normalizeAxes('sum', axis, x.rank);
   const y = reduceRaw('sum', x, axes, keepdim);
-  return attach('sum', y, [x], (dy) => [() => expand(reshape(dy, reduced(x.shape, axes, true)), x.shape)]);
+  return attach('sum', y, [x], (dy) => [
+    () => {
+      const r = reshape(dy, reduced(x.shape, axes, true));
+      const g = expand(r, x.shape);
+      r.dispose();
+      return g;
+    },
+  ]);
 }
 
 /** Mean over axes (null = all). */
@@ -53,8 +60,12 @@ export function max(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   return attach('max', y, [x], (dy) => [
     () => {
       const keepShape = reduced(x.shape, axes, true);
-      const mask = eq(x, reshape(y, keepShape));
-      return mul(mask, reshape(dy, keepShape));
+      const yk = reshape(y, keepShape);
+      const dyk = reshape(dy, keepShape);
+      const mask = eq(x, yk);
+      const g = mul(mask, dyk);
+      for (const t of [yk, dyk, mask]) t.dispose();
+      return g;
     },
   ]);
 }
@@ -69,9 +80,10 @@ export function variance(x: Tensor, axis: AxisArg = null, keepdim = false, unbia
   const sq = mul(d, d);
   const s = sum(sq, axes, keepdim);
   const y = affine(s, 1 / Math.max(count - (unbiased ? 1 : 0), 0), 0);
-  // d is read by mul's backward; the rest are not.
-  for (const t of [m, sq, s]) t.dispose();
-  if (!d.requiresGrad) d.dispose();
+  // d is read by the backward of sq = d * d; the rest are not read.
+  for (const t of [m, s]) t.dispose();
+  releaseAfterBackward(sq, d);
+  sq.dispose();
   return y;
 }
 

@@ -180,7 +180,11 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
     }
   }
   const a = normalizeAxis('stack', axis, xs[0].rank + 1);
-  return concat(xs.map((t) => unsqueeze(t, a)), a);
+  const parts = xs.map((t) => unsqueeze(t, a));
+  const y = concat(parts, a);
+  // concat's backward reads only the parts' shapes.
+  for (const t of parts) t.dispose();
+  return y;
 }
 
 /** torch.expand: repeats size-1 axes and adds leading axes; -1 keeps a size. */
