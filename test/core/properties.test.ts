@@ -53,7 +53,7 @@ describe('algebraic properties', () => {
         const total = sum(x);
         assert.deepEqual(total.shape, []);
         assert.ok(Math.abs(total.item() - s.item()) <= 1e-4 * (1 + Math.abs(total.item())));
-        const host = x.dataSync().reduce((p, q) => p + q, 0);
+        const host = Array.from(x.dataSync()).reduce((p, q) => p + q, 0);
         assert.ok(Math.abs(total.item() - host) <= 1e-4 * (1 + Math.abs(host)));
       });
     }), RUNS);
