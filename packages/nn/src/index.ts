@@ -6,3 +6,5 @@ export * from './models/transformer.ts';
 export * from './presets.ts';
 export * from './losses.ts';
 export * from './optim/index.ts';
+export * from './checkpoint.ts';
+export * from './train.ts';
