@@ -166,6 +166,9 @@ export class Tensor {
   to(backendName: string): Tensor {
     const target = getBackend(backendName);
     if (target === this.backend) return this;
+    if (target.hasStorage && !this.backend.hasStorage) {
+      throw new Error(`to: ${this.describe()} lives on the '${this.backend.name}' backend and holds no values to copy to '${backendName}'`);
+    }
     const out = target.hasStorage && this.backend.hasStorage
       ? fromHost(this.dataSync(), this.shape, this.dtype, target)
       : fromHost(null, this.shape, this.dtype, target);

@@ -27,7 +27,14 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (ka !== kb) {
     throw new Error(`matmul: inner dimensions differ: ${fmt(a.shape)}${ta ? '^T' : ''} @ ${fmt(b.shape)}${tb ? '^T' : ''} (${ka} vs ${kb})`);
   }
-  const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const aBatch = a.shape.slice(0, -2);
+  const bBatch = b.shape.slice(0, -2);
+  let batch: number[];
+  try {
+    batch = broadcastShapes('matmul', aBatch, bBatch);
+  } catch {
+    throw new Error(`matmul: batch dimensions ${fmt(aBatch)} of ${fmt(a.shape)} and ${fmt(bBatch)} of ${fmt(b.shape)} cannot be broadcast together`);
+  }
   const shape = [...batch, m, n];
   const y = result(be, runKernel(be, 'matmul', shape, a.data_, a.shape, b.data_, b.shape, ta, tb, shape), shape);
   // Each thunk runs only for an input that needs a gradient: a frozen weight costs no dW kernel.
