@@ -1,0 +1,100 @@
+import { GPU, Texture } from 'gpu.js';
+
+/** The gpu.js modes this backend drives. */
+export type GpuMode = 'headlessgl' | 'webgl2' | 'webgl' | 'webasm' | 'cpu';
+export const GPU_MODES: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webgl', 'webasm', 'cpu'];
+
+/** What a kernel returns: a texture in GL modes (pipeline), a typed array elsewhere. */
+export type DeviceBuffer = Texture | Float32Array;
+/** A kernel argument: a device buffer, or a host array uploaded for that call. */
+export type KernelArg = DeviceBuffer;
+/** A compiled gpu.js kernel with a flat 1-D output. */
+export type CompiledKernel = (...args: KernelArg[]) => DeviceBuffer;
+
+export function isGlMode(mode: GpuMode): boolean {
+  return mode === 'headlessgl' || mode === 'webgl2' || mode === 'webgl';
+}
+
+export function isTexture(b: DeviceBuffer): b is Texture {
+  return b instanceof Texture;
+}
+
+interface KernelSettingsIn {
+  output: number[];
+  pipeline: boolean;
+  immutable: boolean;
+  precision: 'single';
+  strictIntegers: boolean;
+  loopMaxIterations: number;
+  tactic: 'precision';
+}
+
+/** Which gpu.js mode would run, probing each explicitly and never silently. */
+export function modeSupported(mode: GpuMode): boolean {
+  switch (mode) {
+    case 'headlessgl':
+      return GPU.isHeadlessGLSupported;
+    case 'webgl2':
+      return GPU.isWebGL2Supported;
+    case 'webgl':
+      return GPU.isWebGLSupported;
+    case 'webasm':
+      return GPU.isWebAssemblySupported;
+    case 'cpu':
+      return true;
+  }
+}
+
+/**
+ * gpu.js wrapped once: one `GPU` instance, typed kernel creation, and the
+ * reversed output order hidden behind flat 1-D outputs.
+ */
+export class GpuJs {
+  readonly gpu: GPU;
+  /** Largest texture side in GL modes (Infinity where there are no textures). */
+  readonly maxTextureSize: number;
+
+  constructor(readonly mode: GpuMode) {
+    this.gpu = new GPU({ mode });
+    const ran = this.gpu.mode;
+    if (ran !== mode) throw new Error(`gpu backend: asked gpu.js for mode '${mode}' but it chose '${ran}'`);
+    this.maxTextureSize = isGlMode(mode) ? probeMaxTextureSize(this.gpu) : Infinity;
+  }
+
+  /** Compiles a kernel from source over a flat output of `size` cells. */
+  compile(source: string, size: number, loopMax: number): CompiledKernel {
+    const settings: KernelSettingsIn = {
+      output: [size],
+      pipeline: true,
+      immutable: true,
+      precision: 'single',
+      strictIntegers: true,
+      loopMaxIterations: Math.max(1, loopMax),
+      tactic: 'precision',
+    };
+    const k = this.gpu.createKernel(source, settings);
+    return (...args: KernelArg[]) => k(...args) as DeviceBuffer;
+  }
+
+  destroy(): void {
+    void this.gpu.destroy();
+  }
+}
+
+function probeMaxTextureSize(gpu: GPU): number {
+  const Kernel = gpu.Kernel as unknown as { features?: { maxTextureSize?: number } };
+  const n = Kernel.features?.maxTextureSize;
+  return typeof n === 'number' && n > 0 ? n : 4096;
+}
+
+/** Reads a device buffer back to a fresh Float32Array of `size` values. */
+export function readBuffer(b: DeviceBuffer, size: number): Float32Array {
+  if (!isTexture(b)) return b.slice(0, size);
+  const out = b.toArray();
+  if (out instanceof Float32Array) return out.length === size ? out : out.slice(0, size);
+  return Float32Array.from((out as number[]).slice(0, size));
+}
+
+export function deleteBuffer(b: DeviceBuffer): void {
+  if (isTexture(b)) b.delete();
+}

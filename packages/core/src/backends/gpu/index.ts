@@ -1,0 +1,508 @@
+import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceOp, UnaryOp } from '../../backend.ts';
+import { countReadback } from '../../engine.ts';
+import { sizeOf, type Shape } from '../../shape.ts';
+import { CpuBackend } from '../cpu/index.ts';
+import { KernelCache } from './cache.ts';
+import { CodeGen } from './codegen.ts';
+import {
+  GPU_MODES, GpuJs, deleteBuffer, isGlMode, modeSupported, readBuffer, type DeviceBuffer, type GpuMode, type KernelArg,
+} from './gpujs.ts';
+import * as src from './sources.ts';
+
+export type { GpuMode } from './gpujs.ts';
+
+/** A gpu storage: a device buffer (null when empty), plus a host copy of small int32 data for index checks. */
+export interface GpuData {
+  buf: DeviceBuffer | null;
+  size: number;
+  host: Int32Array | null;
+}
+
+export interface GpuBackendOptions {
+  /** A gpu.js mode, or 'auto' (headlessgl, then webgl2, webasm, cpu). Default: env LOWRANK_GPU_MODE, else 'auto'. */
+  mode?: GpuMode | 'auto';
+  name?: string;
+}
+
+/** Largest int32 storage that keeps a host shadow for index validation. */
+const SHADOW_LIMIT = 1 << 22;
+const AUTO_ORDER: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webasm', 'cpu'];
+let warnedFallback = false;
+
+function envMode(): string | undefined {
+  return typeof process !== 'undefined' ? process.env.LOWRANK_GPU_MODE : undefined;
+}
+
+function isGpuMode(m: string): m is GpuMode {
+  return (GPU_MODES as readonly string[]).includes(m);
+}
+
+function unavailable(mode: GpuMode, why: string): Error {
+  const hint = mode === 'headlessgl'
+    ? ' (headless-gl needs the `gl` package built and an X display: run under `xvfb-run -a`)'
+    : '';
+  return new Error(`gpu backend: gpu.js mode '${mode}' was requested but cannot run here${hint}: ${why}`);
+}
+
+/** Which gpu.js modes can start here, in auto-selection order. */
+export function probeGpuModes(): Record<GpuMode, boolean> {
+  const out = {} as Record<GpuMode, boolean>;
+  for (const m of GPU_MODES) {
+    try {
+      out[m] = modeSupported(m);
+    } catch {
+      out[m] = false;
+    }
+  }
+  return out;
+}
+
+function openMode(requested: string | undefined): GpuJs {
+  const want = requested ?? 'auto';
+  if (want !== 'auto') {
+    if (!isGpuMode(want)) {
+      throw new Error(`gpu backend: unknown gpu.js mode '${want}' (expected one of auto, ${GPU_MODES.join(', ')})`);
+    }
+    if (!modeSupported(want)) throw unavailable(want, 'gpu.js reports it unsupported');
+    try {
+      return new GpuJs(want);
+    } catch (e) {
+      throw unavailable(want, (e as Error).message);
+    }
+  }
+  const errors: string[] = [];
+  for (const m of AUTO_ORDER) {
+    let ok = false;
+    try {
+      ok = modeSupported(m);
+    } catch (e) {
+      errors.push(`${m}: ${(e as Error).message}`);
+    }
+    if (!ok) {
+      errors.push(`${m}: unsupported`);
+      continue;
+    }
+    try {
+      const g = new GpuJs(m);
+      const inNode = typeof process !== 'undefined' && !!process.versions?.node;
+      if (inNode && m !== 'headlessgl' && !warnedFallback) {
+        warnedFallback = true;
+        console.warn(`lowrank gpu backend: headless-gl unavailable (${errors.join('; ')}); running gpu.js in '${m}' mode`);
+      }
+      return g;
+    } catch (e) {
+      errors.push(`${m}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(`gpu backend: gpu.js could not start any mode (${errors.join('; ')})`);
+}
+
+/**
+ * gpu.js kernels: tensors stay on the device (textures in GL modes, typed
+ * arrays in webasm/cpu) between ops; values come back only in `download`.
+ * `new GpuBackend({ mode: 'webasm' })`
+ */
+export class GpuBackend implements Backend {
+  readonly name: string;
+  readonly mode: GpuMode;
+  readonly hasStorage = true;
+  /** Device buffers alive (storages handed out and not yet freed). */
+  liveBuffers = 0;
+  /** Internal readbacks (index validation without a host copy). */
+  internalReadbacks = 0;
+  private readonly gj: GpuJs;
+  private readonly cache: KernelCache;
+  private readonly host = new CpuBackend('gpu-host');
+  private readonly intCast: 'floor' | 'or';
+
+  constructor(opts: GpuBackendOptions = {}) {
+    this.name = opts.name ?? 'gpu';
+    this.gj = openMode(opts.mode ?? envMode());
+    this.mode = this.gj.mode;
+    this.intCast = isGlMode(this.mode) ? 'floor' : 'or';
+    this.cache = new KernelCache(this.gj);
+  }
+
+  /** Compiled kernels held in the cache. */
+  get compiledKernels(): number {
+    return this.cache.size;
+  }
+
+  get maxTextureSize(): number {
+    return this.gj.maxTextureSize;
+  }
+
+  bytesPerElement(_dtype: DType): number {
+    return 4;
+  }
+
+  private gen(): CodeGen {
+    return new CodeGen(this.intCast);
+  }
+
+  private checkSize(n: number): void {
+    const max = this.gj.maxTextureSize;
+    if (n > max * max) {
+      throw new Error(
+        `gpu backend (${this.mode}): ${n} elements exceed the largest texture, ${max} x ${max} = ${max * max} (MAX_TEXTURE_SIZE ${max})`,
+      );
+    }
+  }
+
+  private wrap(buf: DeviceBuffer | null, size: number, host: Int32Array | null = null): GpuData {
+    if (buf) this.liveBuffers++;
+    return { buf, size, host };
+  }
+
+  /** Runs a generated kernel; scalar parameters travel as a small float array. */
+  private exec(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[]): DeviceBuffer | null {
+    if (spec.size === 0) return null;
+    this.checkSize(spec.size);
+    const k = this.cache.get(spec);
+    const a: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
+    return k(...a);
+  }
+
+  private run(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], host: Int32Array | null = null): GpuData {
+    return this.wrap(this.exec(spec, args), spec.size, host);
+  }
+
+  private bufOf(d: GpuData): DeviceBuffer {
+    if (!d.buf) throw new Error('gpu backend: an empty or freed storage was passed to a kernel');
+    return d.buf;
+  }
+
+  private tmpFree(d: GpuData | null): void {
+    if (d) this.free(d);
+  }
+
+  private zeros(size: number): GpuData {
+    return this.fill(size, 0, 'float32');
+  }
+
+  upload(values: ArrayLike<number>, dtype: DType): GpuData {
+    const n = values.length;
+    const f = values instanceof Float32Array ? values : Float32Array.from(values);
+    const host = dtype !== 'float32' && n <= SHADOW_LIMIT ? Int32Array.from(values) : null;
+    if (n === 0) return this.wrap(null, 0, host);
+    this.checkSize(n);
+    if (!isGlMode(this.mode)) return this.wrap(f === values ? f.slice() : f, n, host);
+    return this.wrap(this.cache.get(src.copy(n))(f), n, host);
+  }
+
+  download(data: unknown, dtype: DType, size: number): HostArray {
+    const d = data as GpuData;
+    if (dtype !== 'float32' && d.host) return d.host.slice(0, size);
+    const f = d.buf ? readBuffer(d.buf, size) : new Float32Array(size);
+    if (dtype === 'float32') return f;
+    const out = new Int32Array(size);
+    for (let i = 0; i < size; i++) out[i] = Math.round(f[i]);
+    return out;
+  }
+
+  free(data: unknown): void {
+    const d = data as GpuData;
+    if (!d.buf) return;
+    deleteBuffer(d.buf);
+    d.buf = null;
+    d.host = null;
+    this.liveBuffers--;
+  }
+
+  /** The int32 values of an index storage: the host copy, else a (counted) readback. */
+  private hostInts(d: GpuData, size: number): Int32Array {
+    if (d.host) return d.host;
+    this.internalReadbacks++;
+    countReadback(this);
+    return this.download(d, 'int32', size) as Int32Array;
+  }
+
+  private params(...v: number[]): Float32Array {
+    return Float32Array.from(v);
+  }
+
+  fill(size: number, value: number, dtype: DType): GpuData {
+    const host = dtype !== 'float32' && size <= SHADOW_LIMIT ? new Int32Array(size).fill(value) : null;
+    return this.run(src.fill(size), [this.params(value)], host);
+  }
+
+  cast(x: GpuData, size: number, to: DType): GpuData {
+    if (to === 'float32' || x.host) {
+      const host = to !== 'float32' && x.host ? x.host.slice(0, size) : null;
+      return this.run(src.copy(size), [x], host);
+    }
+    return this.run(src.truncate(size), [x]);
+  }
+
+  unary(op: UnaryOp, x: GpuData, size: number): GpuData {
+    return this.run(src.unary(this.gen(), op, size), [x]);
+  }
+
+  unaryGrad(op: UnaryOp, x: GpuData | null, y: GpuData | null, dy: GpuData, size: number): GpuData {
+    const args = [...(x ? [x] : []), ...(y ? [y] : []), dy];
+    return this.run(src.unaryGrad(this.gen(), op, !!x, !!y, size), args);
+  }
+
+  affine(x: GpuData, size: number, scale: number, shift: number): GpuData {
+    return this.run(src.affine(size), [x, this.params(scale, shift)]);
+  }
+
+  powScalar(x: GpuData, size: number, exponent: number): GpuData {
+    if (exponent === 2) return this.run(src.powScalar(this.gen(), size, true), [x]);
+    return this.run(src.powScalar(this.gen(), size, false), [x, this.params(exponent)]);
+  }
+
+  binary(op: BinaryOp, a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, outShape: Shape): GpuData {
+    return this.run(src.binary(this.gen(), op, aShape, bShape, outShape), [a, b]);
+  }
+
+  where(cond: GpuData, cShape: Shape, a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, outShape: Shape): GpuData {
+    return this.run(src.where(this.gen(), cShape, aShape, bShape, outShape), [cond, a, b]);
+  }
+
+  reduce(op: ReduceOp, x: GpuData, shape: Shape, axes: readonly number[]): GpuData {
+    const keptSize = sizeOf(shape.filter((_, i) => !axes.includes(i)));
+    if (sizeOf(axes.map((a) => shape[a])) === 0) return this.fill(keptSize, op === 'sum' ? 0 : -Infinity, 'float32');
+    return this.run(src.reduce(this.gen(), op, shape, axes), [x]);
+  }
+
+  matmul(a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): GpuData {
+    const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
+    if (k === 0) return this.zeros(sizeOf(outShape));
+    return this.run(src.matmul(this.gen(), aShape, bShape, transA, transB, outShape), [a, b]);
+  }
+
+  strided(x: GpuData, outShape: Shape, strides: readonly number[], offset: number): GpuData {
+    const host = x.host ? (this.host.strided(x.host, outShape, strides, offset) as Int32Array) : null;
+    if (sizeOf(outShape) === 0) return this.wrap(null, 0, host);
+    return this.run(src.strided(this.gen(), outShape, strides, offset), [x], host);
+  }
+
+  stridedAdd(dy: GpuData, dyShape: Shape, strides: readonly number[], offset: number, outSize: number): GpuData {
+    if (sizeOf(dyShape) === 0) return this.zeros(outSize);
+    if (!src.stridesNest(dyShape, strides) && sizeOf(dyShape) * outSize > 1e9) {
+      throw new Error(`gpu backend: stridedAdd with overlapping strides ${JSON.stringify(strides)} over ${sizeOf(dyShape)} x ${outSize} cells is too large`);
+    }
+    return this.run(src.stridedAdd(this.gen(), dyShape, strides, offset, outSize), [dy]);
+  }
+
+  concat(xs: readonly GpuData[], shapes: readonly Shape[], axis: number, outShape: Shape): GpuData {
+    const host = xs.every((x) => x.host)
+      ? (this.host.concat(xs.map((x) => x.host as Int32Array), shapes, axis, outShape) as Int32Array)
+      : null;
+    if (sizeOf(outShape) === 0) return this.wrap(null, 0, host);
+    const pieces: { x: GpuData; row: number; start: number }[] = [];
+    let start = 0;
+    xs.forEach((x, i) => {
+      const row = sizeOf(shapes[i].slice(axis));
+      if (sizeOf(shapes[i]) > 0) pieces.push({ x, row, start });
+      start += row;
+    });
+    const GROUP = 6;
+    let acc: GpuData | null = null;
+    for (let p = 0; p < pieces.length; p += GROUP) {
+      const group = pieces.slice(p, p + GROUP);
+      const spec = src.concatGroup(this.gen(), group, outShape, axis, acc !== null);
+      const args = [...(acc ? [acc] : []), ...group.map((g) => g.x)];
+      const next = this.run(spec, args);
+      this.tmpFree(acc);
+      acc = next;
+    }
+    const out = acc ?? this.zeros(sizeOf(outShape));
+    out.host = host;
+    return out;
+  }
+
+  private checkIndices(op: string, idx: Int32Array, count: number, n: number): void {
+    for (let i = 0; i < count; i++) {
+      const v = idx[i];
+      if (v < 0 || v >= n) throw new Error(`${op}: index ${v} at position ${i} is out of range [0, ${n})`);
+    }
+  }
+
+  gather(x: GpuData, xShape: Shape, index: GpuData, indexShape: Shape, axis: number): GpuData {
+    const n = sizeOf(indexShape);
+    if (n === 0) return this.wrap(null, 0);
+    this.checkIndices('gather', this.hostInts(index, n), n, xShape[axis]);
+    return this.run(src.gather(this.gen(), xShape, indexShape, axis), [x, index]);
+  }
+
+  scatterAdd(dy: GpuData, index: GpuData, indexShape: Shape, axis: number, outShape: Shape): GpuData {
+    if (sizeOf(indexShape) === 0) return this.zeros(sizeOf(outShape));
+    return this.run(src.scatterAdd(this.gen(), indexShape, axis, outShape), [dy, index]);
+  }
+
+  indexSelect(x: GpuData, xShape: Shape, index: GpuData, count: number, axis: number): GpuData {
+    const outSize = sizeOf(xShape.slice(0, axis)) * count * sizeOf(xShape.slice(axis + 1));
+    if (count > 0) this.checkIndices('indexSelect', this.hostInts(index, count), count, xShape[axis]);
+    if (outSize === 0) return this.wrap(null, 0);
+    return this.run(src.indexSelect(this.gen(), xShape, count, axis), [x, index]);
+  }
+
+  indexAdd(dy: GpuData, index: GpuData, count: number, axis: number, xShape: Shape): GpuData {
+    const n = xShape[axis];
+    if (count === 0 || sizeOf(xShape) === 0) return this.zeros(sizeOf(xShape));
+    // NOTE: a CSR of the indices (built on the host) turns the scatter into a
+    // gather: each output row sums only the dy rows that point at it.
+    const idx = this.hostInts(index, count);
+    const starts = new Float32Array(n + 1);
+    for (let i = 0; i < count; i++) if (idx[i] >= 0 && idx[i] < n) starts[idx[i] + 1]++;
+    let maxDup = 0;
+    for (let r = 0; r < n; r++) {
+      maxDup = Math.max(maxDup, starts[r + 1]);
+      starts[r + 1] += starts[r];
+    }
+    const fillAt = starts.slice(0, n);
+    const perm = new Float32Array(Math.max(1, count));
+    for (let i = 0; i < count; i++) if (idx[i] >= 0 && idx[i] < n) perm[fillAt[idx[i]]++] = i;
+    if (maxDup === 0) return this.zeros(sizeOf(xShape));
+    return this.run(src.indexAdd(this.gen(), xShape, count, axis, maxDup), [dy, starts, perm]);
+  }
+
+  private lse(x: GpuData, rows: number, cols: number): GpuData {
+    return this.run(src.rowLse(rows, cols), [x]);
+  }
+
+  softmax(x: GpuData, rows: number, cols: number, log: boolean): GpuData {
+    if (rows * cols === 0) return this.wrap(null, 0);
+    const lse = this.lse(x, rows, cols);
+    const y = this.run(src.softmaxApply(this.gen(), rows, cols, log), [x, lse]);
+    this.free(lse);
+    return y;
+  }
+
+  softmaxGrad(y: GpuData, dy: GpuData, rows: number, cols: number, log: boolean): GpuData {
+    if (rows * cols === 0) return this.wrap(null, 0);
+    const s = this.run(src.softmaxGradRow(rows, cols, log), [y, dy]);
+    const dx = this.run(src.softmaxGradApply(this.gen(), rows, cols, log), [y, dy, s]);
+    this.free(s);
+    return dx;
+  }
+
+  private countValid(targets: GpuData, rows: number, cols: number, ignoreIndex: number): number {
+    const t = this.hostInts(targets, rows);
+    let valid = 0;
+    for (let r = 0; r < rows; r++) {
+      const v = t[r];
+      if (v !== ignoreIndex && (v < 0 || v >= cols)) {
+        throw new Error(`crossEntropy: target ${v} at position ${r} is out of range for ${cols} classes (ignoreIndex ${ignoreIndex})`);
+      }
+      if (v !== ignoreIndex) valid++;
+    }
+    return valid;
+  }
+
+  crossEntropy(logits: GpuData, targets: GpuData, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): GpuData {
+    const valid = this.countValid(targets, rows, cols, ignoreIndex);
+    // PyTorch: a mean over zero valid targets is NaN.
+    const mult = reduction === 'mean' ? (valid === 0 ? NaN : 1 / valid) : 1;
+    if (rows === 0) return this.fill(1, reduction === 'mean' ? NaN : 0, 'float32');
+    const lse = this.lse(logits, rows, cols);
+    const per = this.run(src.ceRow(this.gen(), rows, cols, ignoreIndex), [logits, targets, lse]);
+    const out = this.run(src.sumScaled(rows), [per, this.params(mult)]);
+    this.free(lse);
+    this.free(per);
+    return out;
+  }
+
+  crossEntropyGrad(
+    logits: GpuData, targets: GpuData, dy: GpuData, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+  ): GpuData {
+    const valid = this.countValid(targets, rows, cols, ignoreIndex);
+    if (rows * cols === 0) return this.wrap(null, 0);
+    const mult = reduction === 'mean' ? 1 / valid : 1;
+    const lse = this.lse(logits, rows, cols);
+    const dx = this.run(src.ceGrad(this.gen(), rows, cols, ignoreIndex), [logits, targets, lse, dy, this.params(mult)]);
+    this.free(lse);
+    return dx;
+  }
+
+  layerNorm(x: GpuData, w: GpuData | null, b: GpuData | null, rows: number, cols: number, eps: number) {
+    const mean = this.run(src.rowMean(rows, cols), [x]);
+    const rstd = this.run(src.rowRstd(rows, cols, true), [x, mean, this.params(eps)]);
+    const args = [x, mean, rstd, ...(w ? [w] : []), ...(b ? [b] : [])];
+    const y = this.run(src.normApply(this.gen(), rows, cols, true, !!w, !!b), args);
+    return { y, mean, rstd };
+  }
+
+  layerNormGrad(
+    x: GpuData, w: GpuData | null, mean: GpuData, rstd: GpuData, dy: GpuData, rows: number, cols: number,
+    need: { x: boolean; w: boolean; b: boolean },
+  ) {
+    let dx: GpuData | null = null;
+    if (need.x) {
+      const stat = [x, mean, rstd, dy, ...(w ? [w] : [])];
+      const sg = this.run(src.normRowSum(rows, cols, true, !!w, false), stat);
+      const sgh = this.run(src.normRowSum(rows, cols, true, !!w, true), stat);
+      dx = this.run(src.normDx(this.gen(), rows, cols, true, !!w), [x, mean, sg, rstd, dy, sgh, ...(w ? [w] : [])]);
+      this.free(sg);
+      this.free(sgh);
+    }
+    const dw = need.w ? this.run(src.normColSum(rows, cols, true, true), [x, mean, rstd, dy]) : null;
+    const db = need.b ? this.run(src.normColSum(rows, cols, true, false), [dy]) : null;
+    return { dx, dw, db };
+  }
+
+  rmsNorm(x: GpuData, w: GpuData | null, rows: number, cols: number, eps: number) {
+    const rstd = this.run(src.rowRstd(rows, cols, false), [x, this.params(eps)]);
+    const y = this.run(src.normApply(this.gen(), rows, cols, false, !!w, false), [x, rstd, ...(w ? [w] : [])]);
+    return { y, rstd };
+  }
+
+  rmsNormGrad(x: GpuData, w: GpuData | null, rstd: GpuData, dy: GpuData, rows: number, cols: number, need: { x: boolean; w: boolean }) {
+    let dx: GpuData | null = null;
+    if (need.x) {
+      const sgh = this.run(src.normRowSum(rows, cols, false, !!w, true), [x, rstd, dy, ...(w ? [w] : [])]);
+      dx = this.run(src.normDx(this.gen(), rows, cols, false, !!w), [x, rstd, dy, sgh, ...(w ? [w] : [])]);
+      this.free(sgh);
+    }
+    const dw = need.w ? this.run(src.normColSum(rows, cols, false, true), [x, rstd, dy]) : null;
+    return { dx, dw };
+  }
+
+  private probs(q: GpuData, k: GpuData, lse: GpuData, bh: number, tq: number, tk: number, dk: number, scale: number, causal: boolean): GpuData {
+    return this.run(src.attnProbs(this.gen(), bh, tq, tk, dk, causal), [q, k, lse, this.params(scale)]);
+  }
+
+  attention(q: GpuData, k: GpuData, v: GpuData, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
+    const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal), [q, k, this.params(scale)]);
+    if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
+    const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
+    const out = this.run(src.bmm(this.gen(), bh, tq, tk, dv, false), [p, v]);
+    this.free(p);
+    return { out, lse };
+  }
+
+  attentionGrad(
+    q: GpuData, k: GpuData, v: GpuData, out: GpuData, lse: GpuData, dout: GpuData,
+    bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
+    need: { q: boolean; k: boolean; v: boolean },
+  ) {
+    const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
+    const dV = need.v ? this.run(src.bmm(this.gen(), bh, tk, tq, dv, true), [p, dout]) : null;
+    let dQ: GpuData | null = null;
+    let dK: GpuData | null = null;
+    if (need.q || need.k) {
+      const delta = this.run(src.attnDelta(bh * tq, dv), [dout, out]);
+      const ds = this.run(src.attnDs(this.gen(), bh, tq, tk, dv), [p, dout, v, delta, this.params(scale)]);
+      this.free(delta);
+      if (need.q) dQ = this.run(src.bmm(this.gen(), bh, tq, tk, dk, false), [ds, k]);
+      if (need.k) dK = this.run(src.bmm(this.gen(), bh, tk, tq, dk, true), [ds, q]);
+      this.free(ds);
+    }
+    this.free(p);
+    return { dq: dQ, dk: dK, dv: dV };
+  }
+
+  adamUpdate(p: GpuData, g: GpuData, m: GpuData, v: GpuData, size: number, h: AdamHyper): { p: GpuData; m: GpuData; v: GpuData } {
+    const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = h;
+    const bc1 = 1 - Math.pow(beta1, step);
+    const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+    const hp = this.params(lr, beta1, beta2, eps, weightDecay, lr / bc1, bc2Sqrt, decoupled ? 1 - lr * weightDecay : 1);
+    const args = [p, g, m, v, hp];
+    const np = this.run(src.adam('p', decoupled, size), args);
+    const nm = this.run(src.adam('m', decoupled, size), args);
+    const nv = this.run(src.adam('v', decoupled, size), args);
+    return { p: np, m: nm, v: nv };
+  }
+}

@@ -1,0 +1,509 @@
+import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.ts';
+import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
+import { CodeGen, flt, kernelSource, powCode, sigmoidCode, tanhCode } from './codegen.ts';
+
+/** A generated kernel: source, flat output size and longest loop. */
+export interface KernelSpec {
+  src: string;
+  size: number;
+  loop: number;
+}
+
+const T = 'this.thread.x';
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+function spec(args: readonly string[], body: string, size: number, loop = 1): KernelSpec {
+  return { src: kernelSource(args, body), size, loop };
+}
+
+/** y = f(x) for a unary op; returns code that declares `y`. */
+function unaryCode(g: CodeGen, op: UnaryOp, x: string, y: string): string {
+  switch (op) {
+    case 'neg': return `let ${y} = -${x};\n`;
+    case 'sqrt': return `let ${y} = Math.sqrt(${x});\n`;
+    case 'exp': return `let ${y} = Math.exp(${x});\n`;
+    case 'log': return `let ${y} = Math.log(${x});\n`;
+    case 'tanh': {
+      const [c, t] = tanhCode(g, x);
+      return `${c}let ${y} = ${t};\n`;
+    }
+    case 'sigmoid': {
+      const [c, s] = sigmoidCode(g, x);
+      return `${c}let ${y} = ${s};\n`;
+    }
+    case 'relu': return `let ${y} = 0;\nif (${x} > 0) { ${y} = ${x}; }\n`;
+    case 'gelu': {
+      // NOTE: tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+      const u = g.fresh('u');
+      const [c, t] = tanhCode(g, u);
+      return `let ${u} = ${flt(SQRT_2_OVER_PI)} * (${x} + 0.044715 * ${x} * ${x} * ${x});\n${c}let ${y} = 0.5 * ${x} * (1 + ${t});\n`;
+    }
+    case 'silu': {
+      const [c, s] = sigmoidCode(g, x);
+      return `${c}let ${y} = ${x} * ${s};\n`;
+    }
+  }
+}
+
+export function unary(g: CodeGen, op: UnaryOp, size: number): KernelSpec {
+  return spec(['x'], `let v = x[${T}];\n${unaryCode(g, op, 'v', 'y')}return y;\n`, size);
+}
+
+/** dy * f'(.) from x and/or y; `which` says what is passed. */
+export function unaryGrad(g: CodeGen, op: UnaryOp, hasX: boolean, hasY: boolean, size: number): KernelSpec {
+  const args = [...(hasX ? ['x'] : []), ...(hasY ? ['y'] : []), 'dy'];
+  let body = `let d = dy[${T}];\n`;
+  if (hasX) body += `let a = x[${T}];\n`;
+  if (hasY) body += `let b = y[${T}];\n`;
+  const need = (v: boolean, what: string): void => {
+    if (!v) throw new Error(`gpu backend: unaryGrad '${op}' needs ${what}`);
+  };
+  switch (op) {
+    case 'neg': body += 'return -d;\n'; break;
+    case 'sqrt': need(hasY, 'y'); body += 'return d / (2 * b);\n'; break;
+    case 'exp': need(hasY, 'y'); body += 'return d * b;\n'; break;
+    case 'log': need(hasX, 'x'); body += 'return d / a;\n'; break;
+    case 'tanh': need(hasY, 'y'); body += 'return d * (1 - b * b);\n'; break;
+    case 'sigmoid': need(hasY, 'y'); body += 'return d * b * (1 - b);\n'; break;
+    case 'relu': need(hasX, 'x'); body += 'if (a > 0) { return d; }\nreturn 0;\n'; break;
+    case 'gelu': {
+      need(hasX, 'x');
+      // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+      const [c, t] = tanhCode(g, 'u');
+      body += `let u = ${flt(SQRT_2_OVER_PI)} * (a + 0.044715 * a * a * a);\n${c}`;
+      body += `let du = ${flt(SQRT_2_OVER_PI)} * (1 + 3 * 0.044715 * a * a);\n`;
+      body += `return d * (0.5 * (1 + ${t}) + 0.5 * a * (1 - ${t} * ${t}) * du);\n`;
+      break;
+    }
+    case 'silu': {
+      need(hasX, 'x');
+      const [c, s] = sigmoidCode(g, 'a');
+      body += `${c}return d * ${s} * (1 + a * (1 - ${s}));\n`;
+      break;
+    }
+  }
+  return spec(args, body, size);
+}
+
+export function copy(size: number): KernelSpec {
+  return spec(['x'], `return x[${T}];\n`, size);
+}
+
+/** Fills with p[0]. */
+export function fill(size: number): KernelSpec {
+  return spec(['p'], 'return p[0];\n', size);
+}
+
+export function truncate(size: number): KernelSpec {
+  return spec(['x'], `let v = x[${T}];\nif (v < 0) { return -Math.floor(-v); }\nreturn Math.floor(v);\n`, size);
+}
+
+/** x * p[0] + p[1]. */
+export function affine(size: number): KernelSpec {
+  return spec(['x', 'p'], `return x[${T}] * p[0] + p[1];\n`, size);
+}
+
+/** x ** p[0]; squares are special-cased. */
+export function powScalar(g: CodeGen, size: number, square: boolean): KernelSpec {
+  if (square) return spec(['x'], `let v = x[${T}];\nreturn v * v;\n`, size);
+  const [c, y] = powCode(g, 'v', 'e');
+  return spec(['x', 'p'], `let v = x[${T}];\nlet e = p[0];\n${c}return ${y};\n`, size);
+}
+
+function binaryCode(g: CodeGen, op: BinaryOp, a: string, b: string): string {
+  switch (op) {
+    case 'add': return `return ${a} + ${b};\n`;
+    case 'sub': return `return ${a} - ${b};\n`;
+    case 'mul': return `return ${a} * ${b};\n`;
+    case 'div': return `return ${a} / ${b};\n`;
+    case 'pow': {
+      const [c, y] = powCode(g, a, b);
+      return `${c}return ${y};\n`;
+    }
+    case 'maximum': return `if (${a} >= ${b}) { return ${a}; }\nreturn ${b};\n`;
+    case 'eq': return `if (${a} == ${b}) { return 1; }\nreturn 0;\n`;
+    case 'gt': return `if (${a} > ${b}) { return 1; }\nreturn 0;\n`;
+  }
+}
+
+/** Reads of broadcast operands at the current output cell. */
+function broadcastReads(g: CodeGen, names: readonly string[], shapes: readonly Shape[], outShape: Shape): string {
+  const n = sizeOf(outShape);
+  const simple = shapes.every((s) => sizeOf(s) === n || sizeOf(s) === 1);
+  if (simple) {
+    return names.map((nm, i) => `let ${nm}0 = ${nm}[${sizeOf(shapes[i]) === n ? T : '0'}];\n`).join('');
+  }
+  const { code, c } = g.coords(T, outShape);
+  return code + names.map((nm, i) => `let ${nm}0 = ${nm}[${g.offset(c, broadcastStrides(shapes[i], outShape))}];\n`).join('');
+}
+
+export function binary(g: CodeGen, op: BinaryOp, aShape: Shape, bShape: Shape, outShape: Shape): KernelSpec {
+  const body = broadcastReads(g, ['a', 'b'], [aShape, bShape], outShape) + binaryCode(g, op, 'a0', 'b0');
+  return spec(['a', 'b'], body, sizeOf(outShape));
+}
+
+export function where(g: CodeGen, cShape: Shape, aShape: Shape, bShape: Shape, outShape: Shape): KernelSpec {
+  const body = broadcastReads(g, ['c', 'a', 'b'], [cShape, aShape, bShape], outShape) + 'if (c0 != 0) { return a0; }\nreturn b0;\n';
+  return spec(['c', 'a', 'b'], body, sizeOf(outShape));
+}
+
+export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly number[]): KernelSpec {
+  const rank = shape.length;
+  const kept = shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const keptShape = kept.map((i) => shape[i]);
+  const redShape = axes.map((i) => shape[i]);
+  const R = sizeOf(redShape);
+  const st = stridesOf(shape);
+  const init = op === 'sum' ? 'let acc = 0;\n' : 'let acc = -Infinity;\n';
+  const accumulate = (v: string): string =>
+    op === 'sum' ? `acc += ${v};\n` : `let w = ${v};\nif (w > acc) { acc = w; }\n`;
+  const trailing = axes.every((a, i) => a === rank - axes.length + i);
+  let body = init;
+  if (trailing) {
+    const base = R === 1 ? T : `${T} * ${R}`;
+    body += `for (let j = 0; j < ${R}; j++) {\n${accumulate(`x[${base} + j]`)}}\n`;
+  } else {
+    const outer = g.coords(T, keptShape);
+    body += outer.code;
+    const base = g.offset(outer.c, kept.map((i) => st[i]));
+    const inner = g.coords('j', redShape);
+    body += `for (let j = 0; j < ${R}; j++) {\n${inner.code}${accumulate(`x[${base} + ${g.offset(inner.c, axes.map((i) => st[i]))}]`)}}\n`;
+  }
+  body += 'return acc;\n';
+  return spec(['x'], body, sizeOf(keptShape), R);
+}
+
+export function matmul(
+  g: CodeGen, aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
+): KernelSpec {
+  const r = outShape.length;
+  const m = outShape[r - 2];
+  const n = outShape[r - 1];
+  const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
+  const aRows = aShape[aShape.length - 2];
+  const aCols = aShape[aShape.length - 1];
+  const bRows = bShape[bShape.length - 2];
+  const bCols = bShape[bShape.length - 1];
+  const [sAm, sAk] = transA ? [1, aCols] : [aCols, 1];
+  const [sBk, sBn] = transB ? [1, bCols] : [bCols, 1];
+  const batch = outShape.slice(0, -2);
+  const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aRows * aCols);
+  const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bRows * bCols);
+  const { code, c } = g.coords(T, [...batch, m, n]);
+  const nb = batch.length;
+  const aBase = g.offset([...c.slice(0, nb), c[nb]], [...aBatch, sAm]);
+  const bBase = g.offset([...c.slice(0, nb), c[nb + 1]], [...bBatch, sBn]);
+  const kA = sAk === 1 ? 'p' : `p * ${sAk}`;
+  const kB = sBk === 1 ? 'p' : `p * ${sBk}`;
+  const body = `${code}let acc = 0;\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aBase} + ${kA}] * b[${bBase} + ${kB}];\n}\nreturn acc;\n`;
+  return spec(['a', 'b'], body, sizeOf(outShape), k);
+}
+
+export function strided(g: CodeGen, outShape: Shape, strides: readonly number[], offset: number): KernelSpec {
+  const { code, c } = g.coords(T, outShape);
+  return spec(['x'], `${code}return x[${g.offset(c, strides, offset)}];\n`, sizeOf(outShape));
+}
+
+/**
+ * Whether the positive strides, largest first, nest (each exceeds the largest
+ * offset the smaller ones reach), so a flat offset decomposes greedily.
+ */
+export function stridesNest(dyShape: Shape, strides: readonly number[]): boolean {
+  const axes = dyShape.map((_, i) => i).filter((i) => strides[i] !== 0 && dyShape[i] > 1);
+  axes.sort((p, q) => strides[q] - strides[p]);
+  let reach = 0;
+  for (let i = axes.length - 1; i >= 0; i--) {
+    const a = axes[i];
+    if (strides[a] <= reach) return false;
+    reach += (dyShape[a] - 1) * strides[a];
+  }
+  return true;
+}
+
+/** The adjoint of strided, gather-style: each output cell finds the dy cells that map to it. */
+export function stridedAdd(
+  g: CodeGen, dyShape: Shape, strides: readonly number[], offset: number, outSize: number,
+): KernelSpec {
+  const dyStrides = stridesOf(dyShape);
+  const dySize = sizeOf(dyShape);
+  if (!stridesNest(dyShape, strides)) {
+    const { code, c } = g.coords('j', dyShape);
+    const body =
+      `let acc = 0;\nfor (let j = 0; j < ${dySize}; j++) {\n${code}` +
+      `if (${g.offset(c, strides, offset)} == ${T}) { acc += dy[j]; }\n}\nreturn acc;\n`;
+    return spec(['dy'], body, outSize, dySize);
+  }
+  const moving = dyShape.map((_, i) => i).filter((i) => strides[i] !== 0 && dyShape[i] > 1);
+  moving.sort((p, q) => strides[q] - strides[p]);
+  const fixed = dyShape.map((_, i) => i).filter((i) => strides[i] === 0 && dyShape[i] > 1);
+  let body = `if (${T} < ${offset}) { return 0; }\nlet ok = 1;\n`;
+  const coord = new Map<number, string>();
+  let cur = offset === 0 ? T : `(${T} - ${offset})`;
+  for (const a of moving) {
+    const q = g.fresh('q');
+    const rr = g.fresh('r');
+    body += g.divmod(q, rr, cur, strides[a]);
+    body += `if (${q} >= ${dyShape[a]}) { ok = 0; }\n`;
+    coord.set(a, q);
+    cur = g.int(rr);
+  }
+  body += `if (${cur} != 0) { ok = 0; }\nif (ok == 0) { return 0; }\n`;
+  const Z = sizeOf(fixed.map((a) => dyShape[a]));
+  const inner = g.coords('z', fixed.map((a) => dyShape[a]));
+  fixed.forEach((a, i) => coord.set(a, inner.c[i]));
+  const names: string[] = [];
+  const dyS: number[] = [];
+  dyShape.forEach((d, a) => {
+    const v = coord.get(a);
+    if (v !== undefined) {
+      names.push(v);
+      dyS.push(dyStrides[a]);
+    }
+  });
+  body += `let acc = 0;\nfor (let z = 0; z < ${Z}; z++) {\n${inner.code}acc += dy[${g.offset(names, dyS)}];\n}\nreturn acc;\n`;
+  return spec(['dy'], body, outSize, Z);
+}
+
+/** Up to a few pieces of a concat, over `acc` (the output so far) when `withAcc`. */
+export function concatGroup(
+  g: CodeGen, pieces: readonly { row: number; start: number }[], outShape: Shape, axis: number, withAcc: boolean,
+): KernelSpec {
+  const outRow = sizeOf(outShape.slice(axis));
+  const o = g.fresh('o');
+  const col = g.fresh('k');
+  let body = g.divmod(o, col, T, outRow);
+  const args: string[] = [];
+  pieces.forEach((p, i) => {
+    args.push(`x${i}`);
+    body += `if (${col} >= ${p.start} && ${col} < ${p.start + p.row}) { return x${i}[${g.int(o)} * ${p.row} + ${g.int(col)} - ${p.start}]; }\n`;
+  });
+  body += withAcc ? `return acc[${T}];\n` : 'return 0;\n';
+  return spec(withAcc ? ['acc', ...args] : args, body, sizeOf(outShape));
+}
+
+export function gather(g: CodeGen, xShape: Shape, indexShape: Shape, axis: number): KernelSpec {
+  const { code, c } = g.coords(T, indexShape);
+  const xs = stridesOf(xShape);
+  const cc = c.map((v, d) => (d === axis ? 'iv' : v));
+  const body = `${code}let iv = Math.floor(index[${T}] + 0.5);\nreturn x[${g.offset(cc, xs)}];\n`;
+  return spec(['x', 'index'], body, sizeOf(indexShape));
+}
+
+export function scatterAdd(g: CodeGen, indexShape: Shape, axis: number, outShape: Shape): KernelSpec {
+  const { code, c } = g.coords(T, outShape);
+  const is = stridesOf(indexShape);
+  let body = code;
+  outShape.forEach((d, k) => {
+    if (k !== axis && indexShape[k] < d) body += `if (${c[k]} >= ${indexShape[k]}) { return 0; }\n`;
+  });
+  const cc = c.map((v, d) => (d === axis ? 't' : v));
+  const pos = g.offset(cc, is);
+  body += `let acc = 0;\nfor (let t = 0; t < ${indexShape[axis]}; t++) {\n`;
+  body += `let iv = Math.floor(index[${pos}] + 0.5);\nif (iv == ${c[axis]}) { acc += dy[${pos}]; }\n}\nreturn acc;\n`;
+  return spec(['dy', 'index'], body, sizeOf(outShape), indexShape[axis]);
+}
+
+export function indexSelect(g: CodeGen, xShape: Shape, count: number, axis: number): KernelSpec {
+  const outer = sizeOf(xShape.slice(0, axis));
+  const inner = sizeOf(xShape.slice(axis + 1));
+  const n = xShape[axis];
+  const { code, c } = g.coords(T, [outer, count, inner]);
+  const body = `${code}let iv = Math.floor(index[${g.int(c[1])}] + 0.5);\nreturn x[${g.offset([c[0], 'iv', c[2]], [n * inner, inner, 1])}];\n`;
+  return spec(['x', 'index'], body, outer * count * inner);
+}
+
+/** indexAdd over a host-built CSR of the indices: starts[r]..starts[r+1] in perm. */
+export function indexAdd(g: CodeGen, xShape: Shape, count: number, axis: number, maxDup: number): KernelSpec {
+  const outer = sizeOf(xShape.slice(0, axis));
+  const inner = sizeOf(xShape.slice(axis + 1));
+  const n = xShape[axis];
+  const { code, c } = g.coords(T, [outer, n, inner]);
+  let body = `${code}let s = starts[${g.int(c[1])}];\nlet e = starts[${g.int(c[1])} + 1];\nlet acc = 0;\n`;
+  body += `for (let t = 0; t < ${maxDup}; t++) {\nif (t >= e - s) { break; }\nlet ii = perm[${g.int('s')} + t];\n`;
+  body += `acc += dy[${g.offset([c[0], 'ii', c[2]], [count * inner, inner, 1])}];\n}\nreturn acc;\n`;
+  return spec(['dy', 'starts', 'perm'], body, outer * n * inner, maxDup);
+}
+
+/** Per-row log-sum-exp (max-subtracted) of x [rows, cols]. */
+export function rowLse(rows: number, cols: number): KernelSpec {
+  const base = `${T} * ${cols}`;
+  const body =
+    `let m = -Infinity;\nfor (let c = 0; c < ${cols}; c++) { let v = x[${base} + c]; if (v > m) { m = v; } }\n` +
+    `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += Math.exp(x[${base} + c] - m); }\n` +
+    'return m + Math.log(s);\n';
+  return spec(['x'], body, rows, cols);
+}
+
+/** Row index r and column c of the current cell of a [rows, cols] output. */
+function rowCol(g: CodeGen, cols: number): string {
+  return g.divmod('r', 'c', T, cols);
+}
+
+export function softmaxApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
+  const body = `${rowCol(g, cols)}let v = x[${T}] - lse[${g.int('r')}];\n` + (log ? 'return v;\n' : 'return Math.exp(v);\n');
+  return spec(['x', 'lse'], body, rows * cols);
+}
+
+/** Per-row sum of dy (log) or dy * y. */
+export function softmaxGradRow(rows: number, cols: number, log: boolean): KernelSpec {
+  const base = `${T} * ${cols}`;
+  const term = log ? `dy[${base} + c]` : `dy[${base} + c] * y[${base} + c]`;
+  return spec(['y', 'dy'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += ${term}; }\nreturn s;\n`, rows, cols);
+}
+
+export function softmaxGradApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
+  let body = `${rowCol(g, cols)}let s = srow[${g.int('r')}];\nlet yv = y[${T}];\nlet d = dy[${T}];\n`;
+  body += log ? 'return d - Math.exp(yv) * s;\n' : 'return yv * (d - s);\n';
+  return spec(['y', 'dy', 'srow'], body, rows * cols);
+}
+
+/** Per-row NLL (0 for ignored rows) given the row lse. */
+export function ceRow(g: CodeGen, rows: number, cols: number, ignoreIndex: number): KernelSpec {
+  const body =
+    `let t = Math.floor(targets[${T}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n` +
+    `return lse[${T}] - logits[${T} * ${cols} + ${g.int('t')}];\n`;
+  return spec(['logits', 'targets', 'lse'], body, rows);
+}
+
+/** Sum of a vector of n values, times p[0]. */
+export function sumScaled(n: number): KernelSpec {
+  return spec(['x', 'p'], `let s = 0;\nfor (let i = 0; i < ${n}; i++) { s += x[i]; }\nreturn s * p[0];\n`, 1, n);
+}
+
+/** d logits: (softmax - onehot) * dy[0] * p[0], zero on ignored rows. */
+export function ceGrad(g: CodeGen, rows: number, cols: number, ignoreIndex: number): KernelSpec {
+  const body =
+    `${rowCol(g, cols)}let t = Math.floor(targets[${g.int('r')}] + 0.5);\n` +
+    `if (t == ${flt(ignoreIndex)}) { return 0; }\nlet sc = dy[0] * p[0];\n` +
+    `let v = Math.exp(logits[${T}] - lse[${g.int('r')}]) * sc;\nif (c == t) { v = v - sc; }\nreturn v;\n`;
+  return spec(['logits', 'targets', 'lse', 'dy', 'p'], body, rows * cols);
+}
+
+export function rowMean(rows: number, cols: number): KernelSpec {
+  return spec(['x'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += x[${T} * ${cols} + c]; }\nreturn s / ${cols};\n`, rows, cols);
+}
+
+/** 1 / sqrt(mean((x - mean)^2) + p[0]); without `mean`, the RMS form. */
+export function rowRstd(rows: number, cols: number, centered: boolean): KernelSpec {
+  const d = centered ? `x[${T} * ${cols} + c] - mu` : `x[${T} * ${cols} + c]`;
+  const body =
+    (centered ? `let mu = mean[${T}];\n` : '') +
+    `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { let d = ${d}; s += d * d; }\n` +
+    `return 1 / Math.sqrt(s / ${cols} + p[0]);\n`;
+  return spec(centered ? ['x', 'mean', 'p'] : ['x', 'p'], body, rows, cols);
+}
+
+/** (x - mean) * rstd * w + b over rows (mean absent: RMS norm). */
+export function normApply(g: CodeGen, rows: number, cols: number, centered: boolean, hasW: boolean, hasB: boolean): KernelSpec {
+  const args = ['x', ...(centered ? ['mean'] : []), 'rstd', ...(hasW ? ['w'] : []), ...(hasB ? ['b'] : [])];
+  const r = g.int('r');
+  const c = g.int('c');
+  let body = `${rowCol(g, cols)}let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rstd[${r}];\n`;
+  if (hasW) body += `h = h * w[${c}];\n`;
+  if (hasB) body += `h = h + b[${c}];\n`;
+  return spec(args, body + 'return h;\n', rows * cols);
+}
+
+/** Per-row sum of g = dy * w (gh: of g * h), h the normalized x. */
+export function normRowSum(rows: number, cols: number, centered: boolean, hasW: boolean, withH: boolean): KernelSpec {
+  const args = ['x', ...(centered ? ['mean'] : []), 'rstd', 'dy', ...(hasW ? ['w'] : [])];
+  const at = `${T} * ${cols} + c`;
+  let body = `let rs = rstd[${T}];\n${centered ? `let mu = mean[${T}];\n` : ''}let s = 0;\n`;
+  body += `for (let c = 0; c < ${cols}; c++) {\nlet gv = dy[${at}]${hasW ? ' * w[c]' : ''};\n`;
+  if (withH) body += `let h = (x[${at}]${centered ? ' - mu' : ''}) * rs;\ns += gv * h;\n`;
+  else body += 's += gv;\n';
+  body += '}\nreturn s;\n';
+  return spec(args, body, rows, cols);
+}
+
+/** dx = rstd * (g - mean(g) - h * mean(g h)); the RMS form drops mean(g). */
+export function normDx(g: CodeGen, rows: number, cols: number, centered: boolean, hasW: boolean): KernelSpec {
+  const args = ['x', ...(centered ? ['mean', 'sg'] : []), 'rstd', 'dy', 'sgh', ...(hasW ? ['w'] : [])];
+  const r = g.int('r');
+  let body = `${rowCol(g, cols)}let rs = rstd[${r}];\n`;
+  body += `let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rs;\n`;
+  body += `let gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
+  body += `return rs * (gv${centered ? ` - sg[${r}] / ${cols}` : ''} - h * sgh[${r}] / ${cols});\n`;
+  return spec(args, body, rows * cols);
+}
+
+/** Column sums over rows of dy * h (dw) or of dy (db). */
+export function normColSum(rows: number, cols: number, centered: boolean, withH: boolean): KernelSpec {
+  const args = withH ? ['x', ...(centered ? ['mean'] : []), 'rstd', 'dy'] : ['dy'];
+  const at = `r * ${cols} + ${T}`;
+  let body = 'let s = 0;\n';
+  body += `for (let r = 0; r < ${rows}; r++) {\n`;
+  body += withH ? `s += dy[${at}] * (x[${at}]${centered ? ' - mean[r]' : ''}) * rstd[r];\n` : `s += dy[${at}];\n`;
+  body += '}\nreturn s;\n';
+  return spec(args, body, cols, rows);
+}
+
+/** Scores s = q_i . k_j * p[0], for row (h, i) and key j (both integer expressions). */
+function dot(qi: string, kj: string, dk: number): string {
+  return `let s = 0;\nfor (let d = 0; d < ${dk}; d++) { s += q[${qi} + d] * k[${kj} + d]; }\ns = s * p[0];\n`;
+}
+
+/** lse over the visible keys of each query row [bh * tq]. */
+export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean): KernelSpec {
+  let body = g.divmod('h', 'i', T, tq);
+  body += `let last = ${causal ? `i + ${tk - tq}` : `${tk - 1}`};\nlet m = -Infinity;\nlet z = 0;\n`;
+  body += `for (let j = 0; j < ${tk}; j++) {\nif (j > last) { break; }\n`;
+  body += dot(`${T} * ${dk}`, `(${g.int('h')} * ${tk} + j) * ${dk}`, dk);
+  body += 'if (s > m) { z = z * Math.exp(m - s) + 1; m = s; } else { z += Math.exp(s - m); }\n}\n';
+  body += 'if (z == 0) { return -Infinity; }\nreturn m + Math.log(z);\n';
+  return spec(['q', 'k', 'p'], body, bh * tq, Math.max(tk, dk));
+}
+
+/** Probabilities P [bh, tq, tk] (0 where masked). */
+export function attnProbs(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean): KernelSpec {
+  const { code, c } = g.coords(T, [bh, tq, tk]);
+  const [h, i, j] = c;
+  let body = `${code}`;
+  if (causal) body += `if (${j} > ${i} + ${tk - tq}) { return 0; }\n`;
+  body += dot(`(${g.int(h)} * ${tq} + ${g.int(i)}) * ${dk}`, `(${g.int(h)} * ${tk} + ${g.int(j)}) * ${dk}`, dk);
+  body += `return Math.exp(s - lse[${g.int(h)} * ${tq} + ${g.int(i)}]);\n`;
+  return spec(['q', 'k', 'lse', 'p'], body, bh * tq * tk, dk);
+}
+
+/**
+ * out[h, i, d] = sum_j A[h, i, j] * B[h, j, d]: A [bh, I, J] (or its transpose
+ * [bh, J, I] when transA), B [bh, J, D].
+ */
+export function bmm(g: CodeGen, bh: number, I: number, J: number, D: number, transA: boolean): KernelSpec {
+  const { code, c } = g.coords(T, [bh, I, D]);
+  const [h, i, d] = c;
+  const a = transA ? `(${g.int(h)} * ${J} + j) * ${I} + ${g.int(i)}` : `(${g.int(h)} * ${I} + ${g.int(i)}) * ${J} + j`;
+  const body = `${code}let acc = 0;\nfor (let j = 0; j < ${J}; j++) { acc += A[${a}] * B[(${g.int(h)} * ${J} + j) * ${D} + ${g.int(d)}]; }\nreturn acc;\n`;
+  return spec(['A', 'B'], body, bh * I * D, J);
+}
+
+/** delta[h, i] = sum_d dout * out. */
+export function attnDelta(rows: number, dv: number): KernelSpec {
+  return spec(['dout', 'out'], `let s = 0;\nfor (let d = 0; d < ${dv}; d++) { s += dout[${T} * ${dv} + d] * out[${T} * ${dv} + d]; }\nreturn s;\n`, rows, dv);
+}
+
+/** dS = P * (dout_i . v_j - delta_i) * scale. */
+export function attnDs(g: CodeGen, bh: number, tq: number, tk: number, dv: number): KernelSpec {
+  const { code, c } = g.coords(T, [bh, tq, tk]);
+  const [h, i, j] = c;
+  const row = `${g.int(h)} * ${tq} + ${g.int(i)}`;
+  let body = `${code}let pv = P[${T}];\nif (pv == 0) { return 0; }\nlet s = 0;\n`;
+  body += `for (let d = 0; d < ${dv}; d++) { s += dout[(${row}) * ${dv} + d] * v[(${g.int(h)} * ${tk} + ${g.int(j)}) * ${dv} + d]; }\n`;
+  body += `return pv * (s - delta[${row}]) * p[0];\n`;
+  return spec(['P', 'dout', 'v', 'delta', 'p'], body, bh * tq * tk, dv);
+}
+
+/**
+ * Adam/AdamW, one output per kernel (`which`): p[] = [lr, beta1, beta2, eps,
+ * weightDecay, stepSize, bc2Sqrt, decay].
+ */
+export function adam(which: 'p' | 'm' | 'v', decoupled: boolean, size: number): KernelSpec {
+  let body = `let gi = g[${T}];\n`;
+  if (!decoupled) body += `gi = gi + h[4] * w[${T}];\n`;
+  body += `let mi = h[1] * m[${T}] + (1 - h[1]) * gi;\n`;
+  body += `let vi = h[2] * v[${T}] + (1 - h[2]) * gi * gi;\n`;
+  if (which === 'm') body += 'return mi;\n';
+  else if (which === 'v') body += 'return vi;\n';
+  else body += `return w[${T}] * h[7] - (h[5] * mi) / (Math.sqrt(vi) / h[6] + h[3]);\n`;
+  return spec(['w', 'g', 'm', 'v', 'h'], body, size);
+}
