@@ -112,8 +112,8 @@ describe('Module', () => {
     assert.deepEqual(m.parameters(), before);
     assert.equal(m.emb.weight.backend.name, 'meta');
     assert.equal(m.head.weight, m.emb.weight);
-    m.to('cpu');
-    assert.equal(m.emb.weight.backend.name, 'cpu');
+    assert.throws(() => m.to('cpu'), /hold no values/);
+    assert.equal(m.emb.weight.backend.name, 'meta');
   });
 
   test('loadStateDict copies values (accepts tensors and {shape, data}) and round-trips', () => {

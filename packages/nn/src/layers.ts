@@ -3,7 +3,7 @@ import {
   rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
 } from '@lowrank/core';
 import { Module } from './module.ts';
-import { constant_, kaimingUniform_, normal_, uniform_ } from './init.ts';
+import { kaimingUniform_, normal_, uniform_ } from './init.ts';
 
 /** Where a layer allocates its parameters (default: the default backend). */
 export interface LayerOptions {

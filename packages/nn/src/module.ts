@@ -1,4 +1,4 @@
-import { Tensor, clone, fmt, keep, noGrad, shapesEqual, tensor } from '@lowrank/core';
+import { Tensor, clone, fmt, getBackend, keep, noGrad, shapesEqual, tensor } from '@lowrank/core';
 
 /** A state-dict value: a tensor, or a raw record such as a fixture's `{shape, data}`. */
 export interface RawStateValue {
@@ -177,6 +177,11 @@ export abstract class Module {
    * identities are kept, so tied weights stay tied. @example model.to('gpu')
    */
   to(backendName: string): this {
+    const target = getBackend(backendName);
+    const empty = this.namedParameters().filter(([, p]) => p.backend !== target && !p.backend.hasStorage && target.hasStorage);
+    if (empty.length) {
+      throw new Error(`Module.to('${backendName}'): ${empty.length} parameter(s) live on '${empty[0][1].backend.name}' and hold no values (first: '${empty[0][0]}'); load a state dict instead`);
+    }
     for (const p of this.parameters()) {
       if (p.grad && p.grad.backend.name !== backendName) {
         p.grad.dispose();
