@@ -1,0 +1,34 @@
+/**
+ * `npm run bench -- <suite> [args]`: runs one benchmark suite; with no suite,
+ * the first entry of the table below. Each suite module exports `run(args)`.
+ */
+export interface BenchSuite {
+  run(args: string[]): unknown;
+}
+
+/** Suite name -> module. Add suites here; the first entry is the default. */
+export const suites: Record<string, () => Promise<BenchSuite>> = {
+  matmul: () => import('./matmul.ts'),
+};
+
+async function main(argv: string[]): Promise<void> {
+  const names = Object.keys(suites);
+  const [first, ...rest] = argv;
+  const named = first !== undefined && !first.startsWith('-');
+  const name = named ? first : names[0];
+  const args = named ? rest : argv;
+  if (name === 'help' || name === '--help') {
+    console.log(`usage: npm run bench -- [${names.join(' | ')}] [options]  (default: ${names[0]})`);
+    return;
+  }
+  const load = suites[name];
+  if (!load) {
+    console.error(`bench: unknown suite '${name}' (known: ${names.join(', ')})`);
+    process.exitCode = 2;
+    return;
+  }
+  const suite = await load();
+  await suite.run(args);
+}
+
+await main(process.argv.slice(2));
