@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  add, isGradEnabled, matmul, mul, noGrad, profileKernels, reshape, sum, tensor, tidy, type Tensor,
+  add, cast, isGradEnabled, matmul, mul, noGrad, profileKernels, reshape, sum, tensor, tidy, type Tensor,
 } from '@lowrank/core';
 import { randTensor, seedArb } from './arbitraries.ts';
 
@@ -184,5 +184,18 @@ describe('frozen weights cost no dW kernel (x @ W^T)', () => {
     assert.equal(log.filter((r) => r.kernel === 'matmul').length, 1);
     assert.ok(!log.some((r) => r.outShape && r.outShape.join() === '2,3,5'));
     assert.equal(x.grad, null);
+  });
+});
+
+describe('casts', () => {
+  test('float -> int32 truncates, -> bool is 0/1, and only float casts carry gradients', () => {
+    const x = tensor([-1.7, 0, 0.4, 2.9], { requiresGrad: true });
+    assert.deepEqual(Array.from(x.toInt().dataSync()), [-1, 0, 0, 2]);
+    const b = cast(x, 'bool');
+    assert.equal(b.dtype, 'bool');
+    assert.deepEqual(Array.from(b.dataSync()), [1, 0, 1, 1]);
+    assert.equal(b.requiresGrad, false);
+    sum(mul(x.toFloat(), 2)).backward();
+    assertValues(x.grad, [2, 2, 2, 2]);
   });
 });

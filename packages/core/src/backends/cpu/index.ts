@@ -100,7 +100,8 @@ export class CpuBackend implements Backend {
 
   cast(x: Arr, size: number, to: DType): Arr {
     const out = allocFor(this.F, to, size);
-    if (to === 'float32' || x instanceof Int32Array) out.set(x.subarray(0, size));
+    if (to === 'bool') for (let i = 0; i < size; i++) out[i] = x[i] !== 0 ? 1 : 0;
+    else if (to === 'float32' || x instanceof Int32Array) out.set(x.subarray(0, size));
     else for (let i = 0; i < size; i++) out[i] = Math.trunc(x[i]);
     return out;
   }
