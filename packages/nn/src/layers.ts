@@ -36,11 +36,12 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const y = matmul(x, this.weight, { transposeB: true });
-    if (!this.bias) return y;
-    const out = add(y, this.bias);
-    if (!y.requiresGrad) y.dispose();
-    return out;
+    // NOTE: fold leading axes into rows, so dW is one [out, N] @ [N, in] gemm, not a batch of them summed.
+    const lead = x.shape.slice(0, -1);
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]); // [..., in] -> [N, in]
+    let y = matmul(x2, this.weight, { transposeB: true }); // [N, out]
+    if (this.bias) y = add(y, this.bias);
+    return x.rank === 2 ? y : reshape(y, [...lead, this.outFeatures]); // [N, out] -> [..., out]
   }
 }
 

@@ -274,6 +274,7 @@ function checkName(name: string): void {
 function checkValue(v: StateValue, p: Tensor): string | null {
   if (v instanceof Tensor) {
     if (v.isDisposed) return 'the tensor was disposed';
+    if (!v.backend.hasStorage && p.backend.hasStorage) return `the tensor lives on '${v.backend.name}' and holds no values`;
     if (v.dtype !== 'float32') return `dtype ${v.dtype}, expected float32`;
     if (!shapesEqual(v.shape, p.shape)) return `shape ${fmt(v.shape)} in checkpoint, ${fmt(p.shape)} in model`;
     return null;
