@@ -1,9 +1,11 @@
 import { registerBackend } from './backend.ts';
 import { CpuBackend } from './backends/cpu/index.ts';
 import { MetaBackend } from './backends/meta.ts';
+import { GpuBackend } from './backends/gpu/index.ts';
 
 registerBackend('cpu', () => new CpuBackend('cpu'));
 registerBackend('meta', () => new MetaBackend());
+registerBackend('gpu', () => new GpuBackend());
 
 export * from './backend.ts';
 export { Storage, profileKernels, runKernel, type KernelRecord, type MemoryInfo } from './engine.ts';
@@ -18,4 +20,5 @@ export * from './ops/index.ts';
 export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradcheck.ts';
 export { CpuBackend } from './backends/cpu/index.ts';
 export { MetaBackend } from './backends/meta.ts';
+export { GpuBackend, probeGpuModes, type GpuBackendOptions, type GpuMode } from './backends/gpu/index.ts';
 export * from './serialization/index.ts';

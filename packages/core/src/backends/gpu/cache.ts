@@ -2,8 +2,9 @@ import type { CompiledKernel, GpuJs } from './gpujs.ts';
 import type { KernelSpec } from './sources.ts';
 
 /**
- * Compiled kernels keyed by (source, output size, loop bound): shapes are
- * baked into the source, so one entry serves every call with those shapes.
+ * Compiled kernels keyed by (source, output size, loop bound, argument
+ * sizes): shapes are baked into the source, and gpu.js fixes each argument's
+ * size at compile time, so one entry serves every call with those shapes.
  */
 export class KernelCache {
   private readonly kernels = new Map<string, CompiledKernel>();
@@ -16,8 +17,8 @@ export class KernelCache {
     return this.kernels.size;
   }
 
-  get(spec: KernelSpec): CompiledKernel {
-    const key = `${spec.size}|${spec.loop}|${spec.src}`;
+  get(spec: KernelSpec, argSizes: readonly number[] = []): CompiledKernel {
+    const key = `${spec.size}|${spec.loop}|${argSizes.join(',')}|${spec.src}`;
     let k = this.kernels.get(key);
     if (!k) {
       k = this.gj.compile(spec.src, spec.size, spec.loop);

@@ -158,8 +158,8 @@ export class GpuBackend implements Backend {
   private exec(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[]): DeviceBuffer | null {
     if (spec.size === 0) return null;
     this.checkSize(spec.size);
-    const k = this.cache.get(spec);
     const a: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
+    const k = this.cache.get(spec, args.map((x) => (x instanceof Float32Array ? x.length : x.size)));
     return k(...a);
   }
 

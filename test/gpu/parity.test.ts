@@ -1,0 +1,280 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { CpuBackend, broadcastShapes, sizeOf, stridesOf, type Backend, type BinaryOp, type UnaryOp } from '@lowrank/core';
+import { lcg, mismatch, randArray, randInts, runOn, type Input } from './harness.ts';
+import { announceModes, backendFor, modesUnderTest } from './modes.ts';
+
+announceModes();
+
+const cpu = new CpuBackend('cpu-parity');
+const shapeArb = (minRank: number, maxRank: number, maxDim = 4): fc.Arbitrary<number[]> =>
+  fc.array(fc.integer({ min: 1, max: maxDim }), { minLength: minRank, maxLength: maxRank });
+const seedArb = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+
+/** One parity case: inputs, the kernel call, and the output sizes. */
+interface Case {
+  inputs: Input[];
+  run: (be: Backend, d: unknown[]) => unknown | unknown[];
+  sizes: number[];
+  rtol?: number;
+}
+
+/** Broadcast partner of a shape: some axes set to 1, some leading axes dropped. */
+function partner(shape: readonly number[], rnd: () => number): number[] {
+  const drop = Math.floor(rnd() * (shape.length + 1));
+  return shape.slice(drop).map((d) => (rnd() < 0.4 ? 1 : d));
+}
+
+const F = (n: number, rnd: () => number, lo = -2, hi = 2): Input => ({ values: randArray(n, rnd, lo, hi), dtype: 'float32' });
+const I = (n: number, rnd: () => number, hi: number): Input => ({ values: randInts(n, rnd, hi), dtype: 'int32' });
+
+const unaryOps: UnaryOp[] = ['neg', 'sqrt', 'exp', 'log', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu'];
+const binaryOps: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'eq', 'gt'];
+
+/** Kernel name -> a generator of cases from (shape, seed). */
+const table: Record<string, fc.Arbitrary<Case>> = {
+  fill: fc.tuple(shapeArb(0, 3), fc.double({ min: -5, max: 5, noNaN: true })).map(([s, v]) => ({
+    inputs: [], run: (be) => be.fill(sizeOf(s), v, 'float32'), sizes: [sizeOf(s)],
+  })),
+  cast: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => ({
+    inputs: [F(sizeOf(s), lcg(seed), -9, 9)], run: (be, [x]) => be.cast(x, sizeOf(s), 'int32'), sizes: [sizeOf(s)],
+  })),
+  unary: fc.tuple(shapeArb(1, 3), fc.constantFrom(...unaryOps), seedArb).map(([s, op, seed]) => ({
+    inputs: [F(sizeOf(s), lcg(seed), op === 'sqrt' || op === 'log' ? 0.1 : -3, 3)],
+    run: (be, [x]) => be.unary(op, x, sizeOf(s)), sizes: [sizeOf(s)],
+  })),
+  unaryGrad: fc.tuple(shapeArb(1, 3), fc.constantFrom(...unaryOps), seedArb).map(([s, op, seed]) => {
+    const rnd = lcg(seed);
+    const n = sizeOf(s);
+    return {
+      inputs: [F(n, rnd, 0.1, 3), F(n, rnd, 0.1, 1), F(n, rnd)],
+      run: (be, [x, y, dy]) => be.unaryGrad(op, x, y, dy, n), sizes: [n],
+    };
+  }),
+  affine: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => ({
+    inputs: [F(sizeOf(s), lcg(seed))], run: (be, [x]) => be.affine(x, sizeOf(s), -1.5, 0.25), sizes: [sizeOf(s)],
+  })),
+  powScalar: fc.tuple(shapeArb(1, 3), fc.constantFrom(2, 3, -1, 0.5), seedArb).map(([s, e, seed]) => ({
+    inputs: [F(sizeOf(s), lcg(seed), e === 0.5 ? 0.1 : 0.3, 2)], run: (be, [x]) => be.powScalar(x, sizeOf(s), e), sizes: [sizeOf(s)],
+  })),
+  binary: fc.tuple(shapeArb(1, 4), fc.constantFrom(...binaryOps), seedArb, fc.boolean()).map(([s, op, seed, swap]) => {
+    const rnd = lcg(seed);
+    const p = partner(s, rnd);
+    const [as, bs] = swap ? [p, s] : [s, p];
+    const out = broadcastShapes('binary', as, bs);
+    const lo = op === 'pow' || op === 'div' ? 0.5 : -2;
+    return {
+      inputs: [F(sizeOf(as), rnd, lo, 2), F(sizeOf(bs), rnd, lo, 2)],
+      run: (be, [a, b]) => be.binary(op, a, as, b, bs, out), sizes: [sizeOf(out)],
+    };
+  }),
+  where: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => {
+    const rnd = lcg(seed);
+    const cs = partner(s, rnd);
+    const bs = partner(s, rnd);
+    const out = broadcastShapes('where', cs, s, bs);
+    return {
+      inputs: [I(sizeOf(cs), rnd, 2), F(sizeOf(s), rnd), F(sizeOf(bs), rnd)],
+      run: (be, [c, a, b]) => be.where(c, cs, a, s, b, bs, out), sizes: [sizeOf(out)],
+    };
+  }),
+  reduce: fc.tuple(shapeArb(1, 4), fc.constantFrom('sum' as const, 'max' as const), seedArb).map(([s, op, seed]) => {
+    const rnd = lcg(seed);
+    const axes = s.map((_, i) => i).filter(() => rnd() < 0.5);
+    if (axes.length === 0) axes.push(s.length - 1);
+    const kept = sizeOf(s.filter((_, i) => !axes.includes(i)));
+    return { inputs: [F(sizeOf(s), rnd)], run: (be, [x]) => be.reduce(op, x, s, axes), sizes: [kept] };
+  }),
+  matmul: fc.tuple(shapeArb(0, 2, 3), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }),
+    fc.boolean(), fc.boolean(), seedArb).map(([batch, m, n, k, ta, tb, seed]) => {
+    const rnd = lcg(seed);
+    const ab = partner(batch, rnd);
+    const as = [...ab, ...(ta ? [k, m] : [m, k])];
+    const bs = [...batch, ...(tb ? [n, k] : [k, n])];
+    const out = [...batch, m, n];
+    return {
+      inputs: [F(sizeOf(as), rnd), F(sizeOf(bs), rnd)],
+      run: (be, [a, b]) => be.matmul(a, as, b, bs, ta, tb, out), sizes: [sizeOf(out)],
+    };
+  }),
+  strided: fc.tuple(shapeArb(1, 4), seedArb).map(([s, seed]) => {
+    const rnd = lcg(seed);
+    const perm = s.map((_, i) => i).sort(() => rnd() - 0.5);
+    const st = stridesOf(s);
+    const out = perm.map((a) => s[a]);
+    return {
+      inputs: [F(sizeOf(s), rnd)], run: (be, [x]) => be.strided(x, out, perm.map((a) => st[a]), 0), sizes: [sizeOf(out)],
+    };
+  }),
+  stridedAdd: fc.tuple(shapeArb(1, 3, 5), seedArb).map(([s, seed]) => {
+    // A strided slice (start, step) per axis, as slice's backward issues it.
+    const rnd = lcg(seed);
+    const st = stridesOf(s);
+    let offset = 0;
+    const dyShape: number[] = [];
+    const strides: number[] = [];
+    s.forEach((d, a) => {
+      const start = Math.floor(rnd() * d);
+      const step = 1 + Math.floor(rnd() * 2);
+      dyShape.push(Math.max(1, Math.ceil((d - start) / step)));
+      offset += start * st[a];
+      strides.push(st[a] * step);
+    });
+    return {
+      inputs: [F(sizeOf(dyShape), rnd)],
+      run: (be, [dy]) => be.stridedAdd(dy, dyShape, strides, offset, sizeOf(s)), sizes: [sizeOf(s)],
+    };
+  }),
+  concat: fc.tuple(shapeArb(1, 3), fc.integer({ min: 1, max: 9 }), seedArb).map(([s, count, seed]) => {
+    const rnd = lcg(seed);
+    const axis = Math.floor(rnd() * s.length);
+    const shapes = Array.from({ length: count }, () => s.map((d, a) => (a === axis ? 1 + Math.floor(rnd() * 3) : d)));
+    const out = s.map((d, a) => (a === axis ? shapes.reduce((t, x) => t + x[axis], 0) : d));
+    return {
+      inputs: shapes.map((x) => F(sizeOf(x), rnd)),
+      run: (be, xs) => be.concat(xs, shapes, axis, out), sizes: [sizeOf(out)],
+    };
+  }),
+  gather: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => {
+    const rnd = lcg(seed);
+    const axis = Math.floor(rnd() * s.length);
+    const is = s.map((d, a) => (a === axis ? 1 + Math.floor(rnd() * 4) : d));
+    return {
+      inputs: [F(sizeOf(s), rnd), I(sizeOf(is), rnd, s[axis])],
+      run: (be, [x, i]) => be.gather(x, s, i, is, axis), sizes: [sizeOf(is)],
+    };
+  }),
+  scatterAdd: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => {
+    const rnd = lcg(seed);
+    const axis = Math.floor(rnd() * s.length);
+    const is = s.map((d, a) => (a === axis ? 1 + Math.floor(rnd() * 4) : d));
+    return {
+      inputs: [F(sizeOf(is), rnd), I(sizeOf(is), rnd, s[axis])],
+      run: (be, [dy, i]) => be.scatterAdd(dy, i, is, axis, s), sizes: [sizeOf(s)],
+    };
+  }),
+  indexSelect: fc.tuple(shapeArb(1, 3), fc.integer({ min: 1, max: 6 }), seedArb).map(([s, count, seed]) => {
+    const rnd = lcg(seed);
+    const axis = Math.floor(rnd() * s.length);
+    const out = sizeOf(s) / s[axis] * count;
+    return {
+      inputs: [F(sizeOf(s), rnd), I(count, rnd, s[axis])],
+      run: (be, [x, i]) => be.indexSelect(x, s, i, count, axis), sizes: [out],
+    };
+  }),
+  indexAdd: fc.tuple(shapeArb(1, 3), fc.integer({ min: 1, max: 6 }), seedArb).map(([s, count, seed]) => {
+    const rnd = lcg(seed);
+    const axis = Math.floor(rnd() * s.length);
+    const dySize = sizeOf(s) / s[axis] * count;
+    return {
+      inputs: [F(dySize, rnd), I(count, rnd, s[axis])],
+      run: (be, [dy, i]) => be.indexAdd(dy, i, count, axis, s), sizes: [sizeOf(s)],
+    };
+  }),
+  softmax: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 7 }), fc.boolean(), seedArb).map(([r, c, log, seed]) => ({
+    inputs: [F(r * c, lcg(seed), -30, 30)], run: (be, [x]) => be.softmax(x, r, c, log), sizes: [r * c],
+  })),
+  softmaxGrad: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 7 }), fc.boolean(), seedArb).map(([r, c, log, seed]) => {
+    const rnd = lcg(seed);
+    return { inputs: [F(r * c, rnd, -2, 0), F(r * c, rnd)], run: (be, [y, dy]) => be.softmaxGrad(y, dy, r, c, log), sizes: [r * c] };
+  }),
+  crossEntropy: fc.tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), fc.constantFrom('mean' as const, 'sum' as const), seedArb)
+    .map(([r, c, red, seed]) => {
+      const rnd = lcg(seed);
+      const t = randInts(r, rnd, c);
+      if (r > 1) t[r - 1] = -100;
+      return {
+        inputs: [F(r * c, rnd, -4, 4), { values: t, dtype: 'int32' as const }, F(1, rnd)],
+        run: (be, [x, tg, dy]) => [be.crossEntropy(x, tg, r, c, -100, red), be.crossEntropyGrad(x, tg, dy, r, c, -100, red)],
+        sizes: [1, r * c],
+      };
+    }),
+  layerNorm: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 8 }), fc.boolean(), seedArb).map(([r, c, affine, seed]) => {
+    const rnd = lcg(seed);
+    return {
+      inputs: [F(r * c, rnd), F(c, rnd), F(c, rnd), F(r * c, rnd)],
+      run: (be, [x, w, b, dy]) => {
+        const f = be.layerNorm(x, affine ? w : null, affine ? b : null, r, c, 1e-5);
+        const g = be.layerNormGrad(x, affine ? w : null, f.mean, f.rstd, dy, r, c, { x: true, w: true, b: true });
+        return [f.y, f.mean, f.rstd, g.dx, g.dw, g.db];
+      },
+      sizes: [r * c, r, r, r * c, c, c],
+      rtol: 1e-3,
+    };
+  }),
+  rmsNorm: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 8 }), fc.boolean(), seedArb).map(([r, c, affine, seed]) => {
+    const rnd = lcg(seed);
+    return {
+      inputs: [F(r * c, rnd), F(c, rnd), F(r * c, rnd)],
+      run: (be, [x, w, dy]) => {
+        const f = be.rmsNorm(x, affine ? w : null, r, c, 1e-6);
+        const g = be.rmsNormGrad(x, affine ? w : null, f.rstd, dy, r, c, { x: true, w: true });
+        return [f.y, f.rstd, g.dx, g.dw];
+      },
+      sizes: [r * c, r, r * c, c],
+      rtol: 1e-3,
+    };
+  }),
+  attention: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 0, max: 2 }),
+    fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), fc.boolean(), seedArb).map(([bh, tq, extra, dk, dv, causal, seed]) => {
+    const rnd = lcg(seed);
+    const tk = tq + extra;
+    return {
+      inputs: [F(bh * tq * dk, rnd), F(bh * tk * dk, rnd), F(bh * tk * dv, rnd), F(bh * tq * dv, rnd)],
+      run: (be, [q, k, v, dout]) => {
+        const f = be.attention(q, k, v, bh, tq, tk, dk, dv, 0.7, causal);
+        const g = be.attentionGrad(q, k, v, f.out, f.lse, dout, bh, tq, tk, dk, dv, 0.7, causal, { q: true, k: true, v: true });
+        return [f.out, f.lse, g.dq, g.dk, g.dv];
+      },
+      sizes: [bh * tq * dv, bh * tq, bh * tq * dk, bh * tk * dk, bh * tk * dv],
+      rtol: 1e-3,
+    };
+  }),
+  adamUpdate: fc.tuple(shapeArb(1, 2, 6), fc.boolean(), fc.integer({ min: 1, max: 50 }), seedArb).map(([s, decoupled, step, seed]) => {
+    const rnd = lcg(seed);
+    const n = sizeOf(s);
+    const h = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05, step, decoupled };
+    return {
+      inputs: [F(n, rnd), F(n, rnd), F(n, rnd, -0.1, 0.1), F(n, rnd, 0.001, 0.1)],
+      run: (be, [p, g, m, v]) => {
+        const r = be.adamUpdate(p, g, m, v, n, h);
+        return [r.p, r.m, r.v];
+      },
+      sizes: [n, n, n],
+    };
+  }),
+};
+
+for (const mode of modesUnderTest) {
+  describe(`gpu kernels match cpu (${mode})`, () => {
+    test(`backend runs ${mode}`, () => assert.equal(backendFor(mode).mode, mode));
+    const numRuns = mode === 'webasm' ? 8 : 4;
+    for (const [name, arb] of Object.entries(table)) {
+      test(name, () => {
+        const be = backendFor(mode);
+        fc.assert(
+          fc.property(arb, (c) => {
+            const got = runOn(be, c.inputs, c.run, c.sizes);
+            const want = runOn(cpu, c.inputs, c.run, c.sizes);
+            got.forEach((g, i) => {
+              const m = mismatch(g, want[i], c.rtol ?? 2e-4);
+              assert.equal(m, null, `${name} output ${i}: ${m}`);
+            });
+          }),
+          { numRuns, seed: 42 },
+        );
+      });
+    }
+  });
+}
+
+test('every Kernels entry has a parity case', () => {
+  const kernels = Object.getOwnPropertyNames(CpuBackend.prototype).filter(
+    (k) => !['constructor', 'bytesPerElement', 'upload', 'download', 'free', 'checkIndex'].includes(k),
+  );
+  const covered = new Set([
+    ...Object.keys(table), 'crossEntropyGrad', 'layerNormGrad', 'rmsNormGrad', 'attentionGrad',
+  ]);
+  assert.deepEqual(kernels.filter((k) => !covered.has(k)), []);
+});
