@@ -1,0 +1,196 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  decodeCheckpoint, decodeSafetensors, encodeCheckpoint, encodeSafetensors, isRawTensor, writeFileAtomic,
+  type CheckpointValue, type RawTensor, type Tensor,
+} from '@lowrank/core';
+import type { Module } from '@lowrank/nn';
+import type { LoraConfig } from './config.ts';
+import type { LoraModel } from './tuner.ts';
+import {
+  PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, setPeftModelStateDict, type ReadOptions,
+} from './peft-format.ts';
+import { PeftModel } from './peft-model.ts';
+
+/** Native adapter file name inside its directory. */
+export const ADAPTER_FILE = 'adapter.lowrank';
+export const PEFT_CONFIG_FILE = 'adapter_config.json';
+export const PEFT_WEIGHTS_FILE = 'adapter_model.safetensors';
+const NATIVE_KIND = 'lowrank-lora-adapter';
+
+export interface SaveOptions {
+  /** Which adapter (default: the active one). */
+  adapterName?: string;
+}
+
+export interface LoadOptions extends ReadOptions {
+  /** Name of the new adapter (default: the saved name for native files, else 'default'). */
+  adapterName?: string;
+  /** Leave the loaded adapter trainable (default false: inference mode, as PEFT). */
+  isTrainable?: boolean;
+}
+
+function pickAdapter(peft: PeftModel, name: string | undefined): [string, LoraConfig] {
+  const adapter = name ?? peft.activeAdapter;
+  const cfg = peft.peftConfig[adapter];
+  if (!cfg) throw new Error(`save: no adapter named '${adapter}'`);
+  return [adapter, cfg];
+}
+
+function targetNames(peft: PeftModel, adapter: string): string[] {
+  return peft.baseModel.loraLayers().filter(([, l]) => l.loraA.has(adapter)).map(([n]) => n);
+}
+
+/**
+ * Writes `<dir>/adapter.lowrank`: msgpack (core's encodeCheckpoint) holding the
+ * PEFT-style config and, per adapted module, its lora_A / lora_B as raw
+ * little-endian float32 bytes; written atomically. Returns the file path.
+ * @example await saveNativeFile(peft, 'out/adapter');
+ */
+export async function saveNativeFile(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<string> {
+  const [adapter, cfg] = pickAdapter(peft, opts.adapterName);
+  const tensors = adapterTensors(peft.baseModel, adapter);
+  const modules: Record<string, CheckpointValue> = {};
+  const extra: Record<string, CheckpointValue> = {};
+  for (const [key, t] of Object.entries(tensors)) {
+    const k = key.slice(PEFT_PREFIX.length);
+    const m = /^(.*)\.(lora_A|lora_B)\.weight$/.exec(k);
+    if (m) {
+      const entry = (modules[m[1]] ??= {}) as Record<string, CheckpointValue>;
+      entry[m[2]] = t;
+    } else {
+      extra[k] = t;
+    }
+  }
+  const file: CheckpointValue = {
+    kind: NATIVE_KIND,
+    adapterName: adapter,
+    config: loraConfigToPeftJson(cfg, targetNames(peft, adapter)) as unknown as CheckpointValue,
+    modules,
+    extra,
+  };
+  await mkdir(dir, { recursive: true });
+  const out = path.join(dir, ADAPTER_FILE);
+  await writeFileAtomic(out, encodeCheckpoint(file));
+  return out;
+}
+
+/**
+ * Writes PEFT's two files: `adapter_config.json` (snake_case keys, sorted, 2-space indent)
+ * and `adapter_model.safetensors` (`base_model.model.<path>.lora_A.weight`, metadata {format: 'pt'}).
+ * @example await savePeftFiles(peft, 'out/peft');
+ */
+export async function savePeftFiles(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<void> {
+  const [adapter, cfg] = pickAdapter(peft, opts.adapterName);
+  const json = loraConfigToPeftJson(cfg, targetNames(peft, adapter), true);
+  const tensors = adapterTensors(peft.baseModel, adapter);
+  await mkdir(dir, { recursive: true });
+  await writeFileAtomic(path.join(dir, PEFT_CONFIG_FILE), new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`));
+  await writeFileAtomic(path.join(dir, PEFT_WEIGHTS_FILE), encodeSafetensors(tensors, { format: 'pt' }));
+}
+
+interface ReadAdapter {
+  config: LoraConfig;
+  tensors: Map<string, RawTensor>;
+  savedName?: string;
+}
+
+async function readNative(dir: string, opts: ReadOptions): Promise<ReadAdapter> {
+  const file = path.join(dir, ADAPTER_FILE);
+  const top = decodeCheckpoint(await readFile(file));
+  if (typeof top !== 'object' || top === null || Array.isArray(top) || isRawTensor(top) || top.kind !== NATIVE_KIND) {
+    throw new Error(`${file}: not a lowrank LoRA adapter file`);
+  }
+  const t = top as Record<string, CheckpointValue>;
+  const config = loraConfigFromPeftJson(t.config, opts);
+  const tensors = new Map<string, RawTensor>();
+  const modules = (t.modules ?? {}) as Record<string, Record<string, CheckpointValue>>;
+  for (const [m, ab] of Object.entries(modules)) {
+    for (const [which, v] of Object.entries(ab)) {
+      if (!isRawTensor(v)) throw new Error(`${file}: ${m}.${which} is not a tensor`);
+      tensors.set(`${m}.${which}.weight`, v);
+    }
+  }
+  for (const [k, v] of Object.entries((t.extra ?? {}) as Record<string, CheckpointValue>)) {
+    if (!isRawTensor(v)) throw new Error(`${file}: ${k} is not a tensor`);
+    tensors.set(k, v);
+  }
+  return { config, tensors, savedName: typeof t.adapterName === 'string' ? t.adapterName : undefined };
+}
+
+async function readPeft(dir: string, opts: ReadOptions): Promise<ReadAdapter> {
+  const json: unknown = JSON.parse(await readFile(path.join(dir, PEFT_CONFIG_FILE), 'utf8'));
+  const config = loraConfigFromPeftJson(json, opts);
+  const { tensors } = decodeSafetensors(await readFile(path.join(dir, PEFT_WEIGHTS_FILE)));
+  return { config, tensors };
+}
+
+/**
+ * Adds the adapter stored in dir to a model: a plain model becomes a PeftModel,
+ * a PeftModel gets one more adapter. If anything fails (unknown tensor key,
+ * shape, missing tensor) the model is left as it was.
+ */
+export async function loadAdapterInto(model: Module, dir: string, format: 'native' | 'peft', opts: LoadOptions = {}): Promise<PeftModel> {
+  const read = format === 'native' ? await readNative(dir, opts) : await readPeft(dir, opts);
+  const config = read.config.with({ inferenceMode: !(opts.isTrainable ?? false) });
+  if (model instanceof PeftModel) {
+    const name = opts.adapterName ?? read.savedName ?? 'default';
+    const tuner: LoraModel = model.baseModel;
+    const before = new Map<string, Module>(tuner.model.namedModules());
+    const flags = new Map<Tensor, boolean>(tuner.model.parameters().map((p): [Tensor, boolean] => [p, p.requiresGrad]));
+    const active = [...tuner.activeAdapters];
+    model.addAdapter(name, config);
+    try {
+      setPeftModelStateDict(tuner, read.tensors, name);
+    } catch (err) {
+      tuner.deleteAdapter(name);
+      // Layers wrapped only for this adapter get their original module back.
+      for (const [n, l] of tuner.loraLayers()) if (before.get(n) !== l) tuner.model.setSubmodule(n, l.baseLayer);
+      for (const [n, w] of tuner.saveWrappers()) if (before.get(n) !== w) tuner.model.setSubmodule(n, w.originalModule);
+      tuner.setAdapter(active);
+      for (const [p, f] of flags) p.requiresGrad_(f);
+      throw err;
+    }
+    return model;
+  }
+  const peft = new PeftModel(model, config, opts.adapterName ?? 'default');
+  try {
+    setPeftModelStateDict(peft.baseModel, read.tensors, opts.adapterName ?? 'default');
+  } catch (err) {
+    peft.unload();
+    throw err;
+  }
+  return peft;
+}
+
+/**
+ * Loads a PEFT adapter directory onto a model (PeftModel.from_pretrained / load_adapter).
+ * @example const peft = await loadPeftAdapter(model, 'fixtures/peft/llama-tiny');
+ */
+export async function loadPeftAdapter(model: Module, dir: string, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel> {
+  return loadAdapterInto(model, dir, 'peft', { ...opts, adapterName });
+}
+
+/**
+ * Loads a native `adapter.lowrank` directory onto a model.
+ * @example const peft = await loadAdapter(model, 'out/adapter');
+ */
+export async function loadAdapter(model: Module, dir: string, opts: LoadOptions = {}): Promise<PeftModel> {
+  return loadAdapterInto(model, dir, 'native', opts);
+}
+
+/**
+ * Saves a PeftModel's adapter natively (`adapter.lowrank`).
+ * @example await saveAdapter(peft, 'out/adapter');
+ */
+export async function saveAdapter(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<string> {
+  return saveNativeFile(peft, dir, opts);
+}
+
+/**
+ * Saves a PeftModel's adapter in PEFT's format.
+ * @example await savePretrained(peft, 'out/peft');
+ */
+export async function savePretrained(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<void> {
+  return savePeftFiles(peft, dir, opts);
+}

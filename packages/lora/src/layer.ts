@@ -1,0 +1,268 @@
+import {
+  add, matmul, mul, noGrad, reshape, sub, tidy, type Tensor,
+} from '@lowrank/core';
+import {
+  Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
+} from '@lowrank/nn';
+import type { InitLoraWeights } from './config.ts';
+
+/**
+ * Modules registered under string keys (PyTorch's ModuleDict); used for the
+ * per-adapter `lora_A`, `lora_B`, `lora_dropout` and `modules_to_save` maps.
+ * @example const d = new ModuleDict({ default: new Linear(4, 2) }); d.get('default')
+ */
+export class ModuleDict<M extends Module = Module> extends Module {
+  constructor(entries: Record<string, M> | [string, M][] = {}) {
+    super();
+    for (const [k, m] of Array.isArray(entries) ? entries : Object.entries(entries)) this.register(k, m);
+  }
+
+  /** The module under a key. @example loraA.get('default') */
+  get(key: string): M {
+    return this.getSubmodule(key) as M;
+  }
+
+  has(key: string): boolean {
+    return this.namedChildren().some(([k]) => k === key);
+  }
+
+  keys(): string[] {
+    return this.namedChildren().map(([k]) => k);
+  }
+
+  /** A new dict without `key` (a Module cannot drop a child; the owner registers the copy). */
+  without(key: string): ModuleDict<M> {
+    return new ModuleDict<M>(this.namedChildren().filter(([k]) => k !== key) as [string, M][]);
+  }
+
+  forward(): never {
+    throw new Error('ModuleDict has no forward; look modules up with get()');
+  }
+}
+
+/** What one adapter of a LoraLinear needs. */
+export interface LoraLayerSettings {
+  r: number;
+  loraAlpha: number;
+  scaling: number;
+  loraDropout: number;
+  initLoraWeights: InitLoraWeights;
+}
+
+/**
+ * A Linear with LoRA adapters. It wraps the original layer (`base_layer`,
+ * never modified except by `merge`) and adds, per adapter name, `lora_A`
+ * (`[r, in]`) and `lora_B` (`[out, r]`):
+ * y = base(x) + dropout(x) @ A^T @ B^T * scaling, as two small matmuls (B A is never formed in forward).
+ *
+ * @example const q = new LoraLinear(new Linear(16, 16), 'default', { r: 4, loraAlpha: 8, scaling: 2, loraDropout: 0, initLoraWeights: true });
+ */
+export class LoraLinear extends Module {
+  baseLayer: Linear;
+  loraDropout: ModuleDict<Dropout>;
+  loraA: ModuleDict<Linear>;
+  loraB: ModuleDict<Linear>;
+  readonly r: Record<string, number> = {};
+  readonly loraAlpha: Record<string, number> = {};
+  readonly scaling: Record<string, number> = {};
+  /** Adapters added to the output (unless merged or disabled). */
+  activeAdapters: string[];
+  /** When true the layer is exactly its base layer. */
+  disableAdapters = false;
+  /** Adapters folded into the base weight, in merge order (unmerge pops them). */
+  readonly mergedAdapters: string[] = [];
+
+  constructor(base: Linear, adapterName: string, settings: LoraLayerSettings) {
+    super();
+    if (!(base instanceof Linear)) throw new Error(`LoraLinear: the base layer must be a Linear, got ${(base as Module).constructor.name}`);
+    this.baseLayer = this.register('base_layer', base);
+    this.loraDropout = this.register('lora_dropout', new ModuleDict<Dropout>());
+    this.loraA = this.register('lora_A', new ModuleDict<Linear>());
+    this.loraB = this.register('lora_B', new ModuleDict<Linear>());
+    this.activeAdapters = [adapterName];
+    this.updateLayer(adapterName, settings);
+  }
+
+  get inFeatures(): number {
+    return this.baseLayer.inFeatures;
+  }
+
+  get outFeatures(): number {
+    return this.baseLayer.outFeatures;
+  }
+
+  get merged(): boolean {
+    return this.mergedAdapters.length > 0;
+  }
+
+  /** Adapter names present in this layer. */
+  adapterNames(): string[] {
+    return this.loraA.keys();
+  }
+
+  /**
+   * Adds (or replaces) an adapter's A, B, dropout and scaling.
+   * @example layer.updateLayer('other', { r: 2, loraAlpha: 4, scaling: 2, loraDropout: 0, initLoraWeights: true })
+   */
+  updateLayer(adapterName: string, s: LoraLayerSettings): void {
+    if (!(Number.isInteger(s.r) && s.r >= 1)) throw new Error(`LoraLinear: r must be a positive integer, got ${s.r} for adapter '${adapterName}'`);
+    const backend = this.baseLayer.weight.backend.name;
+    const a = new Linear(this.inFeatures, s.r, { bias: false, backend }); // weight [r, in]
+    const b = new Linear(s.r, this.outFeatures, { bias: false, backend }); // weight [out, r]
+    if (s.initLoraWeights === true) {
+      kaimingUniform_(a.weight, Math.sqrt(5));
+      constant_(b.weight, 0);
+    } else if (s.initLoraWeights === 'gaussian') {
+      normal_(a.weight, 0, 1 / s.r);
+      constant_(b.weight, 0);
+    }
+    this.registerIn('lora_A', adapterName, a);
+    this.registerIn('lora_B', adapterName, b);
+    this.registerIn('lora_dropout', adapterName, new Dropout(s.loraDropout));
+    this.r[adapterName] = s.r;
+    this.loraAlpha[adapterName] = s.loraAlpha;
+    this.scaling[adapterName] = s.scaling;
+  }
+
+  private registerIn(dict: 'lora_A' | 'lora_B' | 'lora_dropout', key: string, m: Module): void {
+    (this.getSubmodule(dict) as ModuleDict).register(key, m);
+  }
+
+  /** Removes an adapter (it must not be merged). @example layer.deleteAdapter('other') */
+  deleteAdapter(adapterName: string): void {
+    if (!this.loraA.has(adapterName)) return;
+    if (this.mergedAdapters.includes(adapterName)) {
+      throw new Error(`LoraLinear: adapter '${adapterName}' is merged; unmerge() before deleting it`);
+    }
+    for (const dict of ['lora_A', 'lora_B', 'lora_dropout'] as const) {
+      this.register(dict, (this.getSubmodule(dict) as ModuleDict).without(adapterName));
+    }
+    delete this.r[adapterName];
+    delete this.loraAlpha[adapterName];
+    delete this.scaling[adapterName];
+    this.activeAdapters = this.activeAdapters.filter((a) => a !== adapterName);
+  }
+
+  forward(x: Tensor): Tensor {
+    if (this.disableAdapters) {
+      if (this.merged) this.unmerge();
+      return this.baseLayer.forward(x);
+    }
+    let y = this.baseLayer.forward(x); // [..., out]
+    const adapters = this.activeAdapters.filter((a) => this.loraA.has(a) && !this.mergedAdapters.includes(a));
+    if (adapters.length === 0) return y;
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]); // [..., in] -> [N, in]
+    for (const name of adapters) {
+      const h = matmul(this.loraDropout.get(name).forward(x2), this.loraA.get(name).weight, { transposeB: true }); // [N, r]
+      const d = mul(matmul(h, this.loraB.get(name).weight, { transposeB: true }), this.scaling[name]); // [N, out]
+      y = add(y, x.rank === 2 ? d : reshape(d, y.shape)); // [..., out]
+    }
+    return y;
+  }
+
+  /**
+   * scaling * B @ A (`[out, in]`), outside autograd; the caller owns the result.
+   * @example const delta = layer.deltaWeight('default');
+   */
+  deltaWeight(adapterName: string): Tensor {
+    return noGrad(() => tidy(() => mul(matmul(this.loraB.get(adapterName).weight, this.loraA.get(adapterName).weight), this.scaling[adapterName])));
+  }
+
+  /**
+   * Folds adapters into the base weight: W += scaling B A, pushed on the merge stack.
+   * With `safeMerge` the new weight is checked for NaN/Inf before it is written.
+   * @example layer.merge(['default'])
+   */
+  merge(adapterNames: readonly string[] = this.activeAdapters, safeMerge = false): void {
+    for (const name of adapterNames) {
+      if (!this.loraA.has(name) || this.mergedAdapters.includes(name)) continue;
+      const w = this.baseLayer.weight;
+      const next = noGrad(() => tidy(() => {
+        const delta = this.deltaWeight(name);
+        return add(w, delta);
+      }));
+      if (safeMerge && next.backend.hasStorage && !next.dataSync().every(Number.isFinite)) {
+        next.dispose();
+        throw new Error(`LoraLinear: NaNs or infinities detected while merging adapter '${name}'; it is broken`);
+      }
+      w.assign(next);
+      next.dispose();
+      this.mergedAdapters.push(name);
+    }
+  }
+
+  /** Unmerges every merged adapter, last merged first (W -= scaling B A). @example layer.unmerge() */
+  unmerge(): void {
+    while (this.mergedAdapters.length > 0) {
+      const name = this.mergedAdapters.pop()!;
+      const w = this.baseLayer.weight;
+      const next = noGrad(() => tidy(() => {
+        const delta = this.deltaWeight(name);
+        return sub(w, delta);
+      }));
+      w.assign(next);
+      next.dispose();
+    }
+  }
+}
+
+/**
+ * PEFT's ModulesToSaveWrapper: keeps the original module (`original_module`,
+ * frozen) and a trainable copy per adapter (`modules_to_save.<adapter>`);
+ * forward uses the active adapter's copy unless adapters are disabled.
+ * @example const head = new ModulesToSaveWrapper(model.lmHead, 'default');
+ */
+export class ModulesToSaveWrapper extends Module {
+  originalModule: Module;
+  modulesToSave: ModuleDict;
+  activeAdapter: string | null;
+  disableAdapters = false;
+
+  constructor(original: Module, adapterName: string) {
+    super();
+    this.originalModule = this.register('original_module', original);
+    this.modulesToSave = this.register('modules_to_save', new ModuleDict());
+    this.activeAdapter = adapterName;
+    this.addCopy(adapterName);
+  }
+
+  /** Adds a trainable copy of the original module for an adapter. @example w.addCopy('other') */
+  addCopy(adapterName: string): void {
+    this.modulesToSave.register(adapterName, copyModule(this.originalModule));
+  }
+
+  /** Drops an adapter's copy. */
+  deleteCopy(adapterName: string): void {
+    if (!this.modulesToSave.has(adapterName)) return;
+    this.register('modules_to_save', this.modulesToSave.without(adapterName));
+    if (this.activeAdapter === adapterName) this.activeAdapter = this.modulesToSave.keys()[0] ?? null;
+  }
+
+  /** The module forward runs now. */
+  current(): Module {
+    if (this.disableAdapters || this.activeAdapter === null || !this.modulesToSave.has(this.activeAdapter)) return this.originalModule;
+    return this.modulesToSave.get(this.activeAdapter);
+  }
+
+  forward(...args: never[]): unknown {
+    const m = this.current() as unknown as { forward: (...a: never[]) => unknown };
+    return m.forward(...args);
+  }
+}
+
+/**
+ * A fresh copy (new parameter tensors, same values) of a Linear, Embedding, LayerNorm or RMSNorm.
+ * @example const head2 = copyModule(model.lmHead);
+ */
+export function copyModule(m: Module): Module {
+  let out: Module;
+  const backend = m.parameters()[0]?.backend.name;
+  if (m instanceof Linear) out = new Linear(m.inFeatures, m.outFeatures, { bias: m.bias !== null, backend });
+  else if (m instanceof Embedding) out = new Embedding(m.numEmbeddings, m.embeddingDim, { backend });
+  else if (m instanceof LayerNorm) out = new LayerNorm(m.dim, m.eps, { bias: m.bias !== null, backend });
+  else if (m instanceof RMSNorm) out = new RMSNorm(m.dim, m.eps, { backend });
+  else throw new Error(`modulesToSave: cannot copy a ${m.constructor.name} (supported: Linear, Embedding, LayerNorm, RMSNorm)`);
+  out.loadStateDict(m.stateDict());
+  out.training = m.training;
+  return out;
+}
