@@ -5,16 +5,17 @@
  *
  * NOTE: gpu.js types a declared variable as a float even when it holds an
  * integer, and a float is exact only below 2^24. So variables hold small
- * coordinates only; flat offsets (which may exceed 2^24, e.g. a 50257 x 768
- * embedding) are written inline as integer expressions over `int(v)`, which
- * the mode-specific cast makes a real 32-bit integer.
+ * coordinates only, and flat offsets (which may exceed 2^24, e.g. in a
+ * 50257 x 768 embedding) are built by `lin`: in GL modes a native GLSL
+ * `int linN(...)` (gpu.js otherwise does index arithmetic in float), in
+ * webasm/cpu i32 arithmetic over `v | 0`.
  */
 export class CodeGen {
   private n = 0;
 
-  /** `int(v)`: Math.floor in GL modes (GLSL int), `| 0` in webasm/cpu (i32). */
   constructor(private readonly intCast: 'floor' | 'or') {}
 
+  /** A small integer value (below 2^24) as an integer expression. */
   int(v: string): string {
     return this.intCast === 'floor' ? `Math.floor(${v})` : `(${v} | 0)`;
   }
@@ -23,13 +24,26 @@ export class CodeGen {
     return `${prefix}${this.n++}`;
   }
 
+  /** off + sum(term_k * stride_k), exactly in 32-bit integers; terms are variables, loop counters or this.thread.x. */
+  lin(terms: readonly (readonly [string, number])[], off = 0): string {
+    const live = terms.filter(([, st]) => st !== 0);
+    if (this.intCast === 'floor') {
+      if (live.length === 0) return String(off);
+      if (live.length > MAX_LIN) throw new Error(`gpu backend: index expression over ${live.length} axes (max ${MAX_LIN})`);
+      return `lin${live.length}(${live.map(([v, st]) => `${v}, ${st}`).join(', ')}, ${off})`;
+    }
+    const parts = live.map(([v, st]) => (st === 1 ? `(${v} | 0)` : `(${v} | 0) * ${st}`));
+    if (off !== 0 || parts.length === 0) parts.push(String(off));
+    return parts.join(' + ');
+  }
+
   /**
-   * Declares q = floor(a / d) and r = a mod d for an integer expression `a`
-   * (>= 0) and a literal d > 0, exactly: a float estimate corrected once.
+   * Declares q = floor(a / d) and r = a mod d for an integer term `a` (>= 0)
+   * and a literal d > 0, exactly: a float estimate corrected once.
    */
   divmod(q: string, r: string, a: string, d: number): string {
     if (d === 1) return `let ${q} = ${a};\nlet ${r} = 0;\n`;
-    const rem = `(${a} - ${this.int(q)} * ${d})`;
+    const rem = this.lin([[q, -d], [a, 1]]);
     return (
       `let ${q} = Math.floor((${a} + 0.5) / ${d});\n` +
       `if (${rem} < 0) { ${q} = ${q} - 1; }\n` +
@@ -39,8 +53,8 @@ export class CodeGen {
   }
 
   /**
-   * Decomposes the integer expression `a` into row-major coordinates over
-   * `shape`; returns the code and the coordinate variable names.
+   * Decomposes the integer term `a` into row-major coordinates over `shape`;
+   * returns the code and the coordinate variable names.
    */
   coords(a: string, shape: readonly number[]): { code: string; c: string[] } {
     const rank = shape.length;
@@ -51,7 +65,7 @@ export class CodeGen {
       const q = this.fresh('q');
       c[d] = this.fresh('c');
       code += this.divmod(q, c[d], cur, shape[d]);
-      cur = this.int(q);
+      cur = q;
     }
     if (rank > 0) {
       c[0] = this.fresh('c');
@@ -62,15 +76,27 @@ export class CodeGen {
 
   /** offset + sum(c_k * strides_k) as an integer expression. */
   offset(c: readonly string[], strides: readonly number[], offset = 0): string {
-    const terms: string[] = [];
-    if (offset !== 0) terms.push(String(offset));
-    c.forEach((v, k) => {
-      const s = strides[k];
-      if (s === 0) return;
-      terms.push(s === 1 ? this.int(v) : `${this.int(v)} * ${s}`);
-    });
-    return terms.length === 0 ? '0' : terms.join(' + ');
+    return this.lin(c.map((v, k) => [v, strides[k]] as const), offset);
   }
+}
+
+/** Most terms one `lin` call takes. */
+export const MAX_LIN = 10;
+
+/** GLSL sources of lin1..linN: off + sum(a_k * s_k) in int. */
+export function linNatives(): { name: string; source: string; argumentTypes: Record<string, string> }[] {
+  const out = [];
+  for (let n = 1; n <= MAX_LIN; n++) {
+    const names = Array.from({ length: n }, (_, k) => [`a${k}`, `s${k}`]).flat();
+    const params = [...names, 'off'];
+    const body = Array.from({ length: n }, (_, k) => `a${k} * s${k}`).join(' + ');
+    out.push({
+      name: `lin${n}`,
+      source: `int lin${n}(${params.map((p) => `int ${p}`).join(', ')}) { return ${body} + off; }`,
+      argumentTypes: Object.fromEntries(params.map((p) => [p, 'Integer'])),
+    });
+  }
+  return out;
 }
 
 /** A float literal gpu.js reads as a float (never an integer). */

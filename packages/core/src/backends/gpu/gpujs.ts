@@ -1,4 +1,5 @@
 import { GPU, Texture } from 'gpu.js';
+import { linNatives } from './codegen.ts';
 
 /** The gpu.js modes this backend drives. */
 export type GpuMode = 'headlessgl' | 'webgl2' | 'webgl' | 'webasm' | 'cpu';
@@ -59,6 +60,11 @@ export class GpuJs {
     const ran = this.gpu.mode;
     if (ran !== mode) throw new Error(`gpu backend: asked gpu.js for mode '${mode}' but it chose '${ran}'`);
     this.maxTextureSize = isGlMode(mode) ? probeMaxTextureSize(this.gpu) : Infinity;
+    if (isGlMode(mode)) {
+      for (const f of linNatives()) {
+        this.gpu.addNativeFunction(f.name, f.source, { argumentTypes: f.argumentTypes, returnType: 'Integer' } as never);
+      }
+    }
   }
 
   /** Compiles a kernel from source over a flat output of `size` cells. */

@@ -165,9 +165,9 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
   } else {
     const outer = g.coords(T, keptShape);
     body += outer.code;
-    const base = g.offset(outer.c, kept.map((i) => st[i]));
     const inner = g.coords('j', redShape);
-    body += `for (let j = 0; j < ${R}; j++) {\n${inner.code}${accumulate(`x[${base} + ${g.offset(inner.c, axes.map((i) => st[i]))}]`)}}\n`;
+    const at = g.offset([...outer.c, ...inner.c], [...kept.map((i) => st[i]), ...axes.map((i) => st[i])]);
+    body += `for (let j = 0; j < ${R}; j++) {\n${inner.code}${accumulate(`x[${at}]`)}}\n`;
   }
   body += 'return acc;\n';
   return spec(['x'], body, sizeOf(keptShape), R);
@@ -191,11 +191,9 @@ export function matmul(
   const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bRows * bCols);
   const { code, c } = g.coords(T, [...batch, m, n]);
   const nb = batch.length;
-  const aBase = g.offset([...c.slice(0, nb), c[nb]], [...aBatch, sAm]);
-  const bBase = g.offset([...c.slice(0, nb), c[nb + 1]], [...bBatch, sBn]);
-  const kA = sAk === 1 ? 'p' : `p * ${sAk}`;
-  const kB = sBk === 1 ? 'p' : `p * ${sBk}`;
-  const body = `${code}let acc = 0;\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aBase} + ${kA}] * b[${bBase} + ${kB}];\n}\nreturn acc;\n`;
+  const aAt = g.offset([...c.slice(0, nb), c[nb], 'p'], [...aBatch, sAm, sAk]);
+  const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
+  const body = `${code}let acc = 0;\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
   return spec(['a', 'b'], body, sizeOf(outShape), k);
 }
 
@@ -238,14 +236,18 @@ export function stridedAdd(
   const fixed = dyShape.map((_, i) => i).filter((i) => strides[i] === 0 && dyShape[i] > 1);
   let body = `if (${T} < ${offset}) { return 0; }\nlet ok = 1;\n`;
   const coord = new Map<number, string>();
-  let cur = offset === 0 ? T : `(${T} - ${offset})`;
+  let cur = T;
+  if (offset !== 0) {
+    body += `let t0 = ${g.lin([[T, 1]], -offset)};\n`;
+    cur = 't0';
+  }
   for (const a of moving) {
     const q = g.fresh('q');
     const rr = g.fresh('r');
     body += g.divmod(q, rr, cur, strides[a]);
     body += `if (${q} >= ${dyShape[a]}) { ok = 0; }\n`;
     coord.set(a, q);
-    cur = g.int(rr);
+    cur = rr;
   }
   body += `if (${cur} != 0) { ok = 0; }\nif (ok == 0) { return 0; }\n`;
   const Z = sizeOf(fixed.map((a) => dyShape[a]));
@@ -275,7 +277,7 @@ export function concatGroup(
   const args: string[] = [];
   pieces.forEach((p, i) => {
     args.push(`x${i}`);
-    body += `if (${col} >= ${p.start} && ${col} < ${p.start + p.row}) { return x${i}[${g.int(o)} * ${p.row} + ${g.int(col)} - ${p.start}]; }\n`;
+    body += `if (${col} >= ${p.start} && ${col} < ${p.start + p.row}) { return x${i}[${g.lin([[o, p.row], [col, 1]], -p.start)}]; }\n`;
   });
   body += withAcc ? `return acc[${T}];\n` : 'return 0;\n';
   return spec(withAcc ? ['acc', ...args] : args, body, sizeOf(outShape));
@@ -361,7 +363,7 @@ export function softmaxGradApply(g: CodeGen, rows: number, cols: number, log: bo
 export function ceRow(g: CodeGen, rows: number, cols: number, ignoreIndex: number): KernelSpec {
   const body =
     `let t = Math.floor(targets[${T}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n` +
-    `return lse[${T}] - logits[${T} * ${cols} + ${g.int('t')}];\n`;
+    `return lse[${T}] - logits[${g.lin([[T, cols], ['t', 1]])}];\n`;
   return spec(['logits', 'targets', 'lse'], body, rows);
 }
 
@@ -439,8 +441,10 @@ export function normColSum(rows: number, cols: number, centered: boolean, withH:
 }
 
 /** Scores s = q_i . k_j * p[0], for row (h, i) and key j (both integer expressions). */
-function dot(qi: string, kj: string, dk: number): string {
-  return `let s = 0;\nfor (let d = 0; d < ${dk}; d++) { s += q[${qi} + d] * k[${kj} + d]; }\ns = s * p[0];\n`;
+function dot(g: CodeGen, qi: [string, number][], kj: [string, number][], dk: number): string {
+  const qa = g.lin([...qi, ['d', 1]]);
+  const ka = g.lin([...kj, ['d', 1]]);
+  return `let s = 0;\nfor (let d = 0; d < ${dk}; d++) { s += q[${qa}] * k[${ka}]; }\ns = s * p[0];\n`;
 }
 
 /** lse over the visible keys of each query row [bh * tq]. */
@@ -448,7 +452,7 @@ export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: numb
   let body = g.divmod('h', 'i', T, tq);
   body += `let last = ${causal ? `i + ${tk - tq}` : `${tk - 1}`};\nlet m = -Infinity;\nlet z = 0;\n`;
   body += `for (let j = 0; j < ${tk}; j++) {\nif (j > last) { break; }\n`;
-  body += dot(`${T} * ${dk}`, `(${g.int('h')} * ${tk} + j) * ${dk}`, dk);
+  body += dot(g, [[T, dk]], [['h', tk * dk], ['j', dk]], dk);
   body += 'if (s > m) { z = z * Math.exp(m - s) + 1; m = s; } else { z += Math.exp(s - m); }\n}\n';
   body += 'if (z == 0) { return -Infinity; }\nreturn m + Math.log(z);\n';
   return spec(['q', 'k', 'p'], body, bh * tq, Math.max(tk, dk));
@@ -460,8 +464,8 @@ export function attnProbs(g: CodeGen, bh: number, tq: number, tk: number, dk: nu
   const [h, i, j] = c;
   let body = `${code}`;
   if (causal) body += `if (${j} > ${i} + ${tk - tq}) { return 0; }\n`;
-  body += dot(`(${g.int(h)} * ${tq} + ${g.int(i)}) * ${dk}`, `(${g.int(h)} * ${tk} + ${g.int(j)}) * ${dk}`, dk);
-  body += `return Math.exp(s - lse[${g.int(h)} * ${tq} + ${g.int(i)}]);\n`;
+  body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk);
+  body += `return Math.exp(s - lse[${g.lin([[h, tq], [i, 1]])}]);\n`;
   return spec(['q', 'k', 'lse', 'p'], body, bh * tq * tk, dk);
 }
 
@@ -472,8 +476,9 @@ export function attnProbs(g: CodeGen, bh: number, tq: number, tk: number, dk: nu
 export function bmm(g: CodeGen, bh: number, I: number, J: number, D: number, transA: boolean): KernelSpec {
   const { code, c } = g.coords(T, [bh, I, D]);
   const [h, i, d] = c;
-  const a = transA ? `(${g.int(h)} * ${J} + j) * ${I} + ${g.int(i)}` : `(${g.int(h)} * ${I} + ${g.int(i)}) * ${J} + j`;
-  const body = `${code}let acc = 0;\nfor (let j = 0; j < ${J}; j++) { acc += A[${a}] * B[(${g.int(h)} * ${J} + j) * ${D} + ${g.int(d)}]; }\nreturn acc;\n`;
+  const a = transA ? g.lin([[h, J * I], ['j', I], [i, 1]]) : g.lin([[h, I * J], [i, J], ['j', 1]]);
+  const b = g.lin([[h, J * D], ['j', D], [d, 1]]);
+  const body = `${code}let acc = 0;\nfor (let j = 0; j < ${J}; j++) { acc += A[${a}] * B[${b}]; }\nreturn acc;\n`;
   return spec(['A', 'B'], body, bh * I * D, J);
 }
 
@@ -486,10 +491,9 @@ export function attnDelta(rows: number, dv: number): KernelSpec {
 export function attnDs(g: CodeGen, bh: number, tq: number, tk: number, dv: number): KernelSpec {
   const { code, c } = g.coords(T, [bh, tq, tk]);
   const [h, i, j] = c;
-  const row = `${g.int(h)} * ${tq} + ${g.int(i)}`;
   let body = `${code}let pv = P[${T}];\nif (pv == 0) { return 0; }\nlet s = 0;\n`;
-  body += `for (let d = 0; d < ${dv}; d++) { s += dout[(${row}) * ${dv} + d] * v[(${g.int(h)} * ${tk} + ${g.int(j)}) * ${dv} + d]; }\n`;
-  body += `return pv * (s - delta[${row}]) * p[0];\n`;
+  body += `for (let d = 0; d < ${dv}; d++) { s += dout[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}] * v[${g.lin([[h, tk * dv], [j, dv], ['d', 1]])}]; }\n`;
+  body += `return pv * (s - delta[${g.lin([[h, tq], [i, 1]])}]) * p[0];\n`;
   return spec(['P', 'dout', 'v', 'delta', 'p'], body, bh * tq * tk, dv);
 }
 
