@@ -8,6 +8,7 @@ export interface BenchSuite {
 
 /** Suite name -> module. Add suites here; the first entry is the default. */
 export const suites: Record<string, () => Promise<BenchSuite>> = {
+  lora: () => import('./lora-suite.ts'),
   matmul: () => import('./matmul.ts'),
 };
 

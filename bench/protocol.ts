@@ -1,0 +1,107 @@
+/**
+ * What a bench worker process (bench/w2-worker.ts) prints back: one line
+ * `RESULT <json>` on stdout. Types only, shared by the worker and the suites.
+ */
+import type { Tensor } from '@lowrank/core';
+import type { LossModel, TransformerConfig, TransformerLM } from '@lowrank/nn';
+
+export type TrainMode = 'full' | 'lora';
+
+/** Backend name, its mode (gpu.js mode on gpu) and precision: every row carries them. */
+export interface BackendRow {
+  backend: string;
+  mode: string;
+  precision: string;
+}
+
+export interface TrainResult extends BackendRow {
+  kind: 'train';
+  trainMode: TrainMode;
+  size: string;
+  config: TransformerConfig;
+  batchSize: number;
+  tokensPerStep: number;
+  data: string;
+  /** LoRA settings when trainMode is 'lora'. */
+  lora: { r: number; alpha: number; targets: string[] } | null;
+  warmup: number;
+  steps: number;
+  /** Per timed step, ms; empty on the meta backend (nothing runs). */
+  stepMs: number[];
+  medianMs: number | null;
+  minMs: number | null;
+  maxMs: number | null;
+  tokensPerSecond: number | null;
+  trainableParams: number;
+  totalParams: number;
+  weightBytes: number;
+  gradientBytes: number;
+  optimizerStateBytes: number;
+  /** Live tensor bytes between steps (weights, optimizer state, gradients). */
+  liveBytesAfterStep: number;
+  /** Peak live tensor bytes over the timed steps (engine accounting, `memory().peakBytes`). */
+  peakTensorBytes: number;
+  /** `process.resourceUsage().maxRSS` of the worker process, bytes. */
+  peakRssBytes: number;
+  /** What this mode ships: the full model checkpoint, or the adapter. */
+  artifact: { kind: 'full-checkpoint' | 'lora-adapter'; bytes: number; files: { name: string; bytes: number }[] };
+  lossFirst: number | null;
+  lossLast: number | null;
+  /** Steps taken in total (warm-up + timed) when lossLast was read. */
+  lossSteps: number;
+  launchesPerStep: number;
+  readbacksPerStep: number;
+  uploadsPerStep: number;
+  /** Tensors alive after the last step minus after the first timed one (0 = no leak). */
+  liveTensorDrift: number;
+  buildMs: number;
+}
+
+export interface LatencyRow {
+  name: string;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+}
+
+export interface W3Result extends BackendRow {
+  kind: 'w3';
+  size: string;
+  config: TransformerConfig;
+  tokens: number;
+  warmup: number;
+  reps: number;
+  rows: LatencyRow[];
+  /** max |logits(merged) - logits(unmerged)| (null without LoRA). */
+  mergedMaxAbsDiff: number | null;
+  /** Why the LoRA variants are missing, when they are. */
+  loraError: string | null;
+  peakRssBytes: number;
+}
+
+export type WorkerResult = TrainResult | W3Result;
+
+export const RESULT_PREFIX = 'RESULT ';
+
+/** A model set up for one training mode: what to train and what to ship. */
+export interface Trainee {
+  model: LossModel;
+  trainable: Tensor[];
+  artifactKind: TrainResult['artifact']['kind'];
+  /** Writes this mode's artifact (checkpoint or adapter) into `dir`. */
+  save(dir: string): Promise<void>;
+  lora: TrainResult['lora'];
+}
+
+/** A named model for W3 latency. */
+export interface LatencyVariant {
+  name: string;
+  model: LossModel;
+}
+
+/** The LoRA side of the bench (bench/lora-mode.ts), loaded only when a LoRA measurement runs. */
+export interface LoraMode {
+  loraTrainee(base: TransformerLM): Promise<Trainee>;
+  /** LoRA unmerged / merged variants built from fresh copies of the same base (`build`). */
+  latencyVariants(build: () => TransformerLM, seed: number): { variants: LatencyVariant[]; close(): void };
+}

@@ -1,0 +1,191 @@
+/**
+ * What LoRA can give at best, counted from the config: matmul FLOPs of one
+ * training step and the bytes of training state, for full fine-tuning and for
+ * LoRA. The measured ratios are printed next to these.
+ *
+ * FLOPs: a Linear(in, out) over N tokens costs 2·N·in·out forward, the same
+ * again for dX when its input needs a gradient, and the same again for dW only
+ * when the weight is trainable. Attention adds its score (QKᵀ) and value (PV)
+ * matmuls, 2·B·T²·C each, and their gradients where needed. A LoRA branch
+ * costs 2·N·r·(in + out) forward and about twice that backward (dA, dB, the
+ * dX through A). Elementwise ops, norms, softmax and the optimizer are not
+ * counted: they are the fixed costs that keep a measured ratio above this one.
+ */
+import type { TransformerConfig } from '@lowrank/nn';
+
+export interface LoraSpec {
+  r: number;
+  /** Linear names that get an adapter (suffix match, like `q_proj`). */
+  targets: readonly string[];
+}
+
+export interface StepFlops {
+  forward: number;
+  /** Input gradients (dX) of linears and attention. */
+  backwardInput: number;
+  /** Weight gradients (dW) of trainable linears. */
+  backwardWeight: number;
+  /** All adapter work (forward and backward), included in the three above. */
+  lora: number;
+  total: number;
+}
+
+interface LinearShape {
+  name: string;
+  in: number;
+  out: number;
+}
+
+function blockLinears(c: TransformerConfig): LinearShape[] {
+  const inner = c.nHead * c.headDim;
+  const attn: LinearShape[] = [
+    { name: 'q_proj', in: c.nEmbd, out: inner },
+    { name: 'k_proj', in: c.nEmbd, out: inner },
+    { name: 'v_proj', in: c.nEmbd, out: inner },
+    { name: 'o_proj', in: inner, out: c.nEmbd },
+  ];
+  const mlp: LinearShape[] = c.mlp === 'swiglu'
+    ? [
+      { name: 'gate_proj', in: c.nEmbd, out: c.intermediateSize },
+      { name: 'up_proj', in: c.nEmbd, out: c.intermediateSize },
+      { name: 'down_proj', in: c.intermediateSize, out: c.nEmbd },
+    ]
+    : [
+      { name: 'up_proj', in: c.nEmbd, out: c.intermediateSize },
+      { name: 'down_proj', in: c.intermediateSize, out: c.nEmbd },
+    ];
+  return [...attn, ...mlp];
+}
+
+/**
+ * Matmul FLOPs of one step (forward + backward) on a batch of `batchSize` x blockSize tokens.
+ * Without `lora` every parameter trains; with it only the adapters do and the base is frozen.
+ */
+export function stepFlops(c: TransformerConfig, batchSize: number, lora?: LoraSpec): StepFlops {
+  const T = c.blockSize;
+  const N = batchSize * T;
+  const inner = c.nHead * c.headDim;
+  const f: StepFlops = { forward: 0, backwardInput: 0, backwardWeight: 0, lora: 0, total: 0 };
+  const full = lora === undefined;
+  // Does the residual stream entering the current layer need a gradient? The
+  // embeddings train in full mode; with LoRA only what follows an adapter does.
+  let streamNeedsGrad = full;
+  const adapted = (name: string): boolean => lora !== undefined && lora.targets.some((t) => name === t || name.endsWith(`.${t}`));
+  for (let l = 0; l < c.nLayer; l++) {
+    const xNeedsGrad = streamNeedsGrad;
+    // Which tensors need a gradient inside this block (they gate dX work).
+    const grad = { q: false, k: false, v: false, mlpIn: xNeedsGrad, hidden: false };
+    for (const lin of blockLinears(c)) {
+      const inputNeedsGrad = ['q_proj', 'k_proj', 'v_proj'].includes(lin.name) ? xNeedsGrad
+        : lin.name === 'o_proj' ? grad.q || grad.k || grad.v
+          : lin.name === 'down_proj' ? grad.hidden
+            : grad.mlpIn;
+      const mm = 2 * N * lin.in * lin.out;
+      f.forward += mm;
+      if (inputNeedsGrad) f.backwardInput += mm;
+      if (full) f.backwardWeight += mm;
+      let outNeedsGrad = full || inputNeedsGrad;
+      if (lora && adapted(lin.name)) {
+        const r = lora.r;
+        const fwd = 2 * N * r * (lin.in + lin.out);
+        const dB = 2 * N * r * lin.out;
+        const dMid = 2 * N * r * lin.out;
+        const dA = 2 * N * lin.in * r;
+        const dX = inputNeedsGrad ? 2 * N * lin.in * r : 0;
+        f.forward += fwd;
+        f.backwardWeight += dA + dB;
+        f.backwardInput += dMid + dX;
+        f.lora += fwd + dA + dB + dMid + dX;
+        outNeedsGrad = true;
+      }
+      if (lin.name === 'q_proj') grad.q = outNeedsGrad;
+      if (lin.name === 'k_proj') grad.k = outNeedsGrad;
+      if (lin.name === 'gate_proj' || lin.name === 'up_proj') grad.hidden ||= outNeedsGrad;
+      if (lin.name === 'v_proj') {
+        grad.v = outNeedsGrad;
+        // Attention: S = QKᵀ and Y = PV, 2·B·T²·inner each (causal masking is not exploited).
+        const att = 2 * batchSize * T * T * inner;
+        f.forward += 2 * att;
+        if (grad.q || grad.k) f.backwardInput += att; // dP = dY Vᵀ
+        if (grad.v) f.backwardInput += att; // dV = Pᵀ dY
+        if (grad.q) f.backwardInput += att; // dQ = dS K
+        if (grad.k) f.backwardInput += att; // dK = dSᵀ Q
+      }
+      if (lin.name === 'o_proj') grad.mlpIn = outNeedsGrad || xNeedsGrad;
+    }
+    streamNeedsGrad = grad.mlpIn || grad.hidden;
+  }
+  // lm_head (tied or not): dX is needed whenever anything before it trains.
+  const head = 2 * N * c.nEmbd * c.vocabSize;
+  f.forward += head;
+  if (streamNeedsGrad) f.backwardInput += head;
+  if (full) f.backwardWeight += head;
+  f.total = f.forward + f.backwardInput + f.backwardWeight;
+  return f;
+}
+
+/** Parameter count of a config (tied head counted once), as `namedParameters` deduplicates. */
+export function paramCount(c: TransformerConfig): number {
+  const C = c.nEmbd;
+  const bias = c.bias ? 1 : 0;
+  const norm = c.norm === 'layerNorm' && c.bias ? 2 * C : C;
+  let block = 2 * norm;
+  for (const lin of blockLinears(c)) block += lin.in * lin.out + bias * lin.out;
+  let n = c.vocabSize * C + c.nLayer * block + norm;
+  if (c.positionEmbedding === 'learned') n += c.blockSize * C;
+  if (!c.tieWordEmbeddings) n += C * c.vocabSize;
+  return n;
+}
+
+/** Adapter parameters: r·(in + out) per targeted linear. */
+export function loraParamCount(c: TransformerConfig, lora: LoraSpec): number {
+  let n = 0;
+  for (const lin of blockLinears(c)) {
+    if (lora.targets.some((t) => lin.name === t || lin.name.endsWith(`.${t}`))) n += lora.r * (lin.in + lin.out);
+  }
+  return n * c.nLayer;
+}
+
+export interface StateBytes {
+  weights: number;
+  grads: number;
+  optimizer: number;
+  total: number;
+}
+
+/**
+ * Training state in float32 with Adam(W): weights for every parameter, a
+ * gradient and two moments for every trainable one. Activations are not
+ * included (they are about the same in both modes and are measured).
+ */
+export function stateBytes(totalParams: number, trainableParams: number, bytesPerElement = 4): StateBytes {
+  const weights = totalParams * bytesPerElement;
+  const grads = trainableParams * bytesPerElement;
+  const optimizer = 2 * trainableParams * bytesPerElement;
+  return { weights, grads, optimizer, total: weights + grads + optimizer };
+}
+
+/** The expected LoRA/full ratios for a config. */
+export interface Expected {
+  flopsFull: StepFlops;
+  flopsLora: StepFlops;
+  stepRatio: number;
+  paramsTotal: number;
+  paramsLora: number;
+  stateFull: StateBytes;
+  stateLora: StateBytes;
+  memoryRatio: number;
+}
+
+export function expected(c: TransformerConfig, batchSize: number, lora: LoraSpec): Expected {
+  const flopsFull = stepFlops(c, batchSize);
+  const flopsLora = stepFlops(c, batchSize, lora);
+  const paramsTotal = paramCount(c);
+  const paramsLora = loraParamCount(c, lora);
+  const stateFull = stateBytes(paramsTotal, paramsTotal);
+  const stateLora = stateBytes(paramsTotal + paramsLora, paramsLora);
+  return {
+    flopsFull, flopsLora, stepRatio: flopsLora.total / flopsFull.total,
+    paramsTotal, paramsLora, stateFull, stateLora, memoryRatio: stateLora.total / stateFull.total,
+  };
+}
