@@ -2,7 +2,7 @@ import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceO
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { gemm } from './gemm.ts';
-import { gemmWasm, wasmGemmAvailable, WASM_GEMM_MIN_MACS } from './wasm-gemm.ts';
+import { gemmWasm, WASM_GEMM_MIN_MACS } from './wasm-gemm.ts';
 import * as nn from './nn-kernels.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -230,15 +230,14 @@ export class CpuBackend implements Backend {
     // forEachRow walks all but the last axis: add a dummy one.
     const walkShape = [...batch, 1];
     if (out instanceof Float32Array && a instanceof Float32Array && b instanceof Float32Array
-      && out.length * k >= WASM_GEMM_MIN_MACS && wasmGemmAvailable()) {
+      && out.length * k >= WASM_GEMM_MIN_MACS) {
       const aOffsets: number[] = [];
       const bOffsets: number[] = [];
       forEachRow(walkShape, [[...aBatch, 0], [...bBatch, 0]], (_bi, [ao, bo]) => {
         aOffsets.push(ao);
         bOffsets.push(bo);
       });
-      gemmWasm(m, n, k, a, aOffsets, sAm, sAk, b, bOffsets, sBk, sBn, out);
-      return out;
+      if (gemmWasm(m, n, k, a, aOffsets, sAm, sAk, b, bOffsets, sBk, sBn, out)) return out;
     }
     forEachRow(walkShape, [[...aBatch, 0], [...bBatch, 0]], (bi, [ao, bo]) => {
       gemm(m, n, k, a, ao, sAm, sAk, b, bo, sBk, sBn, out, bi * m * n);

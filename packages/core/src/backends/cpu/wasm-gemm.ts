@@ -41,37 +41,48 @@ export function wasmGemmAvailable(): boolean {
   return load() !== null;
 }
 
-const align16 = (x: number): number => (x + 15) & ~15;
+const align16 = (x: number): number => Math.ceil(x / 16) * 16;
+/** Pointers stay below 2^31, so they pass through i32 parameters unchanged. */
+const MAX_BYTES = 2 ** 31;
 
 /**
  * C[bi*m*n + i*n + j] = sum_p A[aOffsets[bi] + i*sAm + p*sAk] * B[bOffsets[bi] + p*sBk + j*sBn]
  * for every batch bi, in float32 with WebAssembly SIMD. Strides are in elements:
  * a transposed operand is a swap of its strides, handled while packing.
- * @example gemmWasm(2, 2, 2, a, [0], 2, 1, b, [0], 2, 1, c)
+ * Returns false, leaving C alone, where WebAssembly SIMD is unavailable or the
+ * operands do not fit in 2 GiB of wasm memory: the caller falls back to the JS gemm.
+ * @example gemmWasm(2, 2, 2, a, [0], 2, 1, b, [0], 2, 1, c) // c = a @ b, 2x2
  */
 export function gemmWasm(
   m: number, n: number, k: number,
   A: Float32Array, aOffsets: readonly number[], sAm: number, sAk: number,
   B: Float32Array, bOffsets: readonly number[], sBk: number, sBn: number,
   C: Float32Array,
-): void {
+): boolean {
   const w = load();
-  if (w === null) throw new Error('gemmWasm: WebAssembly SIMD is not available');
-  if (m === 0 || n === 0) return;
+  if (w === null) return false;
   const batches = aOffsets.length;
+  if (m === 0 || n === 0) return true;
   if (k === 0) {
     C.fill(0, 0, batches * m * n);
-    return;
+    return true;
   }
   const aPtr = align16(WS + WS_BYTES);
   const bPtr = align16(aPtr + A.length * 4);
   const cPtr = align16(bPtr + B.length * 4);
   const end = cPtr + batches * m * n * 4;
+  if (end > MAX_BYTES) return false;
   const have = w.memory.buffer.byteLength;
-  if (end > have) w.memory.grow(Math.ceil((end - have) / PAGE));
+  if (end > have) {
+    try {
+      w.memory.grow(Math.ceil((end - have) / PAGE));
+    } catch {
+      return false;
+    }
+  }
   const heap = new Float32Array(w.memory.buffer);
-  heap.set(A, aPtr >> 2);
-  heap.set(B, bPtr >> 2);
+  heap.set(A, aPtr / 4);
+  heap.set(B, bPtr / 4);
   for (let bi = 0; bi < batches; bi++) {
     w.gemm(
       m, n, k,
@@ -80,5 +91,6 @@ export function gemmWasm(
       cPtr + bi * m * n * 4, WS, MC, KC, NC,
     );
   }
-  C.set(heap.subarray(cPtr >> 2, (cPtr >> 2) + batches * m * n));
+  C.set(heap.subarray(cPtr / 4, cPtr / 4 + batches * m * n));
+  return true;
 }
