@@ -164,19 +164,20 @@ export async function loadAdapterInto(model: Module, dir: string, format: 'nativ
 }
 
 /**
- * Loads a PEFT adapter directory onto a model (PeftModel.from_pretrained / load_adapter).
+ * Loads a PEFT adapter directory onto a model (PeftModel.from_pretrained); a model that
+ * already is a PeftModel gets it as one more adapter (prefer `peft.loadPeftAdapter`).
  * @example const peft = await loadPeftAdapter(model, 'fixtures/peft/llama-tiny');
  */
-export async function loadPeftAdapter(model: Module, dir: string, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel> {
-  return loadAdapterInto(model, dir, 'peft', { ...opts, adapterName });
+export async function loadPeftAdapter<M extends Module>(model: M, dir: string, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel<M>> {
+  return (await loadAdapterInto(model, dir, 'peft', { ...opts, adapterName })) as PeftModel<M>;
 }
 
 /**
  * Loads a native `adapter.lowrank` directory onto a model.
  * @example const peft = await loadAdapter(model, 'out/adapter');
  */
-export async function loadAdapter(model: Module, dir: string, opts: LoadOptions = {}): Promise<PeftModel> {
-  return loadAdapterInto(model, dir, 'native', opts);
+export async function loadAdapter<M extends Module>(model: M, dir: string, opts: LoadOptions = {}): Promise<PeftModel<M>> {
+  return (await loadAdapterInto(model, dir, 'native', opts)) as PeftModel<M>;
 }
 
 /**
