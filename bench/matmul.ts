@@ -6,6 +6,7 @@
  */
 import Benchmark from 'benchmark';
 import { getBackend, listBackends, matmul, memory, randn, type Backend, type Tensor } from '@lowrank/core';
+import { expandGpuBackends } from './gpu-modes.ts';
 
 export interface MatmulRow {
   backend: string;
@@ -101,10 +102,11 @@ export function formatTable(rows: readonly MatmulRow[]): string {
 
 export function run(args: string[]): MatmulRow[] {
   const opts = parseArgs(args);
+  const backends = expandGpuBackends(opts.backends);
   const registered = listBackends();
   const rows: MatmulRow[] = [];
   console.log(`W1 matmul: C = A @ B, float32, n in ${opts.sizes.join(', ')}; median of Benchmark.js samples, readback inside the timed region`);
-  for (const name of opts.backends) {
+  for (const name of backends) {
     if (!registered.includes(name)) {
       console.log(`skipping '${name}': no such backend registered (registered: ${registered.join(', ')})`);
       continue;

@@ -264,6 +264,7 @@ for (const mode of modesUnderTest) {
           }),
           { numRuns, seed: 42 },
         );
+        assert.equal(be.degradedKernels, 0, 'a kernel silently ran in another gpu.js mode');
       });
     }
   });

@@ -57,7 +57,8 @@ export class GpuJs {
 
   constructor(readonly mode: GpuMode) {
     this.gpu = new GPU({ mode });
-    const ran = this.gpu.mode;
+    // NOTE: gpu.mode echoes the request; the kernel class says what runs.
+    const ran = kernelMode(this.gpu.Kernel as unknown as KernelClass);
     if (ran !== mode) throw new Error(`gpu backend: asked gpu.js for mode '${mode}' but it chose '${ran}'`);
     this.maxTextureSize = isGlMode(mode) ? probeMaxTextureSize(this.gpu) : Infinity;
     if (isGlMode(mode)) {
@@ -79,12 +80,44 @@ export class GpuJs {
       tactic: 'precision',
     };
     const k = this.gpu.createKernel(source, settings);
-    return (...args: KernelArg[]) => k(...args) as DeviceBuffer;
+    let checked = false;
+    return (...args: KernelArg[]) => {
+      const out = k(...args) as DeviceBuffer;
+      if (!checked) {
+        checked = true;
+        const inner = (k as unknown as { kernel?: { constructor: KernelClass; fallbackReason?: string } }).kernel;
+        const ran = inner ? kernelMode(inner.constructor) : this.mode;
+        if (ran !== this.mode) {
+          this.degraded++;
+          console.warn(`lowrank gpu backend: a '${this.mode}' kernel degraded to '${ran}' (${inner?.fallbackReason ?? 'no reason given'})`);
+        }
+      }
+      return out;
+    };
   }
+
+  /** Kernels gpu.js silently ran in another mode (webasm degrades some to cpu). */
+  degraded = 0;
 
   destroy(): void {
     void this.gpu.destroy();
   }
+}
+
+interface KernelClass {
+  name: string;
+}
+
+const KERNEL_MODES: Record<string, GpuMode> = {
+  HeadlessGLKernel: 'headlessgl',
+  WebGL2Kernel: 'webgl2',
+  WebGLKernel: 'webgl',
+  WebAssemblyKernel: 'webasm',
+  CPUKernel: 'cpu',
+};
+
+function kernelMode(k: KernelClass): string {
+  return KERNEL_MODES[k.name] ?? k.name;
 }
 
 function probeMaxTextureSize(gpu: GPU): number {

@@ -123,6 +123,11 @@ export class GpuBackend implements Backend {
     this.cache = new KernelCache(this.gj);
   }
 
+  /** Kernels gpu.js ran in another mode than `mode` (should stay 0). */
+  get degradedKernels(): number {
+    return this.gj.degraded;
+  }
+
   /** Compiled kernels held in the cache. */
   get compiledKernels(): number {
     return this.cache.size;
