@@ -165,6 +165,14 @@ describe('adapter files', () => {
     await peft.savePretrained(dir);
     const { tensors } = decodeSafetensors(readFileSync(path.join(dir, PEFT_WEIGHTS_FILE)));
     assert.ok(tensors.has('base_model.model.lm_head.weight'));
+    const copy = peft.getBaseModel().getParameter('lm_head.modules_to_save.default.weight');
+    copy.assign(copy.mul(2));
+    const out = output(b, peft);
+    const dir2 = freshDir();
+    await peft.savePretrained(dir2);
+    const loaded = await loadPeftAdapter(twin(spec), dir2);
+    assert.ok(sameValues(output(b, loaded), out), 'the saved lm_head copy is loaded back');
+    assert.ok(!sameValues(loaded.disableAdapter(() => output(b, loaded)), out), 'disabled uses the original head');
     const plain = peft.unload();
     assert.notEqual(plain.getSubmodule('lm_head'), head, 'unload keeps the trained copy, as PEFT');
   });

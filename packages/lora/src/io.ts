@@ -129,6 +129,7 @@ async function readPeft(dir: string, opts: ReadOptions): Promise<ReadAdapter> {
  * Adds the adapter stored in dir to a model: a plain model becomes a PeftModel,
  * a PeftModel gets one more adapter. If anything fails (unknown tensor key,
  * shape, missing tensor) the model is left as it was.
+ * @example const peft = await loadAdapterInto(model, 'out/peft', 'peft', { isTrainable: true });
  */
 export async function loadAdapterInto(model: Module, dir: string, format: 'native' | 'peft', opts: LoadOptions = {}): Promise<PeftModel> {
   const read = format === 'native' ? await readNative(dir, opts) : await readPeft(dir, opts);

@@ -22,10 +22,12 @@ export class ModuleDict<M extends Module = Module> extends Module {
     return this.getSubmodule(key) as M;
   }
 
+  /** Whether a key is present. @example loraA.has('default') */
   has(key: string): boolean {
     return this.namedChildren().some(([k]) => k === key);
   }
 
+  /** Keys in registration order. @example loraA.keys() // ['default'] */
   keys(): string[] {
     return this.namedChildren().map(([k]) => k);
   }

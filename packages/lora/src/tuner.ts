@@ -21,6 +21,7 @@ export type CombinationType = 'linear' | 'cat';
 /**
  * Every module LoRA may look at: LoRA layers count as one module (their
  * `base_layer` / `lora_A` internals are skipped), and so do modules_to_save wrappers.
+ * @example candidateModules(model).map(([name]) => name)
  */
 export function candidateModules(model: Module): [string, Module][] {
   const out: [string, Module][] = [];
