@@ -26,7 +26,7 @@ export const PANEL_IDS = ['step-time', 'peak-memory', 'trainable-params', 'check
 const COLORS = { full: '#4c72b0', lora: '#dd8452' } as const;
 const W = 250;
 const H = 330;
-const TOP = 92;
+const TOP = 100;
 const BOTTOM = 48;
 
 function esc(s: string): string {

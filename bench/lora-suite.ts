@@ -134,6 +134,7 @@ function stamp(d: Date): string {
 export async function runSuite(o: SuiteOptions): Promise<{ report: SuiteReport; dir: string }> {
   const t0 = performance.now();
   const started = new Date();
+  const loadavgStart = loadavg();
   const info = backendInfo(o.backend);
   const say = (s: string): void => { process.stderr.write(`${s}\n`); };
 
@@ -175,7 +176,7 @@ export async function runSuite(o: SuiteOptions): Promise<{ report: SuiteReport; 
     suite: 'lora',
     createdAt: started.toISOString(),
     elapsedSeconds: (performance.now() - t0) / 1000,
-    machine: { cpus: c.length, cpuModel: c[0]?.model.trim() ?? 'unknown', node: process.version, platform: `${process.platform}-${process.arch}`, loadavg: loadavg() },
+    machine: { cpus: c.length, cpuModel: c[0]?.model.trim() ?? 'unknown', node: process.version, platform: `${process.platform}-${process.arch}`, loadavgStart, loadavg: loadavg() },
     options: { size: o.size, backend: o.backend, steps: o.steps, warmup: o.warmup, reps: o.reps, seed: o.seed },
     backend: failed(full) ? info : { backend: full.backend, mode: full.mode, precision: full.precision },
     workload: describeWorkload(w),

@@ -10,6 +10,7 @@ export interface BenchSuite {
 export const suites: Record<string, () => Promise<BenchSuite>> = {
   lora: () => import('./lora-suite.ts'),
   matmul: () => import('./matmul.ts'),
+  kernels: () => import('./kernels.ts'),
 };
 
 async function main(argv: string[]): Promise<void> {

@@ -29,6 +29,9 @@ export interface TrainResult extends BackendRow {
   /** Per timed step, ms; empty on the meta backend (nothing runs). */
   stepMs: number[];
   medianMs: number | null;
+  /** Process CPU time (user + system, all threads) per timed step, ms: less sensitive to a busy machine than wall time. */
+  cpuMs: number[];
+  medianCpuMs: number | null;
   minMs: number | null;
   maxMs: number | null;
   tokensPerSecond: number | null;

@@ -69,7 +69,7 @@ export interface SuiteReport {
   suite: 'lora';
   createdAt: string;
   elapsedSeconds: number;
-  machine: { cpus: number; cpuModel: string; node: string; platform: string; loadavg: number[] };
+  machine: { cpus: number; cpuModel: string; node: string; platform: string; loadavgStart: number[]; loadavg: number[] };
   options: { size: string; backend: string; steps: number; warmup: number; reps: number; seed: number };
   backend: BackendRow;
   workload: string;
@@ -111,6 +111,7 @@ export function comparisonRows(full: TrainResult | Failed, lora: TrainResult | F
   const state = (r: TrainResult): number => r.weightBytes + r.gradientBytes + r.optimizerStateBytes;
   return [
     row('step time, median', 'ms', (r) => r.medianMs, e.stepRatio, 'matmul FLOPs of a step (fwd + dX + dW where trainable)'),
+    row('step CPU time, median', 'ms', (r) => r.medianCpuMs, e.stepRatio, 'same; process CPU time, steadier on a busy machine'),
     row('tokens/s', 'tokens/s', (r) => r.tokensPerSecond, 1 / e.stepRatio, 'inverse of the FLOP ratio'),
     row('trainable params', 'count', (r) => r.trainableParams, pL / pT, 'adapter params / all base params'),
     row('total params', 'count', (r) => r.totalParams, (pT + pL) / pT, 'base + adapter'),
@@ -217,7 +218,8 @@ function w3Cells(w: W3Result): string[][] {
 
 function accountingCells(rows: readonly AccountingRow[]): string[][] {
   return rows.map((a) => [
-    a.size, a.backend, fmtValue(a.fullPeakBytes, 'bytes'), fmtValue(a.loraPeakBytes, 'bytes'),
+    a.size, a.backend, fmtValue(a.fullPeakBytes, 'bytes'), fmtValue(a.fullStateBytes, 'bytes'),
+    fmtValue(a.loraPeakBytes, 'bytes'), fmtValue(a.loraStateBytes, 'bytes'),
     a.ratio === null ? 'n/a' : fmtRatio(a.ratio), fmtRatio(a.theory), a.error ?? '',
   ]);
 }
@@ -231,11 +233,21 @@ function runLine(label: string, r: TrainResult | Failed): string {
 const COMPARISON_HEADER = ['metric', 'full', `LoRA r=${LORA.r}`, 'LoRA/full', 'theory'];
 const TARGET_HEADER = ['', 'target', 'goal', 'measured', 'note'];
 const W3_HEADER = ['variant', 'median ms', 'min ms', 'max ms', 'vs base'];
-const ACCOUNTING_HEADER = ['size', 'backend', 'full peak', 'LoRA peak', 'LoRA/full', 'theory (state)', 'note'];
+const ACCOUNTING_HEADER = ['size', 'backend', 'full peak', 'full state', 'LoRA peak', 'LoRA state', 'LoRA/full', 'theory (state)', 'note'];
 
 /** What the suite prints. */
+/** A warning when other work shared the CPUs while the suite ran. */
+export function busyWarning(r: SuiteReport): string | null {
+  const load = Math.max(r.machine.loadavgStart[0] ?? 0, r.machine.loadavg[0] ?? 0);
+  if (load <= r.machine.cpus) return null;
+  return `machine busy: 1-minute load average reached ${load.toFixed(2)} on ${r.machine.cpus} CPUs while this ran, so wall times are noisy ` +
+    '(the CPU-time row is steadier); rerun on an idle machine for numbers to quote.';
+}
+
 export function consoleText(r: SuiteReport): string {
+  const busy = busyWarning(r);
   const parts = [
+    ...(busy ? [`WARNING: ${busy}`, ''] : []),
     `W2 training step, full vs LoRA (r=${r.lora.r}, alpha=${r.lora.alpha}, ${r.lora.targets.join(' + ')}) — ` +
       `backend ${r.backend.backend}, mode ${r.backend.mode}, precision ${r.backend.precision}`,
     `  ${r.workload}`,
@@ -245,7 +257,7 @@ export function consoleText(r: SuiteReport): string {
     formatTable(COMPARISON_HEADER, comparisonCells(r.rows)),
     '',
     'Peak tensor bytes from the engine accounting (meta = the same tensors allocated, nothing computed):',
-    formatTable(ACCOUNTING_HEADER, accountingCells(r.accounting), [0, 1, 6]),
+    formatTable(ACCOUNTING_HEADER, accountingCells(r.accounting), [0, 1, 8]),
     '',
   ];
   if (failed(r.w3)) parts.push(`W3 inference latency: FAILED: ${r.w3.error}`, '');
@@ -271,9 +283,10 @@ export function markdown(r: SuiteReport): string {
   const lines: string[] = [
     `# LoRA vs full fine-tuning on this machine`,
     '',
-    `${r.createdAt} · ${m.cpus} × ${m.cpuModel} · Node ${m.node} (${m.platform}) · load average ${m.loadavg.map((x) => x.toFixed(2)).join(' ')} · ` +
-      `suite took ${r.elapsedSeconds.toFixed(0)} s`,
+    `${r.createdAt} · ${m.cpus} × ${m.cpuModel} · Node ${m.node} (${m.platform}) · load average ${m.loadavgStart[0].toFixed(2)} at the start, ` +
+      `${m.loadavg.map((x) => x.toFixed(2)).join(' ')} at the end · suite took ${r.elapsedSeconds.toFixed(0)} s`,
     '',
+    ...(busyWarning(r) ? [`> **Warning:** ${busyWarning(r)}`, ''] : []),
     `- Backend **${r.backend.backend}**, mode **${r.backend.mode}**, precision **${r.backend.precision}**`,
     `- Model ${r.workload}`,
     `- Data: ${r.data}`,
@@ -302,7 +315,7 @@ export function markdown(r: SuiteReport): string {
     '',
     '## Peak tensor bytes by size',
     '',
-    mdTable(ACCOUNTING_HEADER, accountingCells(r.accounting), [2, 3, 4, 5]),
+    mdTable(ACCOUNTING_HEADER, accountingCells(r.accounting), [2, 3, 4, 5, 6, 7]),
     '',
     'The meta backend allocates (and counts) every tensor a real step would, without computing anything: ' +
       'it sizes a step of a model too slow to train here. Activations are about the same in both modes, so they ' +

@@ -17,7 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { getBackend, manualSeed, memory, noGrad, resetPeak, tensor, tidy, type Tensor } from '@lowrank/core';
 import { AdamW, BatchSampler, TransformerLM, saveCheckpoint, type Batch, type LossModel } from '@lowrank/nn';
 import {
-  ADAMW, backendInfo, flag, intOption, option, parseSize, stats, workload, type Workload,
+  ADAMW, backendInfo, flag, intOption, median, option, parseSize, stats, workload, type Workload,
 } from './common.ts';
 import { brownTokens, randomTokens, readTokens, type Tokens } from './corpus.ts';
 import {
@@ -26,7 +26,7 @@ import {
 } from './protocol.ts';
 
 async function loadLoraMode(): Promise<LoraMode> {
-  throw new Error('the LoRA bench needs @lowrank/lora, which is not in this checkout yet');
+  return import('./lora-mode.ts');
 }
 
 function fullTrainee(model: TransformerLM): Trainee {
@@ -117,11 +117,17 @@ export async function trainRun(
   const before = memory(backend);
   let tensorsAfterFirst = 0;
   const times: number[] = [];
+  const cpuTimes: number[] = [];
   for (let i = 0; i < steps; i++) {
+    const cpu0 = process.cpuUsage();
     const s = performance.now();
     losses.push(step(batches[i])); // ends with loss.item(): a readback, so the step has finished
     const ms = performance.now() - s;
-    if (hasValues) times.push(ms);
+    const cpu = process.cpuUsage(cpu0);
+    if (hasValues) {
+      times.push(ms);
+      cpuTimes.push((cpu.user + cpu.system) / 1000);
+    }
     if (i === 0) tensorsAfterFirst = memory(backend).liveTensors;
     progress(tag, `step ${i + 1}/${steps}: ${ms.toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
   }
@@ -163,7 +169,7 @@ export async function trainRun(
   return {
     kind: 'train', trainMode: mode, ...info, size: w.size, config: w.config, batchSize: w.batchSize,
     tokensPerStep: w.batchSize * w.config.blockSize, data: tokens.source, lora: trainee.lora,
-    warmup, steps, stepMs: times, medianMs: finite(st.median), minMs: finite(st.min), maxMs: finite(st.max),
+    warmup, steps, stepMs: times, cpuMs: cpuTimes, medianCpuMs: finite(median(cpuTimes)), medianMs: finite(st.median), minMs: finite(st.min), maxMs: finite(st.max),
     tokensPerSecond: finite((w.batchSize * w.config.blockSize) / (st.median / 1000)),
     trainableParams: trainable, totalParams: total, weightBytes, gradientBytes, optimizerStateBytes,
     liveBytesAfterStep: after.liveBytes - baseline, peakTensorBytes: after.peakBytes - baseline,
