@@ -4,6 +4,7 @@ import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arr
 import { gemm } from './gemm.ts';
 import { gemmWasm, WASM_GEMM_MIN_MACS } from './wasm-gemm.ts';
 import * as nn from './nn-kernels.ts';
+import * as attn from './attention.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
@@ -213,6 +214,9 @@ export class CpuBackend implements Backend {
     return out;
   }
 
+  private readonly batched: attn.BatchedMatmul = (a, aShape, b, bShape, ta, tb, out) =>
+    this.matmul(a, aShape, b, bShape, ta, tb, out);
+
   matmul(a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): FArr {
     const r = outShape.length;
     const m = outShape[r - 2];
@@ -397,7 +401,7 @@ export class CpuBackend implements Backend {
   }
 
   attention(q: FArr, k: FArr, v: FArr, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
-    return nn.attentionForward(this.F, q, k, v, bh, tq, tk, dk, dv, scale, causal);
+    return attn.attentionForward(this.F, this.batched, q, k, v, bh, tq, tk, dk, dv, scale, causal);
   }
 
   attentionGrad(
@@ -405,7 +409,7 @@ export class CpuBackend implements Backend {
     bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
     need: { q: boolean; k: boolean; v: boolean },
   ) {
-    return nn.attentionBackward(this.F, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
+    return attn.attentionBackward(this.F, this.batched, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
   }
 
   adamUpdate(p: FArr, g: FArr, m: FArr, v: FArr, size: number, h: AdamHyper): { p: FArr; m: FArr; v: FArr } {
