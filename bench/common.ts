@@ -2,7 +2,7 @@
  * Shared pieces of the LoRA-vs-full benchmark: argument parsing, model sizes,
  * statistics and number formatting. No timing or engine state lives here.
  */
-import { getBackend, type Backend } from '@lowrank/core';
+import { GpuBackend, getBackend, type Backend } from '@lowrank/core';
 import { w2, type TransformerConfig } from '@lowrank/nn';
 
 /** `--name value` or `--name=value`; undefined when absent. */
@@ -79,7 +79,8 @@ export const ADAMW = { lr: 3e-4, weightDecay: 0.01 } as const;
 export function precisionOf(b: Backend): string {
   if (b.mode === 'cpu-float64') return 'float64';
   const p = (b as Backend & { precision?: unknown }).precision;
-  return typeof p === 'string' ? p : 'float32';
+  if (typeof p === 'string') return p;
+  return b instanceof GpuBackend ? 'single' : 'float32'; // gpu.js kernels run with precision: 'single'
 }
 
 /** Backend name, gpu.js mode (or the backend's own mode) and precision, as every row records them. */

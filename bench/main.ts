@@ -11,6 +11,7 @@ export const suites: Record<string, () => Promise<BenchSuite>> = {
   lora: () => import('./lora-suite.ts'),
   matmul: () => import('./matmul.ts'),
   kernels: () => import('./kernels.ts'),
+  peers: () => import('./peers.ts'),
 };
 
 async function main(argv: string[]): Promise<void> {
