@@ -8,6 +8,17 @@ import * as attn from './attention.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
+/** Whether `inner` equals the trailing axes of `outer` (ignoring leading 1s). */
+function isSuffix(inner: Shape, outer: Shape): boolean {
+  let i = inner.length - 1;
+  let o = outer.length - 1;
+  for (; i >= 0; i--, o--) {
+    if (o < 0) return inner[i] === 1;
+    if (inner[i] !== outer[o]) return i >= 0 && inner.slice(0, i + 1).every((d) => d === 1);
+  }
+  return true;
+}
+
 function geluGrad(x: number): number {
   // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
   const u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
@@ -109,15 +120,38 @@ export class CpuBackend implements Backend {
   }
 
   unary(op: UnaryOp, x: FArr, size: number): FArr {
-    const f = unaryFns[op];
     const out = new this.F(size);
+    // The hot activations get loops of their own: a call through the table per element is several times slower.
+    if (op === 'gelu') {
+      for (let i = 0; i < size; i++) {
+        const v = x[i];
+        out[i] = 0.5 * v * (1 + Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
+      }
+      return out;
+    }
+    if (op === 'silu') {
+      for (let i = 0; i < size; i++) out[i] = x[i] * sigmoid(x[i]);
+      return out;
+    }
+    const f = unaryFns[op];
     for (let i = 0; i < size; i++) out[i] = f(x[i]);
     return out;
   }
 
   unaryGrad(op: UnaryOp, x: FArr | null, y: FArr | null, dy: FArr, size: number): FArr {
-    const f = unaryGradFns[op];
     const out = new this.F(size);
+    if (op === 'gelu' && x) {
+      for (let i = 0; i < size; i++) out[i] = dy[i] * geluGrad(x[i]);
+      return out;
+    }
+    if (op === 'silu' && x) {
+      for (let i = 0; i < size; i++) {
+        const sg = sigmoid(x[i]);
+        out[i] = dy[i] * sg * (1 + x[i] * (1 - sg));
+      }
+      return out;
+    }
+    const f = unaryGradFns[op];
     for (let i = 0; i < size; i++) out[i] = f(x ? x[i] : 0, y ? y[i] : 0, dy[i]);
     return out;
   }
@@ -150,6 +184,15 @@ export class CpuBackend implements Backend {
     if (bn === 1) {
       const bv = b[0];
       for (let i = 0; i < n; i++) out[i] = f(a[i % an], bv);
+      return out;
+    }
+    if (an === n && isSuffix(bShape, outShape)) {
+      // A bias-like operand repeated over leading axes: [N, C] + [C].
+      for (let o = 0; o < n; o += bn) {
+        if (op === 'add') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] + b[c];
+        else if (op === 'mul') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] * b[c];
+        else for (let c = 0; c < bn; c++) out[o + c] = f(a[o + c], b[c]);
+      }
       return out;
     }
     const sa = broadcastStrides(aShape, outShape);
@@ -196,6 +239,18 @@ export class CpuBackend implements Backend {
         if (op === 'sum') for (let c = 0; c < cols; c++) acc += x[o + c];
         else for (let c = 0; c < cols; c++) if (x[o + c] > acc) acc = x[o + c];
         out[r] = acc;
+      }
+      return out;
+    }
+    const leading = axes.every((a, i) => a === i);
+    if (leading) {
+      // Reducing the leading axes (a bias gradient): accumulate whole rows.
+      const cols = out.length;
+      const rows = n / cols;
+      for (let r = 0; r < rows; r++) {
+        const o = r * cols;
+        if (op === 'sum') for (let c = 0; c < cols; c++) out[c] += x[o + c];
+        else for (let c = 0; c < cols; c++) if (x[o + c] > out[c]) out[c] = x[o + c];
       }
       return out;
     }
