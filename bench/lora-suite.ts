@@ -6,7 +6,8 @@
  * under bench/results/<timestamp>/.
  *
  *   npm run bench                      # W2 on cpu
- *   npm run bench -- lora --size medium --backend gpu --steps 20
+ *   npm run bench -- lora --size medium --backend gpu --steps 10
+ *   (options: --size w2|medium|large, --backend cpu|gpu, --steps 20, --warmup 3, --reps 50 (W3), --seed 0, --out bench/results)
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -77,9 +78,9 @@ export function parseSuiteArgs(args: readonly string[]): SuiteOptions {
   return {
     size: parseSize(option(args, 'size')),
     backend: option(args, 'backend') ?? 'cpu',
-    steps: intOption(args, 'steps', 10),
+    steps: intOption(args, 'steps', 20),
     warmup: intOption(args, 'warmup', 3, 0),
-    reps: intOption(args, 'reps', 30),
+    reps: intOption(args, 'reps', 50),
     w3Warmup: intOption(args, 'w3-warmup', 5, 0),
     seed: intOption(args, 'seed', 0, 0),
     out: resolve(option(args, 'out') ?? join(ROOT, 'bench', 'results')),

@@ -1,6 +1,11 @@
 /**
  * `npm run bench -- <suite> [args]`: runs one benchmark suite; with no suite,
  * the first entry of the table below. Each suite module exports `run(args)`.
+ *
+ *   lora     (default) W2 full vs LoRA, W3 latency, report + chart in bench/results/<timestamp>/
+ *   matmul   W1: square matmul GFLOP/s per backend
+ *   kernels  Benchmark.js micro-benchmarks at W2 shapes per backend / gpu.js mode
+ *   peers    our W2 step vs TensorFlow.js's, alternating runs (needs the tfjs peer folder)
  */
 export interface BenchSuite {
   run(args: string[]): unknown;

@@ -42,6 +42,8 @@ export interface TrainResult extends BackendRow {
   optimizerStateBytes: number;
   /** Live tensor bytes between steps (weights, optimizer state, gradients). */
   liveBytesAfterStep: number;
+  /** Live tensor bytes at the end of a forward pass (state + the activations the graph holds), max over timed steps. */
+  liveBytesAfterForward: number;
   /** Peak live tensor bytes over the timed steps (engine accounting, `memory().peakBytes`). */
   peakTensorBytes: number;
   /** `process.resourceUsage().maxRSS` of the worker process, bytes. */

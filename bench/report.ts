@@ -118,6 +118,7 @@ export function comparisonRows(full: TrainResult | Failed, lora: TrainResult | F
     row('gradient bytes', 'bytes', (r) => r.gradientBytes, pL / pT, 'a float32 gradient per trainable param'),
     row('AdamW state bytes', 'bytes', (r) => r.optimizerStateBytes, pL / pT, 'two float32 moments per trainable param'),
     row('weights + grads + AdamW', 'bytes', state, e.memoryRatio, 'weights + grads + 2 moments vs weights + adapter state'),
+    row('live tensor bytes after forward', 'bytes', (r) => r.liveBytesAfterForward, null, ''),
     row('peak tensor bytes', 'bytes', (r) => r.peakTensorBytes, e.memoryRatio, 'state only; activations not counted'),
     row('peak RSS', 'bytes', (r) => r.peakRssBytes, null, ''),
     row('checkpoint / adapter file', 'bytes', (r) => r.artifact.bytes, pL / pT, '4 bytes per saved param'),

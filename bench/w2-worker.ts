@@ -4,7 +4,7 @@
  * exactly one `RESULT <json>` line on stdout.
  *
  *   node --import tsx bench/w2-worker.ts --mode full|lora|w3 [--size w2] [--backend cpu]
- *        [--steps 10] [--warmup 3] [--reps 30] [--seed 0] [--data ids.bin | --vocab 65]
+ *        [--steps 20] [--warmup 3] [--reps 50] [--seed 0] [--data ids.bin | --vocab 65]
  *
  * Train modes time `warmup` untimed then `steps` timed training steps (each in
  * `tidy`: upload the batch, forward, backward, AdamW; the timed region ends by
@@ -77,7 +77,7 @@ export async function trainRun(
   const backend = option(args, 'backend') ?? 'cpu';
   const info = backendInfo(backend);
   const hasValues = getBackend(backend).hasStorage;
-  const steps = intOption(args, 'steps', hasValues ? 10 : 1);
+  const steps = intOption(args, 'steps', hasValues ? 20 : 1);
   const warmup = intOption(args, 'warmup', hasValues ? 3 : 1, 0);
   const seed = intOption(args, 'seed', 0, 0);
   const tokens = tokensFrom(args);
@@ -95,11 +95,13 @@ export async function trainRun(
   const sampler = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: w.config.blockSize, seed: seed + 1 });
   const buildMs = performance.now() - t0;
 
+  let forwardLiveBytes = 0;
   const step = (b: Batch): number => tidy(() => {
     const { x, y } = toTensors(b, backend);
     opt.zeroGrad();
     const { loss } = model.forward(x, { targets: y });
     if (!loss) throw new Error('the model returned no loss');
+    forwardLiveBytes = Math.max(forwardLiveBytes, memory(backend).liveBytes); // a counter read, no sync
     loss.backward();
     opt.step();
     return hasValues ? loss.item() : NaN;
@@ -113,6 +115,7 @@ export async function trainRun(
     progress(tag, `warm-up ${i + 1}/${warmup}: ${(performance.now() - s).toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
   }
   const batches = Array.from({ length: steps }, () => sampler.next());
+  forwardLiveBytes = 0;
   resetPeak(backend);
   const before = memory(backend);
   let tensorsAfterFirst = 0;
@@ -172,7 +175,8 @@ export async function trainRun(
     warmup, steps, stepMs: times, cpuMs: cpuTimes, medianCpuMs: finite(median(cpuTimes)), medianMs: finite(st.median), minMs: finite(st.min), maxMs: finite(st.max),
     tokensPerSecond: finite((w.batchSize * w.config.blockSize) / (st.median / 1000)),
     trainableParams: trainable, totalParams: total, weightBytes, gradientBytes, optimizerStateBytes,
-    liveBytesAfterStep: after.liveBytes - baseline, peakTensorBytes: after.peakBytes - baseline,
+    liveBytesAfterStep: after.liveBytes - baseline, liveBytesAfterForward: forwardLiveBytes - baseline,
+    peakTensorBytes: after.peakBytes - baseline,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     artifact: { kind: trainee.artifactKind, bytes: files.reduce((s, f) => s + f.bytes, 0), files },
     lossFirst: finite(losses[0]), lossLast: finite(losses[losses.length - 1]), lossSteps: losses.length,
@@ -187,7 +191,7 @@ export async function trainRun(
 export async function w3Run(args: readonly string[]): Promise<W3Result> {
   const backend = option(args, 'backend') ?? 'cpu';
   const info = backendInfo(backend);
-  const reps = intOption(args, 'reps', 30);
+  const reps = intOption(args, 'reps', 50);
   const warmup = intOption(args, 'warmup', 5, 0);
   const seed = intOption(args, 'seed', 0, 0);
   const tokens = tokensFrom(args);
