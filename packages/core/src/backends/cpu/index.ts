@@ -21,10 +21,11 @@ function isSuffix(inner: Shape, outer: Shape): boolean {
 
 function geluGrad(x: number): number {
   // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+  // With s = sigmoid(2u): 0.5 (1 + tanh u) = s and 0.5 (1 - tanh^2 u) = 2 s (1 - s).
   const u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-  const t = Math.tanh(u);
+  const s = 1 / (1 + Math.exp(-2 * u));
   const du = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
-  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du;
+  return s + 2 * x * s * (1 - s) * du;
 }
 
 function sigmoid(x: number): number {
@@ -125,7 +126,8 @@ export class CpuBackend implements Backend {
     if (op === 'gelu') {
       for (let i = 0; i < size; i++) {
         const v = x[i];
-        out[i] = 0.5 * v * (1 + Math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
+        // NOTE: 0.5 (1 + tanh(u)) = sigmoid(2u); exp is much cheaper than tanh in V8.
+        out[i] = v / (1 + Math.exp(-2 * SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
       }
       return out;
     }
