@@ -10,8 +10,8 @@ export interface GradFn {
   readonly inputs: readonly Tensor[];
   /** Builds one thunk per input; null once the graph has been freed by backward. */
   backward: ((dy: Tensor) => GradThunk[]) | null;
-  /** Internal tensors the op made for its backward; disposed once that backward has run. */
-  saved?: Tensor[];
+  /** Tensors whose values the backward reads; each holds a `readers` count until it runs. */
+  reads: Tensor[];
 }
 
 let gradEnabled = true;
@@ -40,18 +40,36 @@ export function needsGraph(inputs: readonly Tensor[]): boolean {
 
 /**
  * Records `out` as the result of `op` on `inputs`. `backward` receives dL/dout
- * and returns one thunk per input (null where no gradient flows).
+ * and returns one thunk per input (null where no gradient flows). `reads`
+ * lists the tensors whose values backward reads (default: inputs and output),
+ * so that `release` can free everything else right after the forward pass.
  */
 export function attach(
   op: string,
   out: Tensor,
   inputs: readonly Tensor[],
   backward: (dy: Tensor) => GradThunk[],
+  reads?: readonly (Tensor | null | false)[],
 ): Tensor {
   if (!needsGraph(inputs)) return out;
   out.requiresGrad = true;
-  out.gradFn = { op, inputs, backward };
+  const list = reads ? reads.filter((t): t is Tensor => !!t) : [...inputs, out];
+  for (const t of list) t.readers++;
+  out.gradFn = { op, inputs, backward, reads: list };
   return out;
+}
+
+/**
+ * Frees an intermediate as soon as no pending backward reads it: now, or when
+ * the last such backward has run. For tensors a module made and never hands
+ * out, like PyTorch freeing what autograd did not save.
+ * @example const h = fc1.forward(x); const y = gelu(h); release(h);
+ */
+export function release(...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (t.readers === 0) t.dispose();
+    else t.releasePending = true;
+  }
 }
 
 /**
@@ -60,8 +78,22 @@ export function attach(
  */
 export function releaseAfterBackward(node: Tensor, ...ts: Tensor[]): void {
   const fn = node.gradFn;
-  if (fn?.backward) (fn.saved ??= []).push(...ts);
-  else for (const t of ts) t.dispose();
+  if (fn?.backward) {
+    for (const t of ts) {
+      if (fn.reads.includes(t)) continue;
+      fn.reads.push(t);
+      t.readers++;
+    }
+  }
+  release(...ts);
+}
+
+function dropReads(fn: GradFn): void {
+  for (const t of fn.reads) {
+    t.readers--;
+    if (t.readers === 0 && t.releasePending) t.dispose();
+  }
+  fn.reads = [];
 }
 
 /** Reverse-mode sweep from `root`, accumulating into leaf `.grad`s. */
@@ -127,8 +159,7 @@ function sweep(root: Tensor, grad: Tensor | undefined): void {
       }
     });
     if (owned.has(dy)) dy.dispose();
-    if (fn.saved) for (const s of fn.saved) s.dispose();
-    fn.saved = undefined;
+    dropReads(fn);
   }
 }
 

@@ -22,6 +22,9 @@ export class Tensor {
   requiresGrad = false;
   grad: Tensor | null = null;
   gradFn: GradFn | null = null;
+  /** Pending backward passes that read this tensor's values (see `release`). */
+  readers = 0;
+  releasePending = false;
   /** Optional label for error messages (parameters get their state-dict key). */
   name: string | undefined;
   private storageRef: Storage | null;

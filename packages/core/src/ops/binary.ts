@@ -18,7 +18,7 @@ export function add(a: Tensor, b: Tensor | number): Tensor {
   if (typeof b === 'number') return affine(a, 1, b);
   requireFloat('add', a, b);
   const y = binaryRaw('add', a, b);
-  return attach('add', y, [a, b], (dy) => [() => dy, () => dy]);
+  return attach('add', y, [a, b], (dy) => [() => dy, () => dy], []);
 }
 
 /** a - b with broadcasting. */
@@ -26,7 +26,7 @@ export function sub(a: Tensor, b: Tensor | number): Tensor {
   if (typeof b === 'number') return affine(a, 1, -b);
   requireFloat('sub', a, b);
   const y = binaryRaw('sub', a, b);
-  return attach('sub', y, [a, b], (dy) => [() => dy, () => affine(dy, -1, 0)]);
+  return attach('sub', y, [a, b], (dy) => [() => dy, () => affine(dy, -1, 0)], []);
 }
 
 /** a * b with broadcasting. */
@@ -34,7 +34,7 @@ export function mul(a: Tensor, b: Tensor | number): Tensor {
   if (typeof b === 'number') return affine(a, b, 0);
   requireFloat('mul', a, b);
   const y = binaryRaw('mul', a, b);
-  return attach('mul', y, [a, b], (dy) => [() => mul(dy, b), () => mul(dy, a)]);
+  return attach('mul', y, [a, b], (dy) => [() => mul(dy, b), () => mul(dy, a)], [a.requiresGrad && b, b.requiresGrad && a]);
 }
 
 /** a / b with broadcasting. */
@@ -120,7 +120,7 @@ export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Ten
   if (ta !== a) ta.dispose();
   if (tb !== b) tb.dispose();
   const y = result(be, data, shape);
-  return attach('where', y, [ta, tb], (dy) => [() => where(cond, dy, 0), () => where(cond, 0, dy)]);
+  return attach('where', y, [ta, tb], (dy) => [() => where(cond, dy, 0), () => where(cond, 0, dy)], [cond]);
 }
 
 /** x.masked_fill(mask, value): `scores.maskedFill(causalMask, -Infinity)` */

@@ -14,7 +14,7 @@ function unary(op: UnaryOp, x: Tensor, gradFrom: 'x' | 'y'): Tensor {
       const data = runKernel(b, 'unaryGrad', x.shape, op, gradFrom === 'x' ? x.data_ : null, gradFrom === 'y' ? y.data_ : null, dy.data_, x.size);
       return result(b, data, x.shape);
     },
-  ]);
+  ], [gradFrom === 'x' ? x : y]);
 }
 
 /** -x: `neg(tensor([1, -2]))` */
@@ -38,7 +38,7 @@ export function affine(x: Tensor, scale: number, shift = 0): Tensor {
   requireFloat('affine', x);
   const b = backendOf('affine', x);
   const y = result(b, runKernel(b, 'affine', x.shape, x.data_, x.size, scale, shift), x.shape);
-  return attach('affine', y, [x], (dy) => [() => affine(dy, scale, 0)]);
+  return attach('affine', y, [x], (dy) => [() => affine(dy, scale, 0)], []);
 }
 
 /** x ** exponent for a number exponent: `powScalar(x, 2)` */
@@ -62,7 +62,7 @@ export function powScalar(x: Tensor, exponent: number): Tensor {
 export function clone(x: Tensor): Tensor {
   const b = backendOf('clone', x);
   const y = result(b, runKernel(b, 'cast', x.shape, x.data_, x.size, x.dtype), x.shape, x.dtype);
-  return attach('clone', y, [x], (dy) => [() => dy]);
+  return attach('clone', y, [x], (dy) => [() => dy], []);
 }
 
 /** Converts dtype (no gradient): `cast(ids, 'float32')` */
@@ -70,5 +70,5 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   const b = backendOf('cast', x);
   const y = result(b, runKernel(b, 'cast', x.shape, x.data_, x.size, dtype), x.shape, dtype);
   if (dtype !== 'float32' || x.dtype !== 'float32') return y;
-  return attach('cast', y, [x], (dy) => [() => dy]);
+  return attach('cast', y, [x], (dy) => [() => dy], []);
 }

@@ -21,7 +21,7 @@ export function gather(x: Tensor, index: Tensor, axis: number): Tensor {
   const y = result(b, runKernel(b, 'gather', index.shape, x.data_, x.shape, index.data_, index.shape, a), index.shape);
   return attach('gather', y, [x], (dy) => [
     () => result(b, runKernel(b, 'scatterAdd', x.shape, dy.data_, index.data_, index.shape, a, x.shape), x.shape),
-  ]);
+  ], [index]);
 }
 
 /** torch.index_select: rows (along axis) picked by a 1-D index. `indexSelect(x, 0, ids)` */
@@ -36,7 +36,7 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   const y = result(b, runKernel(b, 'indexSelect', shape, x.data_, x.shape, index.data_, index.size, a), shape);
   return attach('indexSelect', y, [x], (dy) => [
     () => result(b, runKernel(b, 'indexAdd', x.shape, dy.data_, index.data_, index.size, a, x.shape), x.shape),
-  ]);
+  ], [index]);
 }
 
 /** F.embedding: weight[indices], shape indices.shape + [dim]. `embedding(wte, ids)` */

@@ -46,5 +46,5 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
       () => matmul(b, dy, { transposeA: true, transposeB: true }),
       () => matmul(dy, a, { transposeA: true, transposeB: true }),
     ];
-  });
+  }, [a.requiresGrad && b, b.requiresGrad && a]);
 }

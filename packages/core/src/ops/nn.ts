@@ -28,7 +28,7 @@ function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
   const y = result(b, runKernel(b, 'softmax', x.shape, x.data_, rows, cols, log), x.shape);
   return attach(name, y, [x], (dy) => [
     () => result(b, runKernel(b, 'softmaxGrad', x.shape, y.data_, dy.data_, rows, cols, log), x.shape),
-  ]);
+  ], [y]);
 }
 
 /** Stable softmax (max-subtracted): `softmax(scores, -1)` */
@@ -69,7 +69,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
       const data = runKernel(b, 'crossEntropyGrad', logits.shape, logits.data_, targets.data_, dy.data_, rows, cols, ignoreIndex, reduction);
       return result(b, data, logits.shape);
     },
-  ]);
+  ], [logits, targets]);
 }
 
 function checkNormParam(op: string, p: Tensor | null, cols: number, what: string): void {
@@ -107,7 +107,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
       weight && need.w ? () => result(b, get().dw, [cols]) : null,
       bias && need.b ? () => result(b, get().db, [cols]) : null,
     ];
-  });
+  }, [x, weight]);
   releaseAfterBackward(attached, mean, rstd);
   return attached;
 }
@@ -130,7 +130,7 @@ export function rmsNorm(x: Tensor, weight: Tensor | null = null, eps = 1e-6): Te
       return grads;
     };
     return [need.x ? () => result(b, get().dx, x.shape) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
-  });
+  }, [x, weight]);
   releaseAfterBackward(attached, rstd);
   return attached;
 }
@@ -179,7 +179,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
       need.k ? () => result(b, get().dk, k.shape) : null,
       need.v ? () => result(b, get().dv, v.shape) : null,
     ];
-  });
+  }, [q, k, v, y]);
   releaseAfterBackward(attached, lse);
   return attached;
 }

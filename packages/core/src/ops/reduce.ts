@@ -37,7 +37,7 @@ export function sum(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
       r.dispose();
       return g;
     },
-  ]);
+  ], []);
 }
 
 /** Mean over axes (null = all). */

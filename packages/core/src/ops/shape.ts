@@ -27,7 +27,7 @@ function resolveShape(op: string, x: Tensor, shape: readonly number[]): number[]
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const target = resolveShape('reshape', x, shape);
   const y = shareStorage(x, target);
-  return attach('reshape', y, [x], (dy) => [() => reshape(dy, x.shape)]);
+  return attach('reshape', y, [x], (dy) => [() => reshape(dy, x.shape)], []);
 }
 
 /** torch.view: identical to reshape here (every tensor is contiguous). */
@@ -60,7 +60,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const y = stridedRaw(x, shape, p.map((a) => inStrides[a]), 0);
   const inverse = new Array<number>(p.length);
   p.forEach((a, i) => (inverse[a] = i));
-  return attach('permute', y, [x], (dy) => [() => permute(dy, inverse)]);
+  return attach('permute', y, [x], (dy) => [() => permute(dy, inverse)], []);
 }
 
 /** Swaps two axes: `transpose(x, -2, -1)` */
@@ -115,7 +115,7 @@ export function slice(x: Tensor, spec: SliceSpec): Tensor {
       const b = dy.backend;
       return result(b, runKernel(b, 'stridedAdd', x.shape, dy.data_, dy.shape, strides, offset, x.size), x.shape);
     },
-  ]);
+  ], []);
 }
 
 /** `length` entries from `start` along one axis. */
@@ -144,7 +144,7 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
     start += t.shape[a];
     return s;
   });
-  return attach('concat', y, xs, (dy) => xs.map((t, i) => () => narrow(dy, a, offsets[i], t.shape[a])));
+  return attach('concat', y, xs, (dy) => xs.map((t, i) => () => narrow(dy, a, offsets[i], t.shape[a])), []);
 }
 
 /** torch.split: by a section size or a list of sizes. `split(x, [2, 3], 1)` */
@@ -205,5 +205,5 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
   const own = stridesOf(x.shape);
   const strides = target.map((d, i) => (i < lead || x.shape[i - lead] === 1 ? 0 : own[i - lead]));
   const y = stridedRaw(x, target, strides, 0);
-  return attach('expand', y, [x], (dy) => [() => dy]);
+  return attach('expand', y, [x], (dy) => [() => dy], []);
 }
