@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as t1 from '../../docs/01-tensors-and-autograd.ts';
 import * as t2 from '../../docs/02-building-a-transformer.ts';
+import * as t3 from '../../docs/03-lora-finetune.ts';
 import * as t4 from '../../docs/04-backends.ts';
+import * as t5 from '../../docs/05-counting-and-memory.ts';
+import * as t6 from '../../docs/06-peft-interop.ts';
 
 /** Quick mode, output collected (printed only when a test fails). */
 async function quick<C>(main: (o: { quick: boolean; log: (line: string) => void }) => Promise<C>): Promise<{ claims: C; out: string }> {
@@ -44,6 +47,60 @@ describe('tutorial 2: building a transformer', () => {
     assert.equal(c.samplingReproduces, true, 'same seed, same sample');
     assert.equal(c.gpt2SmallParameters, 124_439_808);
     assert.equal(c.llama7bParameters, 6_738_415_616);
+  });
+});
+
+describe('tutorial 3: LoRA fine-tuning end to end', () => {
+  test('pre-train, LoRA vs full fine-tune, save, reload bit-exact, merge, generate', async () => {
+    const { claims: c, out } = await quick(t3.main);
+    assert.ok(c.pretrainFiles > 400, `${c.pretrainFiles} pre-training files`);
+    assert.deepEqual(c.humorFiles, ['cr01', 'cr02', 'cr03', 'cr04', 'cr05', 'cr06', 'cr07', 'cr08', 'cr09']);
+    assert.ok(c.pretrainValLoss.after < c.pretrainValLoss.before - 1, `pre-training ${JSON.stringify(c.pretrainValLoss)}\n${out}`);
+    assert.match(c.trainableLine, /^trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}$/);
+    assert.ok(c.lora.trainable < c.full.trainable / 2, 'LoRA trains a fraction of the weights');
+    assert.ok(c.lora.valAfter < c.lora.valBefore, `LoRA lowers the held-out genre's loss: ${c.lora.valBefore} -> ${c.lora.valAfter}\n${out}`);
+    assert.ok(c.full.valAfter < c.lora.valBefore, 'so does full fine-tuning');
+    assert.ok(Math.abs(c.full.valAfter - c.lora.valAfter) < 0.25, `similar losses: LoRA ${c.lora.valAfter}, full ${c.full.valAfter}`);
+    assert.ok(c.loraTrainingStateBytes * 2 < c.full.trainingStateBytes);
+    assert.ok(c.adapterBytes * 2 < c.checkpointBytes, `adapter ${c.adapterBytes} B vs checkpoint ${c.checkpointBytes} B`);
+    assert.equal(c.reloadMaxDiff, 0, 'a reloaded adapter reproduces the logits bit-exactly');
+    assert.ok(c.mergeMaxDiff < 1e-4, `merged vs unmerged ${c.mergeMaxDiff}`);
+    assert.ok(c.baseSample.startsWith('He said ') && c.tunedSample.startsWith('He said '));
+    assert.notEqual(c.baseSample, c.tunedSample);
+  });
+});
+
+describe('tutorial 5: counting and memory', () => {
+  test("PEFT's gpt2 line, savings table, llama-7b full vs LoRA", async () => {
+    const { claims: c, out } = await quick(t5.main);
+    assert.equal(c.gpt2Line, 'trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364', out);
+    assert.deepEqual(c.gpt2Savings, { fullParams: 24 * 768 * 768, loraParams: 294_912, rows: 24 });
+    assert.equal(c.llama.full.trainable, 6_738_415_616);
+    assert.equal(c.llama.lora.trainable, 32 * 2 * 8 * (4096 + 4096));
+    assert.ok(c.llama.lora.totalBytes < c.llama.full.totalBytes / 2, `${c.llama.lora.totalBytes} vs ${c.llama.full.totalBytes}`);
+    assert.ok(c.llama.full.activations > 0 && c.llama.lora.activations >= c.llama.full.activations);
+    const at = (targets: string, r: number): number => c.sweep.find((s) => s.targets === targets && s.r === r)!.params;
+    assert.equal(at('q,v', 16), 2 * at('q,v', 8), 'cost is linear in r');
+    assert.equal(at('q,k,v,o', 8), 2 * at('q,v', 8));
+    assert.ok(at('all-linear', 8) > at('q,k,v,o', 8));
+  });
+});
+
+describe('tutorial 6: PEFT interop', () => {
+  test('PEFT files, HF key layout, round trip, an adapter PEFT wrote', async () => {
+    const { claims: c, out } = await quick(t6.main);
+    assert.deepEqual(c.files, ['adapter_config.json', 'adapter_model.safetensors'], out);
+    assert.equal(c.config.peft_type, 'LORA');
+    assert.equal(c.config.r, 4);
+    assert.deepEqual(c.config.target_modules, ['q_proj', 'v_proj']);
+    assert.ok(c.adapterKeys.includes('base_model.model.layers.0.self_attn.q_proj.lora_A.weight'));
+    assert.ok(c.hfKeys.includes('base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'));
+    assert.equal(c.adapterKeys.length, 8);
+    assert.equal(c.roundTripMaxDiff, 0, 'PEFT-format round trip is exact');
+    if (c.pytorch) {
+      assert.ok(c.pytorch.maxDiff < 1e-4, `vs PyTorch ${c.pytorch.maxDiff}`);
+      assert.ok(Math.abs(c.pytorch.loss - c.pytorch.expectedLoss) < 1e-4);
+    }
   });
 });
 
