@@ -1,5 +1,5 @@
 import {
-  add, matmul, mul, noGrad, reshape, sub, tidy, type Tensor,
+  add, matmul, mul, noGrad, release, reshape, sub, tidy, type Tensor,
 } from '@lowrank/core';
 import {
   Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
@@ -155,10 +155,20 @@ export class LoraLinear extends Module {
     if (adapters.length === 0) return y;
     const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]); // [..., in] -> [N, in]
     for (const name of adapters) {
-      const h = matmul(this.loraDropout.get(name).forward(x2), this.loraA.get(name).weight, { transposeB: true }); // [N, r]
-      const d = mul(matmul(h, this.loraB.get(name).weight, { transposeB: true }), this.scaling[name]); // [N, out]
-      y = add(y, x.rank === 2 ? d : reshape(d, y.shape)); // [..., out]
+      const xd = this.loraDropout.get(name).forward(x2);
+      const h = matmul(xd, this.loraA.get(name).weight, { transposeB: true }); // [N, r]
+      // NOTE: scale the small [N, r] tensor, not the [N, out] one.
+      const hs = mul(h, this.scaling[name]);
+      const d = matmul(hs, this.loraB.get(name).weight, { transposeB: true }); // [N, out]
+      const d2 = x.rank === 2 ? d : reshape(d, y.shape); // [..., out]
+      const sum = add(y, d2);
+      // Intermediates go as soon as no backward reads them: only x (for dA) and h*s (for dB) stay.
+      release(h, hs, d, y);
+      if (d2 !== d) release(d2);
+      if (xd !== x2) release(xd);
+      y = sum;
     }
+    if (x2 !== x) release(x2);
     return y;
   }
 

@@ -1,6 +1,6 @@
 import {
   Tensor, add, concat, dropout, embedding, gelu, keep, layerNorm, matmul, mul, narrow, neg, permute, reshape,
-  rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
+  release, rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
 } from '@lowrank/core';
 import { Module } from './module.ts';
 import { kaimingUniform_, normal_, uniform_ } from './init.ts';
@@ -40,8 +40,16 @@ export class Linear extends Module {
     const lead = x.shape.slice(0, -1);
     const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]); // [..., in] -> [N, in]
     let y = matmul(x2, this.weight, { transposeB: true }); // [N, out]
-    if (this.bias) y = add(y, this.bias);
-    return x.rank === 2 ? y : reshape(y, [...lead, this.outFeatures]); // [N, out] -> [..., out]
+    if (this.bias) {
+      const biased = add(y, this.bias);
+      release(y);
+      y = biased;
+    }
+    if (x2 !== x) release(x2);
+    if (x.rank === 2) return y;
+    const out = reshape(y, [...lead, this.outFeatures]); // [N, out] -> [..., out]
+    release(y);
+    return out;
   }
 }
 
@@ -154,9 +162,20 @@ export class MLP extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const h = this.act.forward(this.upProj.forward(x)); // [B, T, hidden]
-    return this.dropout.forward(this.downProj.forward(h)); // [B, T, dim]
+    const u = this.upProj.forward(x); // [B, T, hidden]
+    const h = this.act.forward(u);
+    release(u);
+    const d = this.downProj.forward(h); // [B, T, dim]
+    release(h);
+    return dropOwned(this.dropout, d);
   }
+}
+
+/** Dropout of a tensor the caller made and hands over: the undropped one is released. */
+function dropOwned(drop: Dropout, x: Tensor): Tensor {
+  const y = drop.forward(x);
+  if (y !== x) release(x);
+  return y;
 }
 
 /**
@@ -181,8 +200,15 @@ export class SwiGLUMLP extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    const h = mul(this.act.forward(this.gateProj.forward(x)), this.upProj.forward(x)); // [B, T, hidden]
-    return this.dropout.forward(this.downProj.forward(h)); // [B, T, dim]
+    const g = this.gateProj.forward(x); // [B, T, hidden]
+    const s = this.act.forward(g);
+    release(g);
+    const u = this.upProj.forward(x);
+    const h = mul(s, u); // [B, T, hidden]
+    release(s, u);
+    const d = this.downProj.forward(h); // [B, T, dim]
+    release(h);
+    return dropOwned(this.dropout, d);
   }
 }
 
@@ -337,25 +363,35 @@ export class CausalSelfAttention extends Module {
     const H = this.nHead;
     const D = this.headDim;
     const past = opts.kvCache?.length ?? 0;
-    const heads = (t: Tensor): Tensor => permute(reshape(t, [B, T, H, D]), [0, 2, 1, 3]); // [B, T, H*D] -> [B, H, T, D]
-    let q = heads(this.qProj.forward(x));
-    let k = heads(this.kProj.forward(x));
-    const v0 = heads(this.vProj.forward(x));
+    const heads = (proj: Module & { forward(t: Tensor): Tensor }): Tensor => {
+      const p = proj.forward(x); // [B, T, H*D]
+      const r = reshape(p, [B, T, H, D]);
+      const h = permute(r, [0, 2, 1, 3]); // [B, H, T, D]
+      release(p, r);
+      return h;
+    };
+    let q = heads(this.qProj);
+    let k = heads(this.kProj);
+    let v = heads(this.vProj);
     if (this.rope) {
       const { cos, sin } = ropeCosSin(D, this.blockSize, this.ropeTheta, x.backend.name);
       const c = narrow(cos, 0, past, T); // [T, D] at positions past..past+T-1
       const s = narrow(sin, 0, past, T);
-      q = applyRope(q, c, s);
-      k = applyRope(k, c, s);
+      const [qr, kr] = [applyRope(q, c, s), applyRope(k, c, s)];
+      release(q, k, c, s);
+      [q, k] = [qr, kr];
     }
-    let v = v0;
-    if (opts.kvCache) {
-      const full = opts.kvCache.update(opts.layerIndex ?? 0, k, v); // [B, H, past + T, D]
-      k = full.k;
-      v = full.v;
-    }
+    // The cache keeps k and v (the first step stores these very tensors), so only release them without one.
+    const own = !opts.kvCache;
+    if (opts.kvCache) ({ k, v } = opts.kvCache.update(opts.layerIndex ?? 0, k, v)); // [B, H, past + T, D]
     const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D]
-    const merged = reshape(permute(y, [0, 2, 1, 3]), [B, T, H * D]); // [B, H, T, D] -> [B, T, H*D]
-    return this.residDropout.forward(this.oProj.forward(merged)); // [B, T, C]
+    release(q);
+    if (own) release(k, v);
+    const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
+    const merged = reshape(t, [B, T, H * D]); // [B, T, H*D]
+    release(y, t);
+    const o = this.oProj.forward(merged); // [B, T, C]
+    release(merged);
+    return dropOwned(this.residDropout, o);
   }
 }

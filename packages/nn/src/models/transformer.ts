@@ -1,5 +1,5 @@
 import {
-  Rng, Tensor, add, arange, crossEntropy, globalRng, narrow, noGrad, tensor, tidy, type NestedArray,
+  Rng, Tensor, add, arange, crossEntropy, globalRng, narrow, noGrad, release, tensor, tidy, type NestedArray,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import {
@@ -123,9 +123,16 @@ export class Block extends Module {
   }
 
   forward(x: Tensor, kvCache?: KVCache, layerIndex = 0): Tensor {
-    const a = this.selfAttn.forward(this.inputLayernorm.forward(x), { kvCache, layerIndex }); // [B, T, C]
+    // Each intermediate is released once made use of: it lives on only while a backward still reads it.
+    const n1 = this.inputLayernorm.forward(x);
+    const a = this.selfAttn.forward(n1, { kvCache, layerIndex }); // [B, T, C]
     const h = add(x, a);
-    return add(h, this.mlp.forward(this.postAttentionLayernorm.forward(h))); // [B, T, C]
+    release(n1, a);
+    const n2 = this.postAttentionLayernorm.forward(h);
+    const m = this.mlp.forward(n2);
+    const out = add(h, m); // [B, T, C]
+    release(h, n2, m);
+    return out;
   }
 }
 
@@ -196,19 +203,31 @@ export class TransformerLM extends Module {
     }
     let x = this.embedTokens.forward(ids); // [B, T, C]
     if (this.embedPositions) {
-      const pos = narrow(arange(this.config.blockSize, { dtype: 'int32', backend: ids.backend.name }), 0, past, T); // [T]
-      x = add(x, this.embedPositions.forward(pos)); // [B, T, C] + [T, C]
+      const all = arange(this.config.blockSize, { dtype: 'int32', backend: ids.backend.name });
+      const pos = narrow(all, 0, past, T); // [T]
+      const p = this.embedPositions.forward(pos); // [T, C]
+      const summed = add(x, p); // [B, T, C] + [T, C]
+      release(x, p, all, pos);
+      x = summed;
     }
-    x = this.drop.forward(x);
+    x = this.replace(x, this.drop.forward(x));
     let i = 0;
-    for (const block of this.layers) x = block.forward(x, opts.kvCache, i++); // [B, T, C]
+    for (const block of this.layers) x = this.replace(x, block.forward(x, opts.kvCache, i++)); // [B, T, C]
     if (opts.kvCache) opts.kvCache.length += T;
-    const logits = this.lmHead.forward(this.norm.forward(x)); // [B, T, vocab]
+    const n = this.replace(x, this.norm.forward(x));
+    const logits = this.lmHead.forward(n); // [B, T, vocab]
+    release(n);
     if (!opts.targets) return { logits };
     if (opts.targets.shape[0] !== B || opts.targets.shape[1] !== T) {
       throw new Error(`TransformerLM.forward: targets ${opts.targets.describe()} must match ids [${B}, ${T}]`);
     }
     return { logits, loss: crossEntropy(logits, opts.targets, { ignoreIndex: -100 }) };
+  }
+
+  /** Releases an intermediate the forward pass made once its successor exists. */
+  private replace(prev: Tensor, next: Tensor): Tensor {
+    if (next !== prev) release(prev);
+    return next;
   }
 
   /**
