@@ -78,7 +78,8 @@ describe('tutorial 5: counting and memory', () => {
     assert.equal(c.llama.full.trainable, 6_738_415_616);
     assert.equal(c.llama.lora.trainable, 32 * 2 * 8 * (4096 + 4096));
     assert.ok(c.llama.lora.totalBytes < c.llama.full.totalBytes / 2, `${c.llama.lora.totalBytes} vs ${c.llama.full.totalBytes}`);
-    assert.ok(c.llama.full.activations > 0 && c.llama.lora.activations >= c.llama.full.activations);
+    assert.ok(c.llama.full.activations > 0 && c.llama.lora.activations > 0);
+    assert.ok(c.llama.lora.totalBytes - c.llama.lora.activations < 0.3 * (c.llama.full.totalBytes - c.llama.full.activations));
     const at = (targets: string, r: number): number => c.sweep.find((s) => s.targets === targets && s.r === r)!.params;
     assert.equal(at('q,v', 16), 2 * at('q,v', 8), 'cost is linear in r');
     assert.equal(at('q,k,v,o', 8), 2 * at('q,v', 8));
