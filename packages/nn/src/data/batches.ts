@@ -1,3 +1,5 @@
+import { Rng } from '@lowrank/core';
+
 /**
  * A source of uniform 32-bit random integers. `Xoshiro128` is the default; any
  * object with `nextUint32()` (such as the core engine's `Rng`) plugs in.
@@ -8,63 +10,30 @@ export interface RandomSource {
 }
 
 /**
- * Seeded xoshiro128** generator with savable state, for reproducible and resumable batches.
- * Seeded with splitmix32 like the core engine's `Rng`, so equal seeds give equal streams.
+ * The core engine's seeded xoshiro128** generator, with a 4-word state (the
+ * sampler draws integers only, so the cached normal deviate is not part of it).
  *
  * @example const rng = new Xoshiro128(42); const s = rng.getState(); rng.nextUint32(); rng.setState(s);
  */
-export class Xoshiro128 implements RandomSource {
-  private readonly s = new Uint32Array(4);
-
+export class Xoshiro128 extends Rng implements RandomSource {
   constructor(seed = 0) {
     if (!Number.isFinite(seed)) throw new Error(`Xoshiro128: seed must be a finite number, got ${seed}`);
-    let x = seed >>> 0;
-    for (let i = 0; i < 4; i++) {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      this.s[i] = (z ^ (z >>> 16)) >>> 0;
-    }
-    if ((this.s[0] | this.s[1] | this.s[2] | this.s[3]) === 0) this.s[0] = 1;
-  }
-
-  /** @example new Xoshiro128(1).nextUint32() */
-  nextUint32(): number {
-    const s = this.s;
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
-  }
-
-  /** Uniform float in `[0, 1)`. @example new Xoshiro128(1).random() */
-  random(): number {
-    return this.nextUint32() / 4294967296;
+    super(seed);
   }
 
   /** The four 32-bit state words; JSON-safe. @example const saved = rng.getState() */
-  getState(): number[] {
-    return Array.from(this.s);
+  override getState(): number[] {
+    return super.getState().slice(0, 4);
   }
 
   /** Restores a state from `getState()`. @example rng.setState(saved) */
-  setState(state: readonly number[]): void {
+  override setState(state: readonly number[]): void {
     if (state.length !== 4 || !state.every((v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff)) {
       throw new Error(`Xoshiro128.setState: expected 4 uint32 numbers, got ${JSON.stringify(state)}`);
     }
     if (state.every((v) => v === 0)) throw new Error('Xoshiro128.setState: the all-zero state is invalid');
-    this.s.set(state);
+    super.setState([...state, NaN]);
   }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
 /**
