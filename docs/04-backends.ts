@@ -105,7 +105,7 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
 
   // #region back
   model.to('cpu'); // and back; gradients left on the gpu are freed
-  for (const p of model.parameters()) dispose(optimizer.getState(p)); // AdamW's moments, still on the gpu
+  optimizer.dispose(); // AdamW's moments, still on the gpu
   const { liveTensors, liveBytes } = memory('gpu');
   log(`gpu after moving back: ${liveTensors} live tensors, ${liveBytes} bytes`);
   // #endregion

@@ -116,3 +116,17 @@ describe('optimizers', () => {
     assert.equal(now.liveBytes, before.liveBytes);
   });
 });
+
+test('Optimizer.dispose frees every state buffer and the next step starts afresh', () => {
+  const p = tensor([[0.5, -1.5], [2, 0.25]], { requiresGrad: true });
+  const opt = new AdamW([p], { lr: 0.1 });
+  p.grad = tensor([[0.1, 0.2], [-0.3, 0.4]]);
+  opt.step();
+  assert.ok(opt.getState(p));
+  const before = memory().liveTensors;
+  opt.dispose();
+  assert.equal(opt.getState(p), undefined);
+  assert.equal(memory().liveTensors, before - 2);
+  opt.step();
+  assert.equal(opt.getState(p)?.step, 1);
+});

@@ -96,6 +96,15 @@ export abstract class Optimizer<H extends BaseHyper> {
     return this.state.get(p);
   }
 
+  /**
+   * Frees every state buffer (the moments of Adam, SGD's momentum); the next
+   * step starts afresh. @example opt.dispose()
+   */
+  dispose(): void {
+    for (const s of this.state.values()) for (const v of Object.values(s)) if (v instanceof Tensor) v.dispose();
+    this.state.clear();
+  }
+
   /** A copy of every group's hyperparameters and every buffer. @example const saved = opt.stateDict() */
   stateDict(): OptimizerStateDict {
     const groups: OptimizerStateDict['groups'] = [];
@@ -146,8 +155,7 @@ export abstract class Optimizer<H extends BaseHyper> {
     sd.groups.forEach((g, i) => {
       this.paramGroups[i].hyper = { ...this.paramGroups[i].hyper, ...(g.hyper as unknown as Partial<H>) };
     });
-    for (const s of this.state.values()) for (const v of Object.values(s)) if (v instanceof Tensor) v.dispose();
-    this.state.clear();
+    this.dispose();
     for (const [key, s] of Object.entries(sd.state)) {
       const p = all[Number(key)];
       const out: ParamState = {};
