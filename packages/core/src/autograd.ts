@@ -31,6 +31,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn recording a graph even inside `noGrad` (checkpointing reruns a forward during backward). */
+export function withGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
 /** Whether an op on these inputs must record a node. */
 export function needsGraph(inputs: readonly Tensor[]): boolean {
   if (!gradEnabled) return false;

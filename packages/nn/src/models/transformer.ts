@@ -1,5 +1,6 @@
 import {
-  Rng, Tensor, add, arange, crossEntropy, globalRng, narrow, noGrad, release, tensor, tidy, type NestedArray,
+  Rng, Tensor, add, arange, checkpoint, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, release, tensor, tidy,
+  type NestedArray,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import {
@@ -151,6 +152,8 @@ export class TransformerLM extends Module {
   layers: ModuleList<Block>;
   norm: LayerNorm | RMSNorm;
   lmHead: Linear;
+  /** See `gradientCheckpointingEnable()`. */
+  gradientCheckpointing = false;
 
   constructor(config: TransformerConfigInput, opts: ModelOptions = {}) {
     super();
@@ -212,7 +215,14 @@ export class TransformerLM extends Module {
     }
     x = this.replace(x, this.drop.forward(x));
     let i = 0;
-    for (const block of this.layers) x = this.replace(x, block.forward(x, opts.kvCache, i++)); // [B, T, C]
+    const recompute = this.gradientCheckpointing && this.training && !opts.kvCache && isGradEnabled();
+    for (const block of this.layers) {
+      const layer = i++;
+      const next = recompute
+        ? checkpoint((h) => block.forward(h), [x]) // keeps only x; the block reruns in backward
+        : block.forward(x, opts.kvCache, layer);
+      x = this.replace(x, next); // [B, T, C]
+    }
     if (opts.kvCache) opts.kvCache.length += T;
     const n = this.replace(x, this.norm.forward(x));
     const logits = this.lmHead.forward(n); // [B, T, vocab]
@@ -222,6 +232,23 @@ export class TransformerLM extends Module {
       throw new Error(`TransformerLM.forward: targets ${opts.targets.describe()} must match ids [${B}, ${T}]`);
     }
     return { logits, loss: crossEntropy(logits, opts.targets, { ignoreIndex: -100 }) };
+  }
+
+  /**
+   * Recompute each block's activations during backward instead of keeping
+   * them (Hugging Face's `gradient_checkpointing_enable()`): activation memory
+   * drops to one block's worth plus each block's input, for about one more
+   * forward pass of compute. Applies in training mode only.
+   * @example model.gradientCheckpointingEnable();
+   */
+  gradientCheckpointingEnable(): this {
+    this.gradientCheckpointing = true;
+    return this;
+  }
+
+  gradientCheckpointingDisable(): this {
+    this.gradientCheckpointing = false;
+    return this;
   }
 
   /** Releases an intermediate the forward pass made once its successor exists. */
