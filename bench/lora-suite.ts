@@ -104,8 +104,8 @@ async function attempt<T extends WorkerResult>(kind: T['kind'], args: readonly s
 }
 
 /** Peak tensor bytes of a full and a LoRA step of `size`, on the meta backend, in this process. */
-async function accountingFor(size: SizeName, data: string, seed: number): Promise<AccountingRow> {
-  const args = ['--backend', 'meta', '--size', size, '--data', data, '--seed', String(seed)];
+async function accountingFor(size: SizeName, data: string, seed: number, checkpointing = false): Promise<AccountingRow> {
+  const args = ['--backend', 'meta', '--size', size, '--data', data, '--seed', String(seed), ...(checkpointing ? ['--checkpointing'] : [])];
   const quiet = async (mode: 'full' | 'lora'): Promise<TrainResult | Failed> => {
     try {
       return await trainRun(mode, args, () => {});
@@ -121,7 +121,7 @@ async function accountingFor(size: SizeName, data: string, seed: number): Promis
   const e = expected(w.config, w.batchSize, { r: LORA.r, targets: LORA.targets });
   const state = (r: TrainResult | null): number | null => (r ? r.weightBytes + r.gradientBytes + r.optimizerStateBytes : null);
   return {
-    size, backend: 'meta', fullPeakBytes: f?.peakTensorBytes ?? null, loraPeakBytes: l?.peakTensorBytes ?? null,
+    size, backend: 'meta', checkpointing, fullPeakBytes: f?.peakTensorBytes ?? null, loraPeakBytes: l?.peakTensorBytes ?? null,
     ratio: f && l ? l.peakTensorBytes / f.peakTensorBytes : null, fullStateBytes: state(f), loraStateBytes: state(l),
     theory: e.memoryRatio, error: failed(full) ? full.error : failed(lora) ? lora.error : null,
   };
@@ -164,6 +164,7 @@ export async function runSuite(o: SuiteOptions): Promise<{ report: SuiteReport; 
     w3 = await attempt<W3Result>('w3', ['--mode', 'w3', ...common, '--reps', String(o.reps), '--warmup', String(o.w3Warmup)], 'w3');
     say('[5/5] peak tensor bytes of a step on the meta backend (accounting, no compute)');
     for (const s of [...new Set<SizeName>([o.size, 'large'])]) accounting.push(await accountingFor(s, data, o.seed));
+    accounting.push(await accountingFor('large', data, o.seed, true));
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -5,6 +5,7 @@
  *
  *   node --import tsx bench/w2-worker.ts --mode full|lora|w3 [--size w2] [--backend cpu]
  *        [--steps 20] [--warmup 3] [--reps 50] [--seed 0] [--data ids.bin | --vocab 65]
+ *        [--checkpointing]  (TransformerLM.gradientCheckpointingEnable(): recompute block activations in backward)
  *
  * Train modes time `warmup` untimed then `steps` timed training steps (each in
  * `tidy`: upload the batch, forward, backward, AdamW; the timed region ends by
@@ -88,6 +89,7 @@ export async function trainRun(
   const t0 = performance.now();
   manualSeed(seed);
   const base = new TransformerLM(w.config, { backend });
+  if (flag(args, 'checkpointing')) base.gradientCheckpointingEnable();
   const trainee = mode === 'full' ? fullTrainee(base) : await (await loadLoraMode()).loraTrainee(base);
   const { model } = trainee;
   model.train();
