@@ -54,10 +54,12 @@ describe('npm run bench (the default lora suite), tiny mode', () => {
       assert.deepEqual(report.w3.rows.map((r) => r.name), ['base', 'lora unmerged', 'lora merged', 'merged + unloaded']);
       assert.ok(report.w3.mergedMaxAbsDiff !== null && report.w3.mergedMaxAbsDiff < 1e-3);
     }
-    assert.equal(report.targets.length, 5);
+    assert.equal(report.targets.length, 6);
+    assert.ok(report.targets.some((t) => t.name.includes('gradient checkpointing') && t.measured !== 'n/a'));
     const step = report.rows.find((r) => r.metric.startsWith('step time'));
     assert.ok(step && step.ratio !== null && step.theory !== null && step.theory > 0 && step.theory < 1);
-    assert.ok(report.accounting.some((a) => a.size === 'large' && a.ratio !== null));
+    assert.ok(report.accounting.some((a) => a.size === 'large' && !a.checkpointing && a.ratio !== null));
+    assert.ok(report.accounting.some((a) => a.size === 'large' && a.checkpointing && a.ratio !== null));
 
     const md = readFileSync(join(dir, 'report.md'), 'utf8');
     for (const h of ['# LoRA vs full fine-tuning', '## Training step: full vs LoRA', '## Targets', '## W3: inference latency', '![full vs LoRA](chart.svg)']) {
