@@ -8,6 +8,13 @@ import * as attn from './attention.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
+/** The last four entries of `v`, padded in front with `fill`. */
+function pad4(v: readonly number[], fill: number): [number, number, number, number] {
+  const out: [number, number, number, number] = [fill, fill, fill, fill];
+  for (let i = 0; i < v.length; i++) out[4 - v.length + i] = v[i];
+  return out;
+}
+
 /** Whether `inner` equals the trailing axes of `outer` (ignoring leading 1s). */
 function isSuffix(inner: Shape, outer: Shape): boolean {
   let i = inner.length - 1;
@@ -309,6 +316,22 @@ export class CpuBackend implements Backend {
   strided(x: Arr, outShape: Shape, strides: readonly number[], offset: number): Arr {
     const out = x instanceof Int32Array ? new Int32Array(sizeOf(outShape)) : new this.F(sizeOf(outShape));
     if (out.length === 0) return out;
+    if (outShape.length <= 4) {
+      // Up to 4-D (every permute in a transformer): plain nested loops, no odometer callbacks.
+      const [n0, n1, n2, n3] = pad4(outShape, 1);
+      const [s0, s1, s2, s3] = pad4(strides, 0);
+      let o = 0;
+      for (let a = 0; a < n0; a++) {
+        for (let b = 0; b < n1; b++) {
+          for (let c = 0; c < n2; c++) {
+            const base = offset + a * s0 + b * s1 + c * s2;
+            if (s3 === 1) for (let d = 0; d < n3; d++) out[o++] = x[base + d];
+            else for (let d = 0; d < n3; d++) out[o++] = x[base + d * s3];
+          }
+        }
+      }
+      return out;
+    }
     const cols = outShape[outShape.length - 1] ?? 1;
     const cs = strides[strides.length - 1] ?? 0;
     forEachRow(outShape, [strides], (row, [xo]) => {
