@@ -1,6 +1,7 @@
 // Tutorial 5: counting parameters and memory. Run: node --import tsx docs/05-counting-and-memory.ts
 // Everything here runs on the shapes-only `meta` backend: no weights are allocated.
 // The page docs/05-counting-and-memory.md quotes the #region blocks below (npm run docs:sync).
+import { memory, randint, resetPeak, tidy } from '@lowrank/core';
 import { TransformerLM, gpt2Small, llama7b } from '@lowrank/nn';
 import {
   estimateMemory, formatBytes, getPeftModel, renderMemoryTable, renderSavingsTable, savingsTable, type TargetModules,
@@ -17,6 +18,8 @@ export interface Claims {
   };
   /** Trainable LoRA parameters of llama-7b by target set and rank. */
   sweep: { targets: string; r: number; params: number }[];
+  /** Bytes a LoRA training step of gpt2-small adds on top of the weights, without and with gradient checkpointing. */
+  stepBytes: { plain: number; checkpointed: number };
 }
 
 export async function main(opts: TutorialOptions): Promise<Claims> {
@@ -63,12 +66,30 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
   }
   // #endregion
 
+  // #region checkpointing
+  const stepBytes = (checkpointed: boolean): number => tidy(() => {
+    const model = new TransformerLM(gpt2Small(), { backend: 'meta' });
+    if (checkpointed) model.gradientCheckpointingEnable(); // recompute each block in backward
+    const adapted = getPeftModel(model, lora);
+    const ids = randint(0, 50257, [1, 512], { backend: 'meta' });
+    resetPeak('meta');
+    const before = memory('meta').liveBytes;
+    adapted.forward(ids, { targets: ids }).loss!.backward();
+    return memory('meta').peakBytes - before; // activations + adapter gradients, at their peak
+  });
+  const plain = stepBytes(false);
+  const checkpointed = stepBytes(true);
+  log(`gpt2-small LoRA step, batch 1 x 512: ${formatBytes(plain)} on top of the weights; ` +
+    `${formatBytes(checkpointed)} with gradient checkpointing`);
+  // #endregion
+
   const pick = (e: typeof full) => ({ trainable: e.trainableParams, total: e.totalParams, totalBytes: e.total, activations: e.activations });
   return {
     gpt2Line,
     gpt2Savings: { fullParams: table.totals.fullParams, loraParams: table.totals.loraParams, rows: table.rows.length },
     llama: { full: pick(full), lora: pick(adapted) },
     sweep,
+    stepBytes: { plain, checkpointed },
   };
 }
 

@@ -84,6 +84,7 @@ describe('tutorial 5: counting and memory', () => {
     assert.equal(at('q,v', 16), 2 * at('q,v', 8), 'cost is linear in r');
     assert.equal(at('q,k,v,o', 8), 2 * at('q,v', 8));
     assert.ok(at('all-linear', 8) > at('q,k,v,o', 8));
+    assert.ok(c.stepBytes.checkpointed < 0.6 * c.stepBytes.plain, JSON.stringify(c.stepBytes));
   });
 });
 
