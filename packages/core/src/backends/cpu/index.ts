@@ -2,6 +2,7 @@ import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceO
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { gemm } from './gemm.ts';
+import { geluGradWasm, geluWasm } from './wasm-activations.ts';
 import { gemmWasm, WASM_GEMM_MIN_MACS } from './wasm-gemm.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
@@ -131,6 +132,7 @@ export class CpuBackend implements Backend {
     const out = new this.F(size);
     // The hot activations get loops of their own: a call through the table per element is several times slower.
     if (op === 'gelu') {
+      if (x instanceof Float32Array && out instanceof Float32Array && geluWasm(x.subarray(0, size), out)) return out;
       for (let i = 0; i < size; i++) {
         const v = x[i];
         // NOTE: 0.5 (1 + tanh(u)) = sigmoid(2u); exp is much cheaper than tanh in V8.
@@ -150,6 +152,8 @@ export class CpuBackend implements Backend {
   unaryGrad(op: UnaryOp, x: FArr | null, y: FArr | null, dy: FArr, size: number): FArr {
     const out = new this.F(size);
     if (op === 'gelu' && x) {
+      if (x instanceof Float32Array && dy instanceof Float32Array && out instanceof Float32Array
+        && geluGradWasm(x.subarray(0, size), dy, out)) return out;
       for (let i = 0; i < size; i++) out[i] = dy[i] * geluGrad(x[i]);
       return out;
     }
