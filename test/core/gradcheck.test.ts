@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
   add, concat, crossEntropy, div, dropout, embedding, exp, expand, gather, gelu, gradcheck, indexSelect, layerNorm, log,
-  logSoftmax, manualSeed, maskedFill, matmul, max, mean, mul, narrow, neg, permute, pow, relu, reshape, rmsNorm,
+  linear, logSoftmax, manualSeed, maskedFill, matmul, max, mean, mul, narrow, neg, permute, pow, relu, reshape, rmsNorm,
   scaledDotProductAttention, sigmoid, silu, slice, softmax, split, sqrt, stack, sub, sum, tanh, tensor, transpose,
   variance, view, where, type Tensor,
 } from '@lowrank/core';
@@ -93,6 +93,14 @@ describe('gradcheck: matmul', () => {
       const bShape = [...bb, ...(transposeB ? [n, k] : [k, n])];
       check((a, b) => matmul(a, b, { transposeA, transposeB }), [randTensor(aShape, seed), randTensor(bShape, seed + 1)]);
     }), { numRuns: 30 });
+  });
+  test('linear: x W^T + b over any leading axes, with and without a bias', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), broadcastPair, fc.boolean(), seedArb,
+      (inF, out, [lead], withBias, seed) => {
+        const inputs = [randTensor([...lead, 2, inF], seed), randTensor([out, inF], seed + 1)];
+        if (withBias) inputs.push(randTensor([out], seed + 2));
+        check((x, w, b) => linear(x, w, b ?? null), inputs);
+      }), { numRuns: 25 });
   });
   test('every flag combination at least once on a rank-3 x rank-2 product', () => {
     for (const transposeA of [false, true]) {

@@ -40,8 +40,12 @@ export interface Kernels<D = unknown> {
   where(cond: D, cShape: Shape, a: D, aShape: Shape, b: D, bShape: Shape, outShape: Shape): D;
   /** Reduces `axes` (sorted, unique) away; the output is row-major over the kept axes. */
   reduce(op: ReduceOp, x: D, shape: Shape, axes: readonly number[]): D;
-  /** Batched op(a) @ op(b); batch dims broadcast; transposes read in place, never copied. */
-  matmul(a: D, aShape: Shape, b: D, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): D;
+  /**
+   * Batched op(a) @ op(b); batch dims broadcast; transposes read in place, never
+   * copied. A bias (length = the output's last dim) is added to every row: a
+   * Linear layer in one kernel.
+   */
+  matmul(a: D, aShape: Shape, b: D, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias?: D | null): D;
   /** out[i] = x[offset + sum(i_k * strides_k)] over outShape: transpose, permute, slice, expand. */
   strided(x: D, outShape: Shape, strides: readonly number[], offset: number): D;
   /** The adjoint of `strided`: zeros(outSize), then out[offset + sum(i_k * strides_k)] += dy[i]. */

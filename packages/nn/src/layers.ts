@@ -1,6 +1,6 @@
 import {
   Tensor, add, concat, dropout, embedding, gelu, keep, layerNorm, matmul, mul, narrow, neg, permute, reshape,
-  release, rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
+  linear, release, rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
 } from '@lowrank/core';
 import { Module } from './module.ts';
 import { kaimingUniform_, normal_, uniform_ } from './init.ts';
@@ -36,20 +36,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    // NOTE: fold leading axes into rows, so dW is one [out, N] @ [N, in] gemm, not a batch of them summed.
-    const lead = x.shape.slice(0, -1);
-    const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]); // [..., in] -> [N, in]
-    let y = matmul(x2, this.weight, { transposeB: true }); // [N, out]
-    if (this.bias) {
-      const biased = add(y, this.bias);
-      release(y);
-      y = biased;
-    }
-    if (x2 !== x) release(x2);
-    if (x.rank === 2) return y;
-    const out = reshape(y, [...lead, this.outFeatures]); // [N, out] -> [..., out]
-    release(y);
-    return out;
+    return linear(x, this.weight, this.bias); // [..., in] -> [..., out], bias added in the matmul kernel
   }
 }
 

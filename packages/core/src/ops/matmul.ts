@@ -1,7 +1,9 @@
-import { attach } from '../autograd.ts';
+import { attach, release } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { broadcastShapes, fmt } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
+import { sum } from './reduce.ts';
+import { reshape } from './shape.ts';
 import { backendOf, requireFloat, result } from './util.ts';
 
 export interface MatmulOptions {
@@ -47,4 +49,35 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
       () => matmul(dy, a, { transposeA: true, transposeB: true }),
     ];
   }, [a.requiresGrad && b, b.requiresGrad && a]);
+}
+
+/**
+ * F.linear: x @ W^T + b with W `[out, in]`, the bias added inside the matmul
+ * kernel. Leading axes of x fold into rows, so dW is one gemm.
+ * `linear(x, fc.weight, fc.bias)` maps [..., in] to [..., out].
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  requireFloat('linear', x, weight, ...(bias ? [bias] : []));
+  const be = backendOf('linear', x, weight, ...(bias ? [bias] : []));
+  const [out, inF] = weight.shape;
+  if (weight.rank !== 2 || x.rank < 1 || x.shape[x.rank - 1] !== inF) {
+    throw new Error(`linear: input ${fmt(x.shape)} does not fit weight ${fmt(weight.shape)} (expected [..., ${inF}] and [out, in])`);
+  }
+  if (bias && (bias.rank !== 1 || bias.shape[0] !== out)) {
+    throw new Error(`linear: bias ${fmt(bias.shape)} must have shape [${out}] for weight ${fmt(weight.shape)}`);
+  }
+  const lead = x.shape.slice(0, -1);
+  const x2 = x.rank === 2 ? x : reshape(x, [-1, inF]); // [..., in] -> [N, in]
+  const shape = [x2.shape[0], out];
+  const data = runKernel(be, 'matmul', shape, x2.data_, x2.shape, weight.data_, weight.shape, false, true, shape, bias?.data_ ?? null);
+  const y = attach('linear', result(be, data, shape), bias ? [x2, weight, bias] : [x2, weight], (dy) => [
+    () => matmul(dy, weight), // [N, out] @ [out, in]
+    () => matmul(dy, x2, { transposeA: true }), // [out, N] @ [N, in]: only when the weight trains
+    () => sum(dy, 0),
+  ], [x2.requiresGrad && weight, weight.requiresGrad && x2]);
+  if (x2 !== x) release(x2);
+  if (x.rank === 2) return y;
+  const r = reshape(y, [...lead, out]); // [N, out] -> [..., out]
+  release(y);
+  return r;
 }

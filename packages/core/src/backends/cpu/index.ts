@@ -285,7 +285,18 @@ export class CpuBackend implements Backend {
   private readonly batched: attn.BatchedMatmul = (a, aShape, b, bShape, ta, tb, out) =>
     this.matmul(a, aShape, b, bShape, ta, tb, out);
 
-  matmul(a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): FArr {
+  matmul(
+    a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: FArr | null = null,
+  ): FArr {
+    const out = this.product(a, aShape, b, bShape, transA, transB, outShape);
+    if (bias) {
+      const n = outShape[outShape.length - 1];
+      for (let o = 0; o < out.length; o += n) for (let c = 0; c < n; c++) out[o + c] += bias[c];
+    }
+    return out;
+  }
+
+  private product(a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): FArr {
     const r = outShape.length;
     const m = outShape[r - 2];
     const n = outShape[r - 1];

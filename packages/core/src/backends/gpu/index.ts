@@ -271,10 +271,14 @@ export class GpuBackend implements Backend {
     return this.run(src.reduce(this.gen(), op, shape, axes), [x]);
   }
 
-  matmul(a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): GpuData {
+  matmul(
+    a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
+    bias: GpuData | null = null,
+  ): GpuData {
     const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
-    if (k === 0) return this.zeros(sizeOf(outShape));
-    return this.run(src.matmul(this.gen(), aShape, bShape, transA, transB, outShape), [a, b]);
+    if (k === 0 && !bias) return this.zeros(sizeOf(outShape));
+    const spec = src.matmul(this.gen(), aShape, bShape, transA, transB, outShape, bias !== null);
+    return this.run(spec, bias ? [a, b, bias] : [a, b]);
   }
 
   strided(x: GpuData, outShape: Shape, strides: readonly number[], offset: number): GpuData {

@@ -174,7 +174,7 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
 }
 
 export function matmul(
-  g: CodeGen, aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
+  g: CodeGen, aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, withBias = false,
 ): KernelSpec {
   const r = outShape.length;
   const m = outShape[r - 2];
@@ -193,8 +193,9 @@ export function matmul(
   const nb = batch.length;
   const aAt = g.offset([...c.slice(0, nb), c[nb], 'p'], [...aBatch, sAm, sAk]);
   const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
-  const body = `${code}let acc = 0;\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
-  return spec(['a', 'b'], body, sizeOf(outShape), k);
+  const init = withBias ? `bias[${c[nb + 1]}]` : '0';
+  const body = `${code}let acc = ${init};\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
+  return spec(withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
 }
 
 export function strided(g: CodeGen, outShape: Shape, strides: readonly number[], offset: number): KernelSpec {
