@@ -1,7 +1,7 @@
 // Tutorial 6: PEFT interop. Run: node --import tsx docs/06-peft-interop.ts
 // The page docs/06-peft-interop.md quotes the #region blocks below (npm run docs:sync).
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,14 +58,13 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
 
   // #region hf-export
   // Hugging Face's LlamaForCausalLM nests the decoder under `model.`; our TransformerLM is that
-  // decoder with lm_head beside it. Renaming keys is all it takes to meet HF's layout.
+  // decoder with lm_head beside it. The adapter saves in that layout directly; the base weights
+  // are renamed the same way.
   const hf = join(dir, 'hf');
+  await peft.savePretrained(join(hf, 'adapter'), { layout: 'transformers' });
   const hfKey = (key: string): string => (key.startsWith('lm_head.') ? key : `model.${key}`);
   const weights: Record<string, RawTensor> = {};
   for (const [key, p] of Object.entries(baseWeights)) weights[hfKey(key)] = toRaw(p);
-  const adapter: Record<string, RawTensor> = {};
-  for (const [key, t] of tensors) adapter[key.replace('base_model.model.', 'base_model.model.model.')] = t;
-  await mkdir(join(hf, 'adapter'), { recursive: true });
   await writeFile(join(hf, 'model.safetensors'), encodeSafetensors(weights, { format: 'pt' }));
   await writeFile(join(hf, 'config.json'), JSON.stringify({
     architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'float32',
@@ -75,9 +74,8 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
     rope_theta: config.ropeTheta, hidden_act: 'silu', tie_word_embeddings: config.tieWordEmbeddings,
     attention_bias: false, mlp_bias: false,
   }, null, 2));
-  await copyFile(join(dir, 'adapter', 'adapter_config.json'), join(hf, 'adapter', 'adapter_config.json'));
-  await writeFile(join(hf, 'adapter', 'adapter_model.safetensors'), encodeSafetensors(adapter, { format: 'pt' }));
-  log(`${Object.keys(weights)[1]}, ${Object.keys(adapter)[0]}`);
+  const adapter = decodeSafetensors(await readFile(join(hf, 'adapter', 'adapter_model.safetensors'))).tensors;
+  log(`${Object.keys(weights)[1]}, ${[...adapter.keys()][0]}`);
   // #endregion
 
   // #region reference-logits
@@ -128,7 +126,7 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
 
   await rm(dir, { recursive: true, force: true });
   return {
-    files, config: json, referenceLogits: Array.from(before.slice(-config.vocabSize, -config.vocabSize + 4)), adapterKeys: [...tensors.keys()], hfKeys: Object.keys(adapter), roundTripMaxDiff: roundTrip, pytorch,
+    files, config: json, referenceLogits: Array.from(before.slice(-config.vocabSize, -config.vocabSize + 4)), adapterKeys: [...tensors.keys()], hfKeys: [...adapter.keys()], roundTripMaxDiff: roundTrip, pytorch,
   };
 }
 

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { decodeSafetensors, encodeSafetensors, type RawTensor } from '@lowrank/core';
-import { Module } from '@lowrank/nn';
+import { decodeSafetensors, encodeSafetensors, manualSeed, tensor, type RawTensor, type Tensor } from '@lowrank/core';
+import { Module, TransformerLM, gptTiny, llamaTiny } from '@lowrank/nn';
 import {
   ADAPTER_FILE, LoraLinear, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftModel, getPeftModel, loadAdapter, loadPeftAdapter,
 } from '@lowrank/lora';
@@ -175,5 +175,28 @@ describe('adapter files', () => {
     assert.ok(!sameValues(loaded.disableAdapter(() => output(b, loaded)), out), 'disabled uses the original head');
     const plain = peft.unload();
     assert.notEqual(plain.getSubmodule('lm_head'), head, 'unload keeps the trained copy, as PEFT');
+  });
+});
+
+describe("PEFT files in transformers' LlamaForCausalLM layout", () => {
+  const ids = (): Tensor => tensor([[1, 5, 2, 7, 3, 0, 4, 6]], { dtype: 'int32' });
+
+  test("layout 'transformers' nests the decoder under model. and loads back bit-exactly", async () => {
+    manualSeed(11);
+    const peft = getPeftModel(new TransformerLM(llamaTiny()), { r: 2, loraAlpha: 4, targetModules: 'all-linear', initLoraWeights: false });
+    const want = peft.forward(ids()).logits.dataSync();
+    const dir = freshDir();
+    await peft.savePretrained(dir, { layout: 'transformers' });
+    const keys = [...decodeSafetensors(readFileSync(path.join(dir, PEFT_WEIGHTS_FILE))).tensors.keys()];
+    assert.ok(keys.length > 0 && keys.every((k) => k.startsWith('base_model.model.model.layers.')), keys.join(', '));
+    manualSeed(11);
+    const loaded = await loadPeftAdapter(new TransformerLM(llamaTiny()), dir);
+    const got = loaded.forward(ids()).logits.dataSync();
+    assert.ok(bitsEqual(Float32Array.from(got), Float32Array.from(want)));
+  });
+
+  test("layout 'transformers' is refused for the gpt flavour, naming why", async () => {
+    const peft = getPeftModel(new TransformerLM(gptTiny()), { r: 2, targetModules: ['q_proj'] });
+    await assert.rejects(peft.savePretrained(freshDir(), { layout: 'transformers' }), /llama-flavour.*c_attn/);
   });
 });

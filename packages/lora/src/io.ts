@@ -4,11 +4,12 @@ import {
   decodeCheckpoint, decodeSafetensors, encodeCheckpoint, encodeSafetensors, isRawTensor, writeFileAtomic,
   type CheckpointValue, type RawTensor, type Tensor,
 } from '@lowrank/core';
-import type { Module } from '@lowrank/nn';
+import { TransformerLM, type Module } from '@lowrank/nn';
 import type { LoraConfig } from './config.ts';
 import type { LoraModel } from './tuner.ts';
 import {
-  PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, setPeftModelStateDict, type ReadOptions,
+  PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, setPeftModelStateDict, toTransformersLayout,
+  type ReadOptions,
 } from './peft-format.ts';
 import { PeftModel } from './peft-model.ts';
 
@@ -21,6 +22,12 @@ const NATIVE_KIND = 'lowrank-lora-adapter';
 export interface SaveOptions {
   /** Which adapter (default: the active one). */
   adapterName?: string;
+  /**
+   * PEFT files only: 'transformers' names the tensors after Hugging Face's
+   * LlamaForCausalLM (decoder under `model.`), for a llama-flavour model;
+   * the default keeps this model's own module paths.
+   */
+  layout?: 'lowrank' | 'transformers';
 }
 
 export interface LoadOptions extends ReadOptions {
@@ -83,7 +90,14 @@ export async function saveNativeFile(peft: PeftModel, dir: string, opts: SaveOpt
 export async function savePeftFiles(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<void> {
   const [adapter, cfg] = pickAdapter(peft, opts.adapterName);
   const json = loraConfigToPeftJson(cfg, targetNames(peft, adapter), true);
-  const tensors = adapterTensors(peft.baseModel, adapter);
+  let tensors = adapterTensors(peft.baseModel, adapter);
+  if (opts.layout === 'transformers') {
+    const base = peft.baseModel.model;
+    if (!(base instanceof TransformerLM) || base.config.flavour !== 'llama') {
+      throw new Error("savePretrained: layout 'transformers' needs a llama-flavour TransformerLM (GPT-2 checkpoints fuse q, k, v into c_attn)");
+    }
+    tensors = toTransformersLayout(tensors);
+  }
   await mkdir(dir, { recursive: true });
   await writeFileAtomic(path.join(dir, PEFT_CONFIG_FILE), new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`));
   await writeFileAtomic(path.join(dir, PEFT_WEIGHTS_FILE), encodeSafetensors(tensors, { format: 'pt' }));

@@ -143,6 +143,26 @@ export function getPeftModelStateDict(tuner: LoraModel, adapterName: string): Re
   return out;
 }
 
+const TRANSFORMERS_DECODER = 'model.';
+
+/**
+ * Renames saved keys to the module paths of Hugging Face transformers'
+ * LlamaForCausalLM, which nests the decoder under `model.` and keeps `lm_head`
+ * at the root: `base_model.model.layers.0...` becomes
+ * `base_model.model.model.layers.0...`, so PEFT loads the adapter onto that
+ * model. Loading accepts either layout. Only the llama flavour maps this way
+ * (GPT-2's checkpoints fuse q, k, v into one `c_attn`).
+ * @example const hf = toTransformersLayout(adapterTensors(peft.baseModel, 'default'));
+ */
+export function toTransformersLayout<T>(tensors: Record<string, T>): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const [key, t] of Object.entries(tensors)) {
+    const path = key.startsWith(PEFT_PREFIX) ? key.slice(PEFT_PREFIX.length) : key;
+    out[path.startsWith('lm_head') ? `${PEFT_PREFIX}${path}` : `${PEFT_PREFIX}${TRANSFORMERS_DECODER}${path}`] = t;
+  }
+  return out;
+}
+
 /**
  * {@link getPeftModelStateDict} as host tensors (what the files hold).
  * @example encodeSafetensors(adapterTensors(peft.baseModel, 'default'), { format: 'pt' })
@@ -190,8 +210,14 @@ export function setPeftModelStateDict(tuner: LoraModel, sd: Record<string, Adapt
   const writes: [Tensor, AdapterValue, string][] = [];
   const problems: string[] = [];
   for (const [rawKey, v] of entries) {
-    const key = rawKey.startsWith(PEFT_PREFIX) ? rawKey.slice(PEFT_PREFIX.length) : rawKey;
-    const p = resolve(key);
+    let key = rawKey.startsWith(PEFT_PREFIX) ? rawKey.slice(PEFT_PREFIX.length) : rawKey;
+    let p = resolve(key);
+    // transformers' LlamaForCausalLM keeps the decoder under `model.` (see toTransformersLayout).
+    if (!p && key.startsWith(TRANSFORMERS_DECODER)) {
+      const inner = key.slice(TRANSFORMERS_DECODER.length);
+      p = resolve(inner);
+      if (p) key = inner;
+    }
     if (!p) {
       problems.push(`tensor '${rawKey}' does not map onto any adapter parameter of the model`);
       continue;
