@@ -1,3 +1,4 @@
+import { decodeBase64 } from './base64.ts';
 import { ACTIVATIONS_WASM_BASE64 } from './activations-wasm.ts';
 
 interface ActivationExports {
@@ -11,7 +12,7 @@ let instance: ActivationExports | null | undefined;
 
 function load(): ActivationExports | null {
   if (instance !== undefined) return instance;
-  const bytes = Buffer.from(ACTIVATIONS_WASM_BASE64, 'base64');
+  const bytes = decodeBase64(ACTIVATIONS_WASM_BASE64);
   // NOTE: validating the module is the SIMD feature test, as for the gemm.
   if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return (instance = null);
   instance = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as ActivationExports;

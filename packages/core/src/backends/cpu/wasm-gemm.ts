@@ -1,3 +1,4 @@
+import { decodeBase64 } from './base64.ts';
 import { GEMM_WASM_BASE64 } from './gemm-wasm.ts';
 
 interface GemmExports {
@@ -28,7 +29,7 @@ let instance: GemmExports | null | undefined;
 
 function load(): GemmExports | null {
   if (instance !== undefined) return instance;
-  const bytes = Buffer.from(GEMM_WASM_BASE64, 'base64');
+  const bytes = decodeBase64(GEMM_WASM_BASE64);
   // NOTE: validating the real module is the SIMD feature test: without f32x4 it fails.
   if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return (instance = null);
   const mod = new WebAssembly.Module(bytes);
