@@ -107,7 +107,8 @@ describe('LoRA properties', () => {
         for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(w[i] - ref[i]));
         assert.ok(err <= 1e-5 * scale, `unmerge ${n}: ${err} vs scale ${scale}`);
       }
-      assert.ok(sameValues(output(b, peft), unmerged) || relErr(output(b, peft), unmerged) <= 1e-5);
+      // W + d - d is not bit-exact in float32; with a large scaling the rounding of W is ~eps*|d|.
+      assert.ok(sameValues(output(b, peft), unmerged) || relErr(output(b, peft), unmerged) <= 1e-4, 'unmerged forward');
       const plain = peft.mergeAndUnload();
       assert.ok(plain.namedModules().every(([, m]) => !(m instanceof LoraLinear)), 'a LoRA layer is left');
       for (const [n, l] of originals) assert.equal(plain.getSubmodule(n), l, `${n} is not the original Linear`);
