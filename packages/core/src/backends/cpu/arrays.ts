@@ -4,6 +4,8 @@ import type { DType } from '../../backend.ts';
 export type FArr = Float32Array | Float64Array;
 export type Arr = FArr | Int32Array;
 export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
+/** Makes a zeroed float array of n elements (fresh or recycled). */
+export type Alloc = (n: number) => FArr;
 
 export function allocFor(F: FloatCtor, dtype: DType, size: number): Arr {
   return dtype === 'float32' ? new F(size) : new Int32Array(size);

@@ -1,4 +1,4 @@
-import type { FArr, FloatCtor } from './arrays.ts';
+import type { Alloc, FArr } from './arrays.ts';
 
 /** Batched matmul as the cpu backend runs it: [bh, m, k] x [bh, k, n] with transpose flags. */
 export type BatchedMatmul = (a: FArr, aShape: number[], b: FArr, bShape: number[], ta: boolean, tb: boolean, out: number[]) => FArr;
@@ -7,8 +7,8 @@ export type BatchedMatmul = (a: FArr, aShape: number[], b: FArr, bShape: number[
  * Turns scores S [bh, tq, tk] into probabilities in place (scaled, causally
  * masked, max-subtracted) and returns each row's log-sum-exp.
  */
-function softmaxScores(F: FloatCtor, s: FArr, bh: number, tq: number, tk: number, scale: number, causal: boolean): FArr {
-  const lse = new F(bh * tq);
+function softmaxScores(F: Alloc, s: FArr, bh: number, tq: number, tk: number, scale: number, causal: boolean): FArr {
+  const lse = F(bh * tq);
   for (let h = 0; h < bh; h++) {
     for (let i = 0; i < tq; i++) {
       const o = (h * tq + i) * tk;
@@ -36,7 +36,7 @@ function softmaxScores(F: FloatCtor, s: FArr, bh: number, tq: number, tk: number
 
 /** Attention as three batched gemms and a row softmax: the gemms run on the fast matmul path. */
 export function attentionForward(
-  F: FloatCtor, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr,
+  F: Alloc, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr,
   bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
 ): { out: FArr; lse: FArr } {
   const p = mm(q, [bh, tq, dk], k, [bh, tk, dk], false, true, [bh, tq, tk]);
@@ -51,7 +51,7 @@ export function attentionForward(
  * dQ = dS K scale, dK = dS^T Q scale.
  */
 export function attentionBackward(
-  F: FloatCtor, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
+  F: Alloc, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
   bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
   need: { q: boolean; k: boolean; v: boolean },
 ): { dq: FArr | null; dk: FArr | null; dv: FArr | null } {

@@ -8,6 +8,9 @@ import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+/** Arrays below this many elements are left to the garbage collector. */
+const POOL_MIN_LENGTH = 4096;
+const POOL_MAX_BYTES = 256 * 2 ** 20;
 
 /** The last four entries of `v`, padded in front with `fill`. */
 function pad4(v: readonly number[], fill: number): [number, number, number, number] {
@@ -90,6 +93,8 @@ export class CpuBackend implements Backend {
   readonly hasStorage = true;
   readonly mode: string;
   private readonly F: FloatCtor;
+  private readonly pool = new Map<number, FArr[]>();
+  private pooledBytes = 0;
 
   constructor(readonly name = 'cpu', precision: 'float32' | 'float64' = 'float32') {
     this.F = precision === 'float64' ? Float64Array : Float32Array;
@@ -110,9 +115,27 @@ export class CpuBackend implements Backend {
     return (data as Arr).slice(0, size);
   }
 
-  free(): void {
-    // Typed arrays are reclaimed by the garbage collector.
+  /**
+   * Keeps large float arrays for reuse: a training step frees and allocates
+   * the same sizes every step, and recycling them spares V8 the full garbage
+   * collections that fresh ArrayBuffers trigger.
+   */
+  free(data: unknown): void {
+    if (!(data instanceof this.F) || data.length < POOL_MIN_LENGTH) return;
+    if (this.pooledBytes + data.byteLength > POOL_MAX_BYTES) return;
+    const list = this.pool.get(data.length);
+    if (list) list.push(data);
+    else this.pool.set(data.length, [data]);
+    this.pooledBytes += data.byteLength;
   }
+
+  /** A zeroed float array of n elements, recycled when one of that length was freed. */
+  readonly alloc = (n: number): FArr => {
+    const recycled = this.pool.get(n)?.pop();
+    if (!recycled) return new this.F(n);
+    this.pooledBytes -= recycled.byteLength;
+    return recycled.fill(0);
+  };
 
   fill(size: number, value: number, dtype: DType): Arr {
     const out = allocFor(this.F, dtype, size);
@@ -129,7 +152,7 @@ export class CpuBackend implements Backend {
   }
 
   unary(op: UnaryOp, x: FArr, size: number): FArr {
-    const out = new this.F(size);
+    const out = this.alloc(size);
     // The hot activations get loops of their own: a call through the table per element is several times slower.
     if (op === 'gelu') {
       if (x instanceof Float32Array && out instanceof Float32Array && geluWasm(x.subarray(0, size), out)) return out;
@@ -150,7 +173,7 @@ export class CpuBackend implements Backend {
   }
 
   unaryGrad(op: UnaryOp, x: FArr | null, y: FArr | null, dy: FArr, size: number): FArr {
-    const out = new this.F(size);
+    const out = this.alloc(size);
     if (op === 'gelu' && x) {
       if (x instanceof Float32Array && dy instanceof Float32Array && out instanceof Float32Array
         && geluGradWasm(x.subarray(0, size), dy, out)) return out;
@@ -170,13 +193,13 @@ export class CpuBackend implements Backend {
   }
 
   affine(x: FArr, size: number, scale: number, shift: number): FArr {
-    const out = new this.F(size);
+    const out = this.alloc(size);
     for (let i = 0; i < size; i++) out[i] = x[i] * scale + shift;
     return out;
   }
 
   powScalar(x: FArr, size: number, exponent: number): FArr {
-    const out = new this.F(size);
+    const out = this.alloc(size);
     if (exponent === 2) for (let i = 0; i < size; i++) out[i] = x[i] * x[i];
     else for (let i = 0; i < size; i++) out[i] = Math.pow(x[i], exponent);
     return out;
@@ -184,7 +207,7 @@ export class CpuBackend implements Backend {
 
   binary(op: BinaryOp, a: FArr, aShape: Shape, b: FArr, bShape: Shape, outShape: Shape): FArr {
     const n = sizeOf(outShape);
-    const out = new this.F(n);
+    const out = this.alloc(n);
     const f = binaryFns[op];
     const an = sizeOf(aShape);
     const bn = sizeOf(bShape);
@@ -223,7 +246,7 @@ export class CpuBackend implements Backend {
   }
 
   where(cond: Arr, cShape: Shape, a: FArr, aShape: Shape, b: FArr, bShape: Shape, outShape: Shape): FArr {
-    const out = new this.F(sizeOf(outShape));
+    const out = this.alloc(sizeOf(outShape));
     const ss = [cShape, aShape, bShape].map((s) => broadcastStrides(s, outShape));
     const cols = outShape[outShape.length - 1] ?? 1;
     const last = ss.map((s) => s[s.length - 1] ?? 0);
@@ -236,7 +259,7 @@ export class CpuBackend implements Backend {
 
   reduce(op: ReduceOp, x: FArr, shape: Shape, axes: readonly number[]): FArr {
     const keptShape = shape.filter((_, i) => !axes.includes(i));
-    const out = new this.F(sizeOf(keptShape));
+    const out = this.alloc(sizeOf(keptShape));
     const init = op === 'sum' ? 0 : -Infinity;
     out.fill(init);
     const rank = shape.length;
@@ -301,7 +324,7 @@ export class CpuBackend implements Backend {
     const m = outShape[r - 2];
     const n = outShape[r - 1];
     const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
-    const out = new this.F(sizeOf(outShape));
+    const out = this.alloc(sizeOf(outShape));
     const aRows = aShape[aShape.length - 2];
     const aCols = aShape[aShape.length - 1];
     const bCols = bShape[bShape.length - 1];
@@ -329,7 +352,7 @@ export class CpuBackend implements Backend {
   }
 
   strided(x: Arr, outShape: Shape, strides: readonly number[], offset: number): Arr {
-    const out = x instanceof Int32Array ? new Int32Array(sizeOf(outShape)) : new this.F(sizeOf(outShape));
+    const out = x instanceof Int32Array ? new Int32Array(sizeOf(outShape)) : this.alloc(sizeOf(outShape));
     if (out.length === 0) return out;
     if (outShape.length <= 4) {
       // Up to 4-D (every permute in a transformer): plain nested loops, no odometer callbacks.
@@ -359,7 +382,7 @@ export class CpuBackend implements Backend {
   }
 
   stridedAdd(dy: FArr, dyShape: Shape, strides: readonly number[], offset: number, outSize: number): FArr {
-    const out = new this.F(outSize);
+    const out = this.alloc(outSize);
     if (sizeOf(dyShape) === 0) return out;
     const cols = dyShape[dyShape.length - 1] ?? 1;
     const cs = strides[strides.length - 1] ?? 0;
@@ -373,7 +396,7 @@ export class CpuBackend implements Backend {
 
   concat(xs: readonly Arr[], shapes: readonly Shape[], axis: number, outShape: Shape): Arr {
     const total = sizeOf(outShape);
-    const out = xs[0] instanceof Int32Array ? new Int32Array(total) : new this.F(total);
+    const out = xs[0] instanceof Int32Array ? new Int32Array(total) : this.alloc(total);
     const outer = sizeOf(outShape.slice(0, axis));
     const outRow = sizeOf(outShape.slice(axis));
     let colOffset = 0;
@@ -391,7 +414,7 @@ export class CpuBackend implements Backend {
 
   gather(x: FArr, xShape: Shape, index: Int32Array, indexShape: Shape, axis: number): FArr {
     const n = sizeOf(indexShape);
-    const out = new this.F(n);
+    const out = this.alloc(n);
     const xs = stridesOf(xShape);
     const is = stridesOf(indexShape);
     for (let i = 0; i < n; i++) {
@@ -411,7 +434,7 @@ export class CpuBackend implements Backend {
   }
 
   scatterAdd(dy: FArr, index: Int32Array, indexShape: Shape, axis: number, outShape: Shape): FArr {
-    const out = new this.F(sizeOf(outShape));
+    const out = this.alloc(sizeOf(outShape));
     const xs = stridesOf(outShape);
     const is = stridesOf(indexShape);
     const n = sizeOf(indexShape);
@@ -433,7 +456,7 @@ export class CpuBackend implements Backend {
     const inner = sizeOf(xShape.slice(axis + 1));
     const n = xShape[axis];
     for (let i = 0; i < count; i++) this.checkIndex('indexSelect', index[i], n, i);
-    const out = new this.F(outer * count * inner);
+    const out = this.alloc(outer * count * inner);
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < count; i++) {
         const src = (o * n + index[i]) * inner;
@@ -447,7 +470,7 @@ export class CpuBackend implements Backend {
     const outer = sizeOf(xShape.slice(0, axis));
     const inner = sizeOf(xShape.slice(axis + 1));
     const n = xShape[axis];
-    const out = new this.F(sizeOf(xShape));
+    const out = this.alloc(sizeOf(xShape));
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < count; i++) {
         const dst = (o * n + index[i]) * inner;
@@ -459,44 +482,44 @@ export class CpuBackend implements Backend {
   }
 
   softmax(x: FArr, rows: number, cols: number, log: boolean): FArr {
-    return nn.softmaxRows(this.F, x, rows, cols, log);
+    return nn.softmaxRows(this.alloc, x, rows, cols, log);
   }
 
   softmaxGrad(y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
-    return nn.softmaxGradRows(this.F, y, dy, rows, cols, log);
+    return nn.softmaxGradRows(this.alloc, y, dy, rows, cols, log);
   }
 
   crossEntropy(logits: FArr, targets: Int32Array, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): FArr {
-    return nn.crossEntropyRows(this.F, logits, targets, rows, cols, ignoreIndex, reduction);
+    return nn.crossEntropyRows(this.alloc, logits, targets, rows, cols, ignoreIndex, reduction);
   }
 
   crossEntropyGrad(
     logits: FArr, targets: Int32Array, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
   ): FArr {
-    return nn.crossEntropyGradRows(this.F, logits, targets, dy, rows, cols, ignoreIndex, reduction);
+    return nn.crossEntropyGradRows(this.alloc, logits, targets, dy, rows, cols, ignoreIndex, reduction);
   }
 
   layerNorm(x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number) {
-    return nn.layerNormRows(this.F, x, w, b, rows, cols, eps);
+    return nn.layerNormRows(this.alloc, x, w, b, rows, cols, eps);
   }
 
   layerNormGrad(
     x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
     need: { x: boolean; w: boolean; b: boolean },
   ) {
-    return nn.layerNormGradRows(this.F, x, w, mean, rstd, dy, rows, cols, need);
+    return nn.layerNormGradRows(this.alloc, x, w, mean, rstd, dy, rows, cols, need);
   }
 
   rmsNorm(x: FArr, w: FArr | null, rows: number, cols: number, eps: number) {
-    return nn.rmsNormRows(this.F, x, w, rows, cols, eps);
+    return nn.rmsNormRows(this.alloc, x, w, rows, cols, eps);
   }
 
   rmsNormGrad(x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean }) {
-    return nn.rmsNormGradRows(this.F, x, w, rstd, dy, rows, cols, need);
+    return nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need);
   }
 
   attention(q: FArr, k: FArr, v: FArr, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
-    return attn.attentionForward(this.F, this.batched, q, k, v, bh, tq, tk, dk, dv, scale, causal);
+    return attn.attentionForward(this.alloc, this.batched, q, k, v, bh, tq, tk, dk, dv, scale, causal);
   }
 
   attentionGrad(
@@ -504,7 +527,7 @@ export class CpuBackend implements Backend {
     bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
     need: { q: boolean; k: boolean; v: boolean },
   ) {
-    return attn.attentionBackward(this.F, this.batched, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
+    return attn.attentionBackward(this.alloc, this.batched, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
   }
 
   adamUpdate(p: FArr, g: FArr, m: FArr, v: FArr, size: number, h: AdamHyper): { p: FArr; m: FArr; v: FArr } {

@@ -1,8 +1,8 @@
 import type { AdamHyper, Reduction } from '../../backend.ts';
-import type { Arr, FArr, FloatCtor } from './arrays.ts';
+import type { Alloc, Arr, FArr } from './arrays.ts';
 
-export function softmaxRows(F: FloatCtor, x: FArr, rows: number, cols: number, log: boolean): FArr {
-  const y = new F(rows * cols);
+export function softmaxRows(F: Alloc, x: FArr, rows: number, cols: number, log: boolean): FArr {
+  const y = F(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4.
@@ -20,8 +20,8 @@ export function softmaxRows(F: FloatCtor, x: FArr, rows: number, cols: number, l
   return y;
 }
 
-export function softmaxGradRows(F: FloatCtor, y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
-  const dx = new F(rows * cols);
+export function softmaxGradRows(F: Alloc, y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
+  const dx = F(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     if (log) {
@@ -53,7 +53,7 @@ function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: numbe
 }
 
 export function crossEntropyRows(
-  F: FloatCtor, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+  F: Alloc, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
   const valid = countValid(targets, rows, cols, ignoreIndex);
   let total = 0;
@@ -68,15 +68,17 @@ export function crossEntropyRows(
     total += m + Math.log(s) - logits[o + t];
   }
   // PyTorch: a mean over zero valid targets is NaN.
-  return F.of(reduction === 'mean' ? total / valid : total);
+  const out = F(1);
+  out[0] = reduction === 'mean' ? total / valid : total;
+  return out;
 }
 
 export function crossEntropyGradRows(
-  F: FloatCtor, logits: FArr, targets: Arr, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+  F: Alloc, logits: FArr, targets: Arr, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
   const valid = countValid(targets, rows, cols, ignoreIndex);
   const scale = reduction === 'mean' ? dy[0] / valid : dy[0];
-  const dx = new F(rows * cols);
+  const dx = F(rows * cols);
   for (let r = 0; r < rows; r++) {
     const t = targets[r];
     if (t === ignoreIndex) continue;
@@ -92,11 +94,11 @@ export function crossEntropyGradRows(
 }
 
 export function layerNormRows(
-  F: FloatCtor, x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number,
+  F: Alloc, x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number,
 ): { y: FArr; mean: FArr; rstd: FArr } {
-  const y = new F(rows * cols);
-  const mean = new F(rows);
-  const rstd = new F(rows);
+  const y = F(rows * cols);
+  const mean = F(rows);
+  const rstd = F(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let s = 0;
@@ -119,12 +121,12 @@ export function layerNormRows(
 }
 
 export function layerNormGradRows(
-  F: FloatCtor, x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
+  F: Alloc, x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
   need: { x: boolean; w: boolean; b: boolean },
 ): { dx: FArr | null; dw: FArr | null; db: FArr | null } {
-  const dx = need.x ? new F(rows * cols) : null;
-  const dw = need.w ? new F(cols) : null;
-  const db = need.b ? new F(cols) : null;
+  const dx = need.x ? F(rows * cols) : null;
+  const dw = need.w ? F(cols) : null;
+  const db = need.b ? F(cols) : null;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     const mu = mean[r];
@@ -153,10 +155,10 @@ export function layerNormGradRows(
 }
 
 export function rmsNormRows(
-  F: FloatCtor, x: FArr, w: FArr | null, rows: number, cols: number, eps: number,
+  F: Alloc, x: FArr, w: FArr | null, rows: number, cols: number, eps: number,
 ): { y: FArr; rstd: FArr } {
-  const y = new F(rows * cols);
-  const rstd = new F(rows);
+  const y = F(rows * cols);
+  const rstd = F(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let s = 0;
@@ -169,10 +171,10 @@ export function rmsNormRows(
 }
 
 export function rmsNormGradRows(
-  F: FloatCtor, x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean },
+  F: Alloc, x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean },
 ): { dx: FArr | null; dw: FArr | null } {
-  const dx = need.x ? new F(rows * cols) : null;
-  const dw = need.w ? new F(cols) : null;
+  const dx = need.x ? F(rows * cols) : null;
+  const dw = need.w ? F(cols) : null;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     const rs = rstd[r];
