@@ -52,6 +52,15 @@ function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: numbe
   return n;
 }
 
+/** log(sum(exp(x))) over one row, max-subtracted so it stays finite. */
+function rowLogSumExp(x: FArr, o: number, cols: number): number {
+  let m = -Infinity;
+  for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
+  let s = 0;
+  for (let c = 0; c < cols; c++) s += Math.exp(x[o + c] - m);
+  return m + Math.log(s);
+}
+
 export function crossEntropyRows(
   F: Alloc, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
@@ -61,11 +70,7 @@ export function crossEntropyRows(
     const t = targets[r];
     if (t === ignoreIndex) continue;
     const o = r * cols;
-    let m = -Infinity;
-    for (let c = 0; c < cols; c++) if (logits[o + c] > m) m = logits[o + c];
-    let s = 0;
-    for (let c = 0; c < cols; c++) s += Math.exp(logits[o + c] - m);
-    total += m + Math.log(s) - logits[o + t];
+    total += rowLogSumExp(logits, o, cols) - logits[o + t];
   }
   // PyTorch: a mean over zero valid targets is NaN.
   const out = F(1);
@@ -83,11 +88,8 @@ export function crossEntropyGradRows(
     const t = targets[r];
     if (t === ignoreIndex) continue;
     const o = r * cols;
-    let m = -Infinity;
-    for (let c = 0; c < cols; c++) if (logits[o + c] > m) m = logits[o + c];
-    let s = 0;
-    for (let c = 0; c < cols; c++) s += Math.exp(logits[o + c] - m);
-    for (let c = 0; c < cols; c++) dx[o + c] = (Math.exp(logits[o + c] - m) / s) * scale;
+    const lse = rowLogSumExp(logits, o, cols);
+    for (let c = 0; c < cols; c++) dx[o + c] = Math.exp(logits[o + c] - lse) * scale;
     dx[o + t] -= scale;
   }
   return dx;
