@@ -1,31 +1,17 @@
-import { decodeBase64 } from './base64.ts';
+import { ensureBytes, simdModule, type WasmExports } from './wasm-module.ts';
 import { ACTIVATIONS_WASM_BASE64 } from './activations-wasm.ts';
 
-interface ActivationExports {
-  memory: WebAssembly.Memory;
+interface ActivationExports extends WasmExports {
   gelu(x: number, out: number, n4: number): void;
   geluGrad(x: number, dy: number, out: number, n4: number): void;
 }
 
-const PAGE = 65536;
-let instance: ActivationExports | null | undefined;
-
-function load(): ActivationExports | null {
-  if (instance !== undefined) return instance;
-  const bytes = decodeBase64(ACTIVATIONS_WASM_BASE64);
-  // NOTE: validating the module is the SIMD feature test, as for the gemm.
-  if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return (instance = null);
-  instance = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as ActivationExports;
-  return instance;
-}
+const load = simdModule<ActivationExports>(ACTIVATIONS_WASM_BASE64);
 
 /** Room for `arrays` arrays of n floats (each padded to whole 4-lane vectors); their byte offsets. */
 function reserve(w: ActivationExports, n: number, arrays: number): number[] | null {
   const stride = Math.ceil(n / 4) * 16;
-  const end = stride * arrays;
-  if (end > 2 ** 31) return null;
-  const have = w.memory.buffer.byteLength;
-  if (end > have) w.memory.grow(Math.ceil((end - have) / PAGE));
+  if (!ensureBytes(w.memory, stride * arrays)) return null;
   return Array.from({ length: arrays }, (_, i) => i * stride);
 }
 

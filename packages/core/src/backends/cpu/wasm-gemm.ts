@@ -1,8 +1,7 @@
-import { decodeBase64 } from './base64.ts';
+import { ensureBytes, simdModule, type WasmExports } from './wasm-module.ts';
 import { GEMM_WASM_BASE64 } from './gemm-wasm.ts';
 
-interface GemmExports {
-  memory: WebAssembly.Memory;
+interface GemmExports extends WasmExports {
   gemm(
     m: number, n: number, k: number,
     a: number, sAm: number, sAk: number,
@@ -18,24 +17,13 @@ const NC = 1024;
 /** Bytes 0..127 are the kernel's scratch tile; the packing workspace follows. */
 const WS = 128;
 const WS_BYTES = (MC + NC) * KC * 4;
-const PAGE = 65536;
 /**
  * Below this many multiply-adds the JS gemm is as fast (measured crossover
  * 512..4096, where either takes about a microsecond).
  */
 export const WASM_GEMM_MIN_MACS = 2048;
 
-let instance: GemmExports | null | undefined;
-
-function load(): GemmExports | null {
-  if (instance !== undefined) return instance;
-  const bytes = decodeBase64(GEMM_WASM_BASE64);
-  // NOTE: validating the real module is the SIMD feature test: without f32x4 it fails.
-  if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return (instance = null);
-  const mod = new WebAssembly.Module(bytes);
-  instance = new WebAssembly.Instance(mod).exports as unknown as GemmExports;
-  return instance;
-}
+const load = simdModule<GemmExports>(GEMM_WASM_BASE64);
 
 /** Whether the WebAssembly SIMD gemm can run here. */
 export function wasmGemmAvailable(): boolean {
@@ -43,8 +31,6 @@ export function wasmGemmAvailable(): boolean {
 }
 
 const align16 = (x: number): number => Math.ceil(x / 16) * 16;
-/** Pointers stay below 2^31, so they pass through i32 parameters unchanged. */
-const MAX_BYTES = 2 ** 31;
 
 /**
  * C[bi*m*n + i*n + j] = sum_p A[aOffsets[bi] + i*sAm + p*sAk] * B[bOffsets[bi] + p*sBk + j*sBn]
@@ -72,15 +58,7 @@ export function gemmWasm(
   const bPtr = align16(aPtr + A.length * 4);
   const cPtr = align16(bPtr + B.length * 4);
   const end = cPtr + batches * m * n * 4;
-  if (end > MAX_BYTES) return false;
-  const have = w.memory.buffer.byteLength;
-  if (end > have) {
-    try {
-      w.memory.grow(Math.ceil((end - have) / PAGE));
-    } catch {
-      return false;
-    }
-  }
+  if (!ensureBytes(w.memory, end)) return false;
   const heap = new Float32Array(w.memory.buffer);
   heap.set(A, aPtr / 4);
   heap.set(B, bPtr / 4);
