@@ -12,6 +12,21 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const POOL_MIN_LENGTH = 4096;
 const POOL_MAX_BYTES = 256 * 2 ** 20;
 
+/**
+ * torch.gather's addressing: the flat offset in x (strides xs) of index
+ * position i (strides is), with its coordinate on `axis` replaced by `j`.
+ */
+function alongAxisOffset(i: number, j: number, is: readonly number[], xs: readonly number[], axis: number): number {
+  let offset = 0;
+  let rem = i;
+  for (let d = 0; d < is.length; d++) {
+    const c = Math.floor(rem / is[d]);
+    rem -= c * is[d];
+    offset += (d === axis ? j : c) * xs[d];
+  }
+  return offset;
+}
+
 /** The last four entries of `v`, padded in front with `fill`. */
 function pad4(v: readonly number[], fill: number): [number, number, number, number] {
   const out: [number, number, number, number] = [fill, fill, fill, fill];
@@ -414,22 +429,11 @@ export class CpuBackend implements Backend {
 
   gather(x: FArr, xShape: Shape, index: Int32Array, indexShape: Shape, axis: number): FArr {
     const n = sizeOf(indexShape);
+    for (let i = 0; i < n; i++) this.checkIndex('gather', index[i], xShape[axis], i);
     const out = this.alloc(n);
     const xs = stridesOf(xShape);
     const is = stridesOf(indexShape);
-    for (let i = 0; i < n; i++) {
-      let xo = 0;
-      let rem = i;
-      for (let d = 0; d < indexShape.length; d++) {
-        const c = Math.floor(rem / is[d]);
-        rem -= c * is[d];
-        if (d === axis) {
-          this.checkIndex('gather', index[i], xShape[axis], i);
-          xo += index[i] * xs[d];
-        } else xo += c * xs[d];
-      }
-      out[i] = x[xo];
-    }
+    for (let i = 0; i < n; i++) out[i] = x[alongAxisOffset(i, index[i], is, xs, axis)];
     return out;
   }
 
@@ -438,16 +442,7 @@ export class CpuBackend implements Backend {
     const xs = stridesOf(outShape);
     const is = stridesOf(indexShape);
     const n = sizeOf(indexShape);
-    for (let i = 0; i < n; i++) {
-      let xo = 0;
-      let rem = i;
-      for (let d = 0; d < indexShape.length; d++) {
-        const c = Math.floor(rem / is[d]);
-        rem -= c * is[d];
-        xo += (d === axis ? index[i] : c) * xs[d];
-      }
-      out[xo] += dy[i];
-    }
+    for (let i = 0; i < n; i++) out[alongAxisOffset(i, index[i], is, xs, axis)] += dy[i];
     return out;
   }
 
