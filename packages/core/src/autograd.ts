@@ -84,6 +84,16 @@ export function release(...ts: Tensor[]): void {
 }
 
 /**
+ * Hands an intermediate over to its successor: returns `next` and releases
+ * `prev`, unless an identity op (dropout at p = 0) returned `prev` itself.
+ * @example x = supersede(x, block.forward(x));
+ */
+export function supersede(prev: Tensor, next: Tensor): Tensor {
+  if (next !== prev) release(prev);
+  return next;
+}
+
+/**
  * Disposes internal tensors `ts` (made by an op, never returned to the user)
  * once `node`'s backward has read them, or at once when `node` records no graph.
  */

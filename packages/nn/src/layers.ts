@@ -1,6 +1,6 @@
 import {
   Tensor, add, concat, dropout, embedding, gelu, keep, layerNorm, matmul, mul, narrow, neg, permute, reshape,
-  linear, release, rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
+  linear, release, rmsNorm, supersede, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
 } from '@lowrank/core';
 import { Module } from './module.ts';
 import { kaimingUniform_, normal_, uniform_ } from './init.ts';
@@ -154,15 +154,8 @@ export class MLP extends Module {
     release(u);
     const d = this.downProj.forward(h); // [B, T, dim]
     release(h);
-    return dropOwned(this.dropout, d);
+    return supersede(d, this.dropout.forward(d));
   }
-}
-
-/** Dropout of a tensor the caller made and hands over: the undropped one is released. */
-function dropOwned(drop: Dropout, x: Tensor): Tensor {
-  const y = drop.forward(x);
-  if (y !== x) release(x);
-  return y;
 }
 
 /**
@@ -195,7 +188,7 @@ export class SwiGLUMLP extends Module {
     release(s, u);
     const d = this.downProj.forward(h); // [B, T, dim]
     release(h);
-    return dropOwned(this.dropout, d);
+    return supersede(d, this.dropout.forward(d));
   }
 }
 
@@ -379,6 +372,6 @@ export class CausalSelfAttention extends Module {
     release(y, t);
     const o = this.oProj.forward(merged); // [B, T, C]
     release(merged);
-    return dropOwned(this.residDropout, o);
+    return supersede(o, this.residDropout.forward(o));
   }
 }

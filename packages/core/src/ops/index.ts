@@ -1,4 +1,4 @@
-export { backward, noGrad, isGradEnabled, release, releaseAfterBackward } from '../autograd.ts';
+export { backward, noGrad, isGradEnabled, release, releaseAfterBackward, supersede } from '../autograd.ts';
 export { ones, zeros, full } from '../tensor.ts';
 export * from './elementwise.ts';
 export * from './binary.ts';

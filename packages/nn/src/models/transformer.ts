@@ -1,6 +1,6 @@
 import {
-  Rng, Tensor, add, arange, checkpoint, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, release, tensor, tidy,
-  type NestedArray,
+  Rng, Tensor, add, arange, checkpoint, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, release, supersede,
+  tensor, tidy, type NestedArray,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import {
@@ -213,7 +213,7 @@ export class TransformerLM extends Module {
       release(x, p, all, pos);
       x = summed;
     }
-    x = this.replace(x, this.drop.forward(x));
+    x = supersede(x, this.drop.forward(x));
     let i = 0;
     const recompute = this.gradientCheckpointing && this.training && !opts.kvCache && isGradEnabled();
     for (const block of this.layers) {
@@ -221,10 +221,10 @@ export class TransformerLM extends Module {
       const next = recompute
         ? checkpoint((h) => block.forward(h), [x]) // keeps only x; the block reruns in backward
         : block.forward(x, opts.kvCache, layer);
-      x = this.replace(x, next); // [B, T, C]
+      x = supersede(x, next); // [B, T, C]
     }
     if (opts.kvCache) opts.kvCache.length += T;
-    const n = this.replace(x, this.norm.forward(x));
+    const n = supersede(x, this.norm.forward(x));
     const logits = this.lmHead.forward(n); // [B, T, vocab]
     release(n);
     if (!opts.targets) return { logits };
@@ -249,12 +249,6 @@ export class TransformerLM extends Module {
   gradientCheckpointingDisable(): this {
     this.gradientCheckpointing = false;
     return this;
-  }
-
-  /** Releases an intermediate the forward pass made once its successor exists. */
-  private replace(prev: Tensor, next: Tensor): Tensor {
-    if (next !== prev) release(prev);
-    return next;
   }
 
   /**
