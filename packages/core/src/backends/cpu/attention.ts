@@ -7,8 +7,8 @@ export type BatchedMatmul = (a: FArr, aShape: number[], b: FArr, bShape: number[
  * Turns scores S [bh, tq, tk] into probabilities in place (scaled, causally
  * masked, max-subtracted) and returns each row's log-sum-exp.
  */
-function softmaxScores(F: Alloc, s: FArr, bh: number, tq: number, tk: number, scale: number, causal: boolean): FArr {
-  const lse = F(bh * tq);
+function softmaxScores(alloc: Alloc, s: FArr, bh: number, tq: number, tk: number, scale: number, causal: boolean): FArr {
+  const lse = alloc(bh * tq);
   for (let h = 0; h < bh; h++) {
     for (let i = 0; i < tq; i++) {
       const o = (h * tq + i) * tk;
@@ -36,11 +36,11 @@ function softmaxScores(F: Alloc, s: FArr, bh: number, tq: number, tk: number, sc
 
 /** Attention as three batched gemms and a row softmax: the gemms run on the fast matmul path. */
 export function attentionForward(
-  F: Alloc, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr,
+  alloc: Alloc, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr,
   bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
 ): { out: FArr; lse: FArr } {
   const p = mm(q, [bh, tq, dk], k, [bh, tk, dk], false, true, [bh, tq, tk]);
-  const lse = softmaxScores(F, p, bh, tq, tk, scale, causal);
+  const lse = softmaxScores(alloc, p, bh, tq, tk, scale, causal);
   const out = mm(p, [bh, tq, tk], v, [bh, tk, dv], false, false, [bh, tq, dv]);
   return { out, lse };
 }
@@ -51,7 +51,7 @@ export function attentionForward(
  * dQ = dS K scale, dK = dS^T Q scale.
  */
 export function attentionBackward(
-  F: Alloc, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
+  alloc: Alloc, mm: BatchedMatmul, q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
   bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
   need: { q: boolean; k: boolean; v: boolean },
 ): { dq: FArr | null; dk: FArr | null; dv: FArr | null } {

@@ -1,8 +1,8 @@
 import type { AdamHyper, Reduction } from '../../backend.ts';
 import type { Alloc, Arr, FArr } from './arrays.ts';
 
-export function softmaxRows(F: Alloc, x: FArr, rows: number, cols: number, log: boolean): FArr {
-  const y = F(rows * cols);
+export function softmaxRows(alloc: Alloc, x: FArr, rows: number, cols: number, log: boolean): FArr {
+  const y = alloc(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4.
@@ -20,8 +20,8 @@ export function softmaxRows(F: Alloc, x: FArr, rows: number, cols: number, log: 
   return y;
 }
 
-export function softmaxGradRows(F: Alloc, y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
-  const dx = F(rows * cols);
+export function softmaxGradRows(alloc: Alloc, y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
+  const dx = alloc(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     if (log) {
@@ -62,7 +62,7 @@ function rowLogSumExp(x: FArr, o: number, cols: number): number {
 }
 
 export function crossEntropyRows(
-  F: Alloc, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+  alloc: Alloc, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
   const valid = countValid(targets, rows, cols, ignoreIndex);
   let total = 0;
@@ -73,17 +73,17 @@ export function crossEntropyRows(
     total += rowLogSumExp(logits, o, cols) - logits[o + t];
   }
   // PyTorch: a mean over zero valid targets is NaN.
-  const out = F(1);
+  const out = alloc(1);
   out[0] = reduction === 'mean' ? total / valid : total;
   return out;
 }
 
 export function crossEntropyGradRows(
-  F: Alloc, logits: FArr, targets: Arr, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+  alloc: Alloc, logits: FArr, targets: Arr, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
   const valid = countValid(targets, rows, cols, ignoreIndex);
   const scale = reduction === 'mean' ? dy[0] / valid : dy[0];
-  const dx = F(rows * cols);
+  const dx = alloc(rows * cols);
   for (let r = 0; r < rows; r++) {
     const t = targets[r];
     if (t === ignoreIndex) continue;
@@ -96,11 +96,11 @@ export function crossEntropyGradRows(
 }
 
 export function layerNormRows(
-  F: Alloc, x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number,
+  alloc: Alloc, x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number,
 ): { y: FArr; mean: FArr; rstd: FArr } {
-  const y = F(rows * cols);
-  const mean = F(rows);
-  const rstd = F(rows);
+  const y = alloc(rows * cols);
+  const mean = alloc(rows);
+  const rstd = alloc(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let s = 0;
@@ -123,12 +123,12 @@ export function layerNormRows(
 }
 
 export function layerNormGradRows(
-  F: Alloc, x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
+  alloc: Alloc, x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
   need: { x: boolean; w: boolean; b: boolean },
 ): { dx: FArr | null; dw: FArr | null; db: FArr | null } {
-  const dx = need.x ? F(rows * cols) : null;
-  const dw = need.w ? F(cols) : null;
-  const db = need.b ? F(cols) : null;
+  const dx = need.x ? alloc(rows * cols) : null;
+  const dw = need.w ? alloc(cols) : null;
+  const db = need.b ? alloc(cols) : null;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     const mu = mean[r];
@@ -157,10 +157,10 @@ export function layerNormGradRows(
 }
 
 export function rmsNormRows(
-  F: Alloc, x: FArr, w: FArr | null, rows: number, cols: number, eps: number,
+  alloc: Alloc, x: FArr, w: FArr | null, rows: number, cols: number, eps: number,
 ): { y: FArr; rstd: FArr } {
-  const y = F(rows * cols);
-  const rstd = F(rows);
+  const y = alloc(rows * cols);
+  const rstd = alloc(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     let s = 0;
@@ -173,10 +173,10 @@ export function rmsNormRows(
 }
 
 export function rmsNormGradRows(
-  F: Alloc, x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean },
+  alloc: Alloc, x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean },
 ): { dx: FArr | null; dw: FArr | null } {
-  const dx = need.x ? F(rows * cols) : null;
-  const dw = need.w ? F(cols) : null;
+  const dx = need.x ? alloc(rows * cols) : null;
+  const dw = need.w ? alloc(cols) : null;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     const rs = rstd[r];
