@@ -1,4 +1,41 @@
-import type { FArr } from './arrays.ts';
+import { broadcastStrides, sizeOf, type Shape } from '../../shape.ts';
+import { forEachRow, type Alloc, type FArr } from './arrays.ts';
+import { WASM_GEMM_MIN_MACS, gemmWasm } from './wasm-gemm.ts';
+
+/**
+ * Batched op(a) @ op(b) with broadcast batch axes: the WebAssembly SIMD gemm
+ * for float32 work large enough to pay for its packing, else the JS gemm.
+ * Transposes are strides; nothing is copied.
+ */
+export function batchedProduct(
+  alloc: Alloc, a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
+): FArr {
+  const r = outShape.length;
+  const m = outShape[r - 2];
+  const n = outShape[r - 1];
+  const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
+  const out = alloc(sizeOf(outShape));
+  const aRows = aShape[aShape.length - 2];
+  const aCols = aShape[aShape.length - 1];
+  const bCols = bShape[bShape.length - 1];
+  const [sAm, sAk] = transA ? [1, aCols] : [aCols, 1];
+  const [sBk, sBn] = transB ? [1, bCols] : [bCols, 1];
+  const batch = outShape.slice(0, -2);
+  const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aRows * aCols);
+  const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bShape[bShape.length - 2] * bCols);
+  const aOffsets: number[] = [];
+  const bOffsets: number[] = [];
+  // forEachRow walks all but the last axis: add a dummy one.
+  forEachRow([...batch, 1], [[...aBatch, 0], [...bBatch, 0]], (_bi, [ao, bo]) => {
+    aOffsets.push(ao);
+    bOffsets.push(bo);
+  });
+  const simd = out instanceof Float32Array && a instanceof Float32Array && b instanceof Float32Array
+    && out.length * k >= WASM_GEMM_MIN_MACS;
+  if (simd && gemmWasm(m, n, k, a, aOffsets, sAm, sAk, b, bOffsets, sBk, sBn, out)) return out;
+  aOffsets.forEach((ao, bi) => gemm(m, n, k, a, ao, sAm, sAk, b, bOffsets[bi], sBk, sBn, out, bi * m * n));
+  return out;
+}
 
 /**
  * C[cOff + i*n + j] = sum_k A[aOff + i*sAm + k*sAk] * B[bOff + k*sBk + j*sBn].

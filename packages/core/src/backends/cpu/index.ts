@@ -1,9 +1,8 @@
 import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceOp, UnaryOp } from '../../backend.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
-import { gemm } from './gemm.ts';
+import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
-import { gemmWasm, WASM_GEMM_MIN_MACS } from './wasm-gemm.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
 
@@ -326,43 +325,11 @@ export class CpuBackend implements Backend {
   matmul(
     a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: FArr | null = null,
   ): FArr {
-    const out = this.product(a, aShape, b, bShape, transA, transB, outShape);
+    const out = batchedProduct(this.alloc, a, aShape, b, bShape, transA, transB, outShape);
     if (bias) {
       const n = outShape[outShape.length - 1];
       for (let o = 0; o < out.length; o += n) for (let c = 0; c < n; c++) out[o + c] += bias[c];
     }
-    return out;
-  }
-
-  private product(a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape): FArr {
-    const r = outShape.length;
-    const m = outShape[r - 2];
-    const n = outShape[r - 1];
-    const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
-    const out = this.alloc(sizeOf(outShape));
-    const aRows = aShape[aShape.length - 2];
-    const aCols = aShape[aShape.length - 1];
-    const bCols = bShape[bShape.length - 1];
-    const [sAm, sAk] = transA ? [1, aCols] : [aCols, 1];
-    const [sBk, sBn] = transB ? [1, bCols] : [bCols, 1];
-    const batch = outShape.slice(0, -2);
-    const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aRows * aCols);
-    const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bShape[bShape.length - 2] * bCols);
-    // forEachRow walks all but the last axis: add a dummy one.
-    const walkShape = [...batch, 1];
-    if (out instanceof Float32Array && a instanceof Float32Array && b instanceof Float32Array
-      && out.length * k >= WASM_GEMM_MIN_MACS) {
-      const aOffsets: number[] = [];
-      const bOffsets: number[] = [];
-      forEachRow(walkShape, [[...aBatch, 0], [...bBatch, 0]], (_bi, [ao, bo]) => {
-        aOffsets.push(ao);
-        bOffsets.push(bo);
-      });
-      if (gemmWasm(m, n, k, a, aOffsets, sAm, sAk, b, bOffsets, sBk, sBn, out)) return out;
-    }
-    forEachRow(walkShape, [[...aBatch, 0], [...bBatch, 0]], (bi, [ao, bo]) => {
-      gemm(m, n, k, a, ao, sAm, sAk, b, bo, sBk, sBn, out, bi * m * n);
-    });
     return out;
   }
 
