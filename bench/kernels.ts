@@ -4,14 +4,16 @@
  * step over W2's parameters. Each timed call ends with a readback.
  *
  *   npm run bench -- kernels [--backends cpu,gpu] [--gpu-modes webasm,cpu] [--max-time 1]
+ * (`gpu` means one row per gpu.js mode that starts here, as in the matmul suite.)
  */
 import Benchmark from 'benchmark';
 import {
-  GpuBackend, getBackend, layerNorm, listBackends, matmul, memory, ones, probeGpuModes, randn, registerBackend,
-  scaledDotProductAttention, softmax, tidy, zeros, type GpuMode, type Tensor,
+  getBackend, layerNorm, listBackends, matmul, memory, ones, randn, scaledDotProductAttention, softmax, tidy, zeros,
+  type Tensor,
 } from '@lowrank/core';
 import { AdamW, TransformerLM, w2 } from '@lowrank/nn';
 import { backendInfo, fmtMs, formatTable, median, option } from './common.ts';
+import { expandGpuBackends } from './gpu-modes.ts';
 
 export interface KernelRow {
   kernel: string;
@@ -132,23 +134,16 @@ function benchCase(c: KernelCase, backend: string, maxTime: number): KernelRow {
   }
 }
 
-/** Backends to run: registered names, plus one gpu backend per requested gpu.js mode (`gpu-<mode>`). */
+/** Backends to run: `gpu` expands to one backend per gpu.js mode that starts here; `--gpu-modes a,b` adds `gpu:a`, `gpu:b`. */
 function backendsFrom(args: readonly string[]): string[] {
   const list = (s: string | undefined): string[] => (s ?? '').split(',').map((x) => x.trim()).filter(Boolean);
-  const names = list(option(args, 'backends') ?? 'cpu,gpu');
-  for (const mode of list(option(args, 'gpu-modes'))) {
-    const name = `gpu-${mode}`;
-    const known = probeGpuModes();
-    if (!(mode in known)) {
-      console.log(`skipping gpu.js mode '${mode}': unknown (known: ${Object.keys(known).join(', ')})`);
-      continue;
-    }
+  const requested = [...list(option(args, 'backends') ?? 'cpu,gpu'), ...list(option(args, 'gpu-modes')).map((m) => `gpu:${m}`)];
+  const names: string[] = [];
+  for (const name of requested) {
     try {
-      const b = new GpuBackend({ mode: mode as GpuMode, name });
-      registerBackend(name, b);
-      names.push(name);
+      names.push(...expandGpuBackends([name]));
     } catch (e) {
-      console.log(`skipping gpu.js mode '${mode}': ${(e as Error).message}`);
+      console.log(`skipping '${name}': ${(e as Error).message}`);
     }
   }
   return names;
