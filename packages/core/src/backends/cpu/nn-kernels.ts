@@ -5,17 +5,22 @@ export function softmaxRows(alloc: Alloc, x: FArr, rows: number, cols: number, l
   const y = alloc(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
-    // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4.
+    if (log) {
+      const lse = rowLogSumExp(x, o, cols);
+      for (let c = 0; c < cols; c++) y[o + c] = x[o + c] - lse;
+      continue;
+    }
+    // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4; each exp is taken once.
     let m = -Infinity;
     for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
     let s = 0;
-    for (let c = 0; c < cols; c++) s += Math.exp(x[o + c] - m);
-    if (log) {
-      const lse = m + Math.log(s);
-      for (let c = 0; c < cols; c++) y[o + c] = x[o + c] - lse;
-    } else {
-      for (let c = 0; c < cols; c++) y[o + c] = Math.exp(x[o + c] - m) / s;
+    for (let c = 0; c < cols; c++) {
+      const e = Math.exp(x[o + c] - m);
+      y[o + c] = e;
+      s += e;
     }
+    const inv = 1 / s;
+    for (let c = 0; c < cols; c++) y[o + c] *= inv;
   }
   return y;
 }
@@ -52,7 +57,7 @@ function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: numbe
   return n;
 }
 
-/** log(sum(exp(x))) over one row, max-subtracted so it stays finite. */
+/** log(sum(exp(x))) over one row; NOTE: max-subtracted so it stays finite for |x| ~ 1e4. */
 function rowLogSumExp(x: FArr, o: number, cols: number): number {
   let m = -Infinity;
   for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
