@@ -231,9 +231,9 @@ export class CpuBackend implements Backend {
       else for (let i = 0; i < n; i++) out[i] = f(a[i], b[i]);
       return out;
     }
-    if (bn === 1) {
+    if (bn === 1 && an === n) {
       const bv = b[0];
-      for (let i = 0; i < n; i++) out[i] = f(a[i % an], bv);
+      for (let i = 0; i < n; i++) out[i] = f(a[i], bv);
       return out;
     }
     if (an === n && isSuffix(bShape, outShape)) {
