@@ -27,7 +27,11 @@ export interface Claims {
   pytorch: { maxDiff: number; loss: number; expectedLoss: number } | null;
 }
 
-const FIXTURE = fileURLToPath(new URL('../../shared/fixtures/', import.meta.url));
+/** The PyTorch fixtures: `../shared` beside the checkout, else the copy in test/fixtures. */
+const FIXTURE = [
+  fileURLToPath(new URL('../../shared/fixtures/', import.meta.url)),
+  fileURLToPath(new URL('../test/fixtures/', import.meta.url)),
+].find((d) => existsSync(d)) ?? fileURLToPath(new URL('../test/fixtures/', import.meta.url));
 
 export async function main(opts: TutorialOptions): Promise<Claims> {
   const log = opts.log ?? console.log;

@@ -16,9 +16,9 @@ import {
   type CheckpointValue,
   type RawTensor,
 } from '../../packages/core/src/serialization/index.ts';
+import { fixturesDir as sharedFixtures } from '../fixtures-dir.ts';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const fixturesDir = [join(repoRoot, 'shared/fixtures'), join(repoRoot, '../shared/fixtures')].find((d) => existsSync(d));
+const fixturesDir: string | undefined = sharedFixtures;
 const peftDir = fixturesDir === undefined ? undefined : join(fixturesDir, 'peft/llama-tiny');
 
 function bytesOf(t: RawTensor): Uint8Array {

@@ -14,6 +14,7 @@ import {
   transpose, variance, view, where, type DType, type Tensor,
 } from '@lowrank/core';
 import * as core from '@lowrank/core';
+import { fixturesDir } from '../fixtures-dir.ts';
 
 export interface FixtureTensor {
   shape: number[];
@@ -45,8 +46,7 @@ export interface OpFixture {
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** `../shared/fixtures` beside the checkout (as on CI). */
-export const fixturesDir = path.resolve(repoRoot, '../shared/fixtures');
+export { fixturesDir };
 
 export const hasFixtures = existsSync(path.join(fixturesDir, 'ops'));
 

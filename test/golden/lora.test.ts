@@ -6,9 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { tensor, type Tensor } from '@lowrank/core';
 import { Linear, TransformerLM, gpt2Small, llama7b, type TransformerConfig } from '@lowrank/nn';
 import { LoraLinear, PeftModel, getPeftModel, loadPeftAdapter, setPeftModelStateDict } from '@lowrank/lora';
+import { fixturesDir } from '../fixtures-dir.ts';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixturesDir = path.resolve(repoRoot, '../shared/fixtures');
 
 interface FixtureTensor { shape: number[]; data: number[]; dtype?: string }
 interface LoraFixture {

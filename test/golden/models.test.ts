@@ -5,9 +5,8 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { tensor, type Tensor } from '@lowrank/core';
 import { TransformerLM, type TransformerConfig } from '@lowrank/nn';
+import { fixturesDir } from '../fixtures-dir.ts';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixturesDir = path.resolve(repoRoot, '../shared/fixtures');
 
 interface FixtureTensor { shape: number[]; data: number[]; dtype?: string }
 interface ModelFixture {
