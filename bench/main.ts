@@ -5,6 +5,7 @@
  *   lora     (default) W2 full vs LoRA, W3 latency, report + chart in bench/results/<timestamp>/
  *   matmul   W1: square matmul GFLOP/s per backend
  *   kernels  Benchmark.js micro-benchmarks at W2 shapes per backend / gpu.js mode
+ *   gpu      per W2 LoRA step: gpu.js dispatches, compiles (also at a new sequence length), uploads, device bytes, time
  *   peers    our W2 step vs TensorFlow.js's, alternating runs (needs the tfjs peer folder)
  */
 export interface BenchSuite {
@@ -16,6 +17,7 @@ export const suites: Record<string, () => Promise<BenchSuite>> = {
   lora: () => import('./lora-suite.ts'),
   matmul: () => import('./matmul.ts'),
   kernels: () => import('./kernels.ts'),
+  gpu: () => import('./gpu.ts'),
   peers: () => import('./peers.ts'),
 };
 

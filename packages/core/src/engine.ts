@@ -10,7 +10,14 @@ export interface MemoryInfo {
   liveStorages: number;
   kernelLaunches: number;
   readbacks: number;
+  /** Host-to-device transfers: tensor uploads, plus host arrays a device backend passes to its kernels. */
   uploads: number;
+  /** Device kernel runs (gpu.js dispatches); 0 on backends that run kernels in-process. */
+  dispatches: number;
+  /** Device kernels compiled (shader / wasm module builds). */
+  compiles: number;
+  /** Device buffer bytes allocated by dispatches and uploads (cumulative; texels as allocated). */
+  textureBytes: number;
 }
 
 /** A backend allocation, shared by a tensor and its views. */
@@ -36,7 +43,8 @@ let kernelLog: KernelRecord[] | null = null;
 export function statsOf(backend: Backend): MemoryInfo {
   let s = stats.get(backend);
   if (!s) {
-    s = { liveBytes: 0, peakBytes: 0, liveTensors: 0, liveStorages: 0, kernelLaunches: 0, readbacks: 0, uploads: 0 };
+    s = { liveBytes: 0, peakBytes: 0, liveTensors: 0, liveStorages: 0, kernelLaunches: 0, readbacks: 0, uploads: 0, dispatches: 0, compiles: 0, textureBytes: 0,
+    };
     stats.set(backend, s);
   }
   return s;

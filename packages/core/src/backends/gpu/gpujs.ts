@@ -134,6 +134,13 @@ export function readBuffer(b: DeviceBuffer, size: number): Float32Array {
   return Float32Array.from((out as number[]).slice(0, size));
 }
 
+/** Bytes a device buffer takes: RGBA32F texels in GL modes, 4 per value elsewhere. */
+export function bufferBytes(b: DeviceBuffer): number {
+  if (!isTexture(b)) return b.byteLength;
+  const [w, h] = (b as unknown as { size: [number, number] }).size;
+  return w * h * 16;
+}
+
 export function deleteBuffer(b: DeviceBuffer): void {
   if (isTexture(b)) b.delete();
 }

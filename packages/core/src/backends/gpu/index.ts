@@ -1,11 +1,11 @@
 import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceOp, UnaryOp } from '../../backend.ts';
-import { countReadback } from '../../engine.ts';
+import { countReadback, statsOf } from '../../engine.ts';
 import { sizeOf, type Shape } from '../../shape.ts';
 import { CpuBackend } from '../cpu/index.ts';
 import { KernelCache } from './cache.ts';
 import { CodeGen } from './codegen.ts';
 import {
-  GPU_MODES, GpuJs, deleteBuffer, isGlMode, modeSupported, readBuffer, type DeviceBuffer, type GpuMode, type KernelArg,
+  GPU_MODES, GpuJs, bufferBytes, deleteBuffer, isGlMode, modeSupported, readBuffer, type DeviceBuffer, type GpuMode, type KernelArg,
 } from './gpujs.ts';
 import * as src from './sources.ts';
 
@@ -159,13 +159,35 @@ export class GpuBackend implements Backend {
     return { buf, size, host };
   }
 
+  /** Dispatches per kernel family since construction (bench accounting). */
+  readonly dispatchCounts = new Map<string, number>();
+
+  /** Counts one device dispatch, its host-array arguments (uploads) and the buffer it allocates. */
+  private account(name: string, hostArgs: number, out: DeviceBuffer | null): void {
+    const s = statsOf(this);
+    s.dispatches++;
+    s.uploads += hostArgs;
+    if (out) s.textureBytes += bufferBytes(out);
+    this.dispatchCounts.set(name, (this.dispatchCounts.get(name) ?? 0) + 1);
+  }
+
   /** Runs a generated kernel; scalar parameters travel as a small float array. */
   private exec(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[]): DeviceBuffer | null {
     if (spec.size === 0) return null;
     this.checkSize(spec.size);
     const a: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
-    const k = this.cache.get(spec, args.map((x) => (x instanceof Float32Array ? x.length : x.size)));
-    return k(...a);
+    const k = this.kernel(spec, args.map((x) => (x instanceof Float32Array ? x.length : x.size)));
+    const out = k(...a);
+    this.account(spec.name, args.filter((x) => x instanceof Float32Array).length, out);
+    return out;
+  }
+
+  /** A compiled kernel from the cache; a miss counts as a compile. */
+  private kernel(spec: src.KernelSpec, argSizes: readonly number[] = []) {
+    const before = this.cache.compiles;
+    const k = this.cache.get(spec, argSizes);
+    if (this.cache.compiles !== before) statsOf(this).compiles++;
+    return k;
   }
 
   private run(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], host: Int32Array | null = null): GpuData {
@@ -191,8 +213,15 @@ export class GpuBackend implements Backend {
     const host = dtype !== 'float32' && n <= SHADOW_LIMIT ? Int32Array.from(values) : null;
     if (n === 0) return this.wrap(null, 0, host);
     this.checkSize(n);
-    if (!isGlMode(this.mode)) return this.wrap(f === values ? f.slice() : f, n, host);
-    return this.wrap(this.cache.get(src.copy(n))(f), n, host);
+    if (!isGlMode(this.mode)) {
+      const buf = f === values ? f.slice() : f;
+      statsOf(this).textureBytes += bufferBytes(buf);
+      return this.wrap(buf, n, host);
+    }
+    const spec = src.copy(n);
+    const out = this.kernel(spec)(f);
+    this.account('upload', 0, out);
+    return this.wrap(out, n, host);
   }
 
   download(data: unknown, dtype: DType, size: number): HostArray {

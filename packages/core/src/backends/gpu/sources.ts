@@ -4,6 +4,8 @@ import { CodeGen, flt, kernelSource, powCode, sigmoidCode, tanhCode } from './co
 
 /** A generated kernel: source, flat output size and longest loop. */
 export interface KernelSpec {
+  /** Kernel family, for dispatch accounting. */
+  name: string;
   src: string;
   size: number;
   loop: number;
@@ -12,8 +14,8 @@ export interface KernelSpec {
 const T = 'this.thread.x';
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-function spec(args: readonly string[], body: string, size: number, loop = 1): KernelSpec {
-  return { src: kernelSource(args, body), size, loop };
+function spec(name: string, args: readonly string[], body: string, size: number, loop = 1): KernelSpec {
+  return { name, src: kernelSource(args, body), size, loop };
 }
 
 /** y = f(x) for a unary op; returns code that declares `y`. */
@@ -46,7 +48,7 @@ function unaryCode(g: CodeGen, op: UnaryOp, x: string, y: string): string {
 }
 
 export function unary(g: CodeGen, op: UnaryOp, size: number): KernelSpec {
-  return spec(['x'], `let v = x[${T}];\n${unaryCode(g, op, 'v', 'y')}return y;\n`, size);
+  return spec('unary', ['x'], `let v = x[${T}];\n${unaryCode(g, op, 'v', 'y')}return y;\n`, size);
 }
 
 /** dy * f'(.) from x and/or y; `which` says what is passed. */
@@ -82,32 +84,32 @@ export function unaryGrad(g: CodeGen, op: UnaryOp, hasX: boolean, hasY: boolean,
       break;
     }
   }
-  return spec(args, body, size);
+  return spec('unaryGrad', args, body, size);
 }
 
 export function copy(size: number): KernelSpec {
-  return spec(['x'], `return x[${T}];\n`, size);
+  return spec('copy', ['x'], `return x[${T}];\n`, size);
 }
 
 /** Fills with p[0]. */
 export function fill(size: number): KernelSpec {
-  return spec(['p'], 'return p[0];\n', size);
+  return spec('fill', ['p'], 'return p[0];\n', size);
 }
 
 export function truncate(size: number): KernelSpec {
-  return spec(['x'], `let v = x[${T}];\nif (v < 0) { return -Math.floor(-v); }\nreturn Math.floor(v);\n`, size);
+  return spec('truncate', ['x'], `let v = x[${T}];\nif (v < 0) { return -Math.floor(-v); }\nreturn Math.floor(v);\n`, size);
 }
 
 /** x * p[0] + p[1]. */
 export function affine(size: number): KernelSpec {
-  return spec(['x', 'p'], `return x[${T}] * p[0] + p[1];\n`, size);
+  return spec('affine', ['x', 'p'], `return x[${T}] * p[0] + p[1];\n`, size);
 }
 
 /** x ** p[0]; squares are special-cased. */
 export function powScalar(g: CodeGen, size: number, square: boolean): KernelSpec {
-  if (square) return spec(['x'], `let v = x[${T}];\nreturn v * v;\n`, size);
+  if (square) return spec('powScalar', ['x'], `let v = x[${T}];\nreturn v * v;\n`, size);
   const [c, y] = powCode(g, 'v', 'e');
-  return spec(['x', 'p'], `let v = x[${T}];\nlet e = p[0];\n${c}return ${y};\n`, size);
+  return spec('powScalar', ['x', 'p'], `let v = x[${T}];\nlet e = p[0];\n${c}return ${y};\n`, size);
 }
 
 function binaryCode(g: CodeGen, op: BinaryOp, a: string, b: string): string {
@@ -139,12 +141,12 @@ function broadcastReads(g: CodeGen, names: readonly string[], shapes: readonly S
 
 export function binary(g: CodeGen, op: BinaryOp, aShape: Shape, bShape: Shape, outShape: Shape): KernelSpec {
   const body = broadcastReads(g, ['a', 'b'], [aShape, bShape], outShape) + binaryCode(g, op, 'a0', 'b0');
-  return spec(['a', 'b'], body, sizeOf(outShape));
+  return spec('binary', ['a', 'b'], body, sizeOf(outShape));
 }
 
 export function where(g: CodeGen, cShape: Shape, aShape: Shape, bShape: Shape, outShape: Shape): KernelSpec {
   const body = broadcastReads(g, ['c', 'a', 'b'], [cShape, aShape, bShape], outShape) + 'if (c0 != 0) { return a0; }\nreturn b0;\n';
-  return spec(['c', 'a', 'b'], body, sizeOf(outShape));
+  return spec('where', ['c', 'a', 'b'], body, sizeOf(outShape));
 }
 
 export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly number[]): KernelSpec {
@@ -170,7 +172,7 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
     body += `for (let j = 0; j < ${R}; j++) {\n${inner.code}${accumulate(`x[${at}]`)}}\n`;
   }
   body += 'return acc;\n';
-  return spec(['x'], body, sizeOf(keptShape), R);
+  return spec('reduce', ['x'], body, sizeOf(keptShape), R);
 }
 
 export function matmul(
@@ -195,12 +197,12 @@ export function matmul(
   const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
   const init = withBias ? `bias[${c[nb + 1]}]` : '0';
   const body = `${code}let acc = ${init};\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
-  return spec(withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
+  return spec('matmul', withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
 }
 
 export function strided(g: CodeGen, outShape: Shape, strides: readonly number[], offset: number): KernelSpec {
   const { code, c } = g.coords(T, outShape);
-  return spec(['x'], `${code}return x[${g.offset(c, strides, offset)}];\n`, sizeOf(outShape));
+  return spec('strided', ['x'], `${code}return x[${g.offset(c, strides, offset)}];\n`, sizeOf(outShape));
 }
 
 /**
@@ -230,7 +232,7 @@ export function stridedAdd(
     const body =
       `let acc = 0;\nfor (let j = 0; j < ${dySize}; j++) {\n${code}` +
       `if (${g.offset(c, strides, offset)} == ${T}) { acc += dy[j]; }\n}\nreturn acc;\n`;
-    return spec(['dy'], body, outSize, dySize);
+    return spec('stridedAdd', ['dy'], body, outSize, dySize);
   }
   const moving = dyShape.map((_, i) => i).filter((i) => strides[i] !== 0 && dyShape[i] > 1);
   moving.sort((p, q) => strides[q] - strides[p]);
@@ -264,7 +266,7 @@ export function stridedAdd(
     }
   });
   body += `let acc = 0;\nfor (let z = 0; z < ${Z}; z++) {\n${inner.code}acc += dy[${g.offset(names, dyS)}];\n}\nreturn acc;\n`;
-  return spec(['dy'], body, outSize, Z);
+  return spec('stridedAdd', ['dy'], body, outSize, Z);
 }
 
 /** Up to a few pieces of a concat, over `acc` (the output so far) when `withAcc`. */
@@ -281,7 +283,7 @@ export function concatGroup(
     body += `if (${col} >= ${p.start} && ${col} < ${p.start + p.row}) { return x${i}[${g.lin([[o, p.row], [col, 1]], -p.start)}]; }\n`;
   });
   body += withAcc ? `return acc[${T}];\n` : 'return 0;\n';
-  return spec(withAcc ? ['acc', ...args] : args, body, sizeOf(outShape));
+  return spec('concatGroup', withAcc ? ['acc', ...args] : args, body, sizeOf(outShape));
 }
 
 export function gather(g: CodeGen, xShape: Shape, indexShape: Shape, axis: number): KernelSpec {
@@ -289,7 +291,7 @@ export function gather(g: CodeGen, xShape: Shape, indexShape: Shape, axis: numbe
   const xs = stridesOf(xShape);
   const cc = c.map((v, d) => (d === axis ? 'iv' : v));
   const body = `${code}let iv = Math.floor(index[${T}] + 0.5);\nreturn x[${g.offset(cc, xs)}];\n`;
-  return spec(['x', 'index'], body, sizeOf(indexShape));
+  return spec('gather', ['x', 'index'], body, sizeOf(indexShape));
 }
 
 export function scatterAdd(g: CodeGen, indexShape: Shape, axis: number, outShape: Shape): KernelSpec {
@@ -303,7 +305,7 @@ export function scatterAdd(g: CodeGen, indexShape: Shape, axis: number, outShape
   const pos = g.offset(cc, is);
   body += `let acc = 0;\nfor (let t = 0; t < ${indexShape[axis]}; t++) {\n`;
   body += `let iv = Math.floor(index[${pos}] + 0.5);\nif (iv == ${c[axis]}) { acc += dy[${pos}]; }\n}\nreturn acc;\n`;
-  return spec(['dy', 'index'], body, sizeOf(outShape), indexShape[axis]);
+  return spec('scatterAdd', ['dy', 'index'], body, sizeOf(outShape), indexShape[axis]);
 }
 
 export function indexSelect(g: CodeGen, xShape: Shape, count: number, axis: number): KernelSpec {
@@ -312,7 +314,7 @@ export function indexSelect(g: CodeGen, xShape: Shape, count: number, axis: numb
   const n = xShape[axis];
   const { code, c } = g.coords(T, [outer, count, inner]);
   const body = `${code}let iv = Math.floor(index[${g.int(c[1])}] + 0.5);\nreturn x[${g.offset([c[0], 'iv', c[2]], [n * inner, inner, 1])}];\n`;
-  return spec(['x', 'index'], body, outer * count * inner);
+  return spec('indexSelect', ['x', 'index'], body, outer * count * inner);
 }
 
 /** indexAdd over a host-built CSR of the indices: starts[r]..starts[r+1] in perm. */
@@ -324,7 +326,7 @@ export function indexAdd(g: CodeGen, xShape: Shape, count: number, axis: number,
   let body = `${code}let s = starts[${g.int(c[1])}];\nlet e = starts[${g.int(c[1])} + 1];\nlet acc = 0;\n`;
   body += `for (let t = 0; t < ${maxDup}; t++) {\nif (t >= e - s) { break; }\nlet ii = perm[${g.int('s')} + t];\n`;
   body += `acc += dy[${g.offset([c[0], 'ii', c[2]], [count * inner, inner, 1])}];\n}\nreturn acc;\n`;
-  return spec(['dy', 'starts', 'perm'], body, outer * n * inner, maxDup);
+  return spec('indexAdd', ['dy', 'starts', 'perm'], body, outer * n * inner, maxDup);
 }
 
 /** Per-row log-sum-exp (max-subtracted) of x [rows, cols]. */
@@ -334,7 +336,7 @@ export function rowLse(rows: number, cols: number): KernelSpec {
     `let m = -Infinity;\nfor (let c = 0; c < ${cols}; c++) { let v = x[${base} + c]; if (v > m) { m = v; } }\n` +
     `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += Math.exp(x[${base} + c] - m); }\n` +
     'return m + Math.log(s);\n';
-  return spec(['x'], body, rows, cols);
+  return spec('rowLse', ['x'], body, rows, cols);
 }
 
 /** Row index r and column c of the current cell of a [rows, cols] output. */
@@ -344,20 +346,20 @@ function rowCol(g: CodeGen, cols: number): string {
 
 export function softmaxApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
   const body = `${rowCol(g, cols)}let v = x[${T}] - lse[${g.int('r')}];\n` + (log ? 'return v;\n' : 'return Math.exp(v);\n');
-  return spec(['x', 'lse'], body, rows * cols);
+  return spec('softmaxApply', ['x', 'lse'], body, rows * cols);
 }
 
 /** Per-row sum of dy (log) or dy * y. */
 export function softmaxGradRow(rows: number, cols: number, log: boolean): KernelSpec {
   const base = `${T} * ${cols}`;
   const term = log ? `dy[${base} + c]` : `dy[${base} + c] * y[${base} + c]`;
-  return spec(['y', 'dy'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += ${term}; }\nreturn s;\n`, rows, cols);
+  return spec('softmaxGradRow', ['y', 'dy'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += ${term}; }\nreturn s;\n`, rows, cols);
 }
 
 export function softmaxGradApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
   let body = `${rowCol(g, cols)}let s = srow[${g.int('r')}];\nlet yv = y[${T}];\nlet d = dy[${T}];\n`;
   body += log ? 'return d - Math.exp(yv) * s;\n' : 'return yv * (d - s);\n';
-  return spec(['y', 'dy', 'srow'], body, rows * cols);
+  return spec('softmaxGradApply', ['y', 'dy', 'srow'], body, rows * cols);
 }
 
 /** Per-row NLL (0 for ignored rows) given the row lse. */
@@ -365,12 +367,12 @@ export function ceRow(g: CodeGen, rows: number, cols: number, ignoreIndex: numbe
   const body =
     `let t = Math.floor(targets[${T}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n` +
     `return lse[${T}] - logits[${g.lin([[T, cols], ['t', 1]])}];\n`;
-  return spec(['logits', 'targets', 'lse'], body, rows);
+  return spec('ceRow', ['logits', 'targets', 'lse'], body, rows);
 }
 
 /** Sum of a vector of n values, times p[0]. */
 export function sumScaled(n: number): KernelSpec {
-  return spec(['x', 'p'], `let s = 0;\nfor (let i = 0; i < ${n}; i++) { s += x[i]; }\nreturn s * p[0];\n`, 1, n);
+  return spec('sumScaled', ['x', 'p'], `let s = 0;\nfor (let i = 0; i < ${n}; i++) { s += x[i]; }\nreturn s * p[0];\n`, 1, n);
 }
 
 /** d logits: (softmax - onehot) * dy[0] * p[0], zero on ignored rows. */
@@ -379,11 +381,11 @@ export function ceGrad(g: CodeGen, rows: number, cols: number, ignoreIndex: numb
     `${rowCol(g, cols)}let t = Math.floor(targets[${g.int('r')}] + 0.5);\n` +
     `if (t == ${flt(ignoreIndex)}) { return 0; }\nlet sc = dy[0] * p[0];\n` +
     `let v = Math.exp(logits[${T}] - lse[${g.int('r')}]) * sc;\nif (c == t) { v = v - sc; }\nreturn v;\n`;
-  return spec(['logits', 'targets', 'lse', 'dy', 'p'], body, rows * cols);
+  return spec('ceGrad', ['logits', 'targets', 'lse', 'dy', 'p'], body, rows * cols);
 }
 
 export function rowMean(rows: number, cols: number): KernelSpec {
-  return spec(['x'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += x[${T} * ${cols} + c]; }\nreturn s / ${cols};\n`, rows, cols);
+  return spec('rowMean', ['x'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += x[${T} * ${cols} + c]; }\nreturn s / ${cols};\n`, rows, cols);
 }
 
 /** 1 / sqrt(mean((x - mean)^2) + p[0]); without `mean`, the RMS form. */
@@ -393,7 +395,7 @@ export function rowRstd(rows: number, cols: number, centered: boolean): KernelSp
     (centered ? `let mu = mean[${T}];\n` : '') +
     `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { let d = ${d}; s += d * d; }\n` +
     `return 1 / Math.sqrt(s / ${cols} + p[0]);\n`;
-  return spec(centered ? ['x', 'mean', 'p'] : ['x', 'p'], body, rows, cols);
+  return spec('rowRstd', centered ? ['x', 'mean', 'p'] : ['x', 'p'], body, rows, cols);
 }
 
 /** (x - mean) * rstd * w + b over rows (mean absent: RMS norm). */
@@ -404,7 +406,7 @@ export function normApply(g: CodeGen, rows: number, cols: number, centered: bool
   let body = `${rowCol(g, cols)}let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rstd[${r}];\n`;
   if (hasW) body += `h = h * w[${c}];\n`;
   if (hasB) body += `h = h + b[${c}];\n`;
-  return spec(args, body + 'return h;\n', rows * cols);
+  return spec('normApply', args, body + 'return h;\n', rows * cols);
 }
 
 /** Per-row sum of g = dy * w (gh: of g * h), h the normalized x. */
@@ -416,7 +418,7 @@ export function normRowSum(rows: number, cols: number, centered: boolean, hasW: 
   if (withH) body += `let h = (x[${at}]${centered ? ' - mu' : ''}) * rs;\ns += gv * h;\n`;
   else body += 's += gv;\n';
   body += '}\nreturn s;\n';
-  return spec(args, body, rows, cols);
+  return spec('normRowSum', args, body, rows, cols);
 }
 
 /** dx = rstd * (g - mean(g) - h * mean(g h)); the RMS form drops mean(g). */
@@ -427,7 +429,7 @@ export function normDx(g: CodeGen, rows: number, cols: number, centered: boolean
   body += `let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rs;\n`;
   body += `let gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
   body += `return rs * (gv${centered ? ` - sg[${r}] / ${cols}` : ''} - h * sgh[${r}] / ${cols});\n`;
-  return spec(args, body, rows * cols);
+  return spec('normDx', args, body, rows * cols);
 }
 
 /** Column sums over rows of dy * h (dw) or of dy (db). */
@@ -438,7 +440,7 @@ export function normColSum(rows: number, cols: number, centered: boolean, withH:
   body += `for (let r = 0; r < ${rows}; r++) {\n`;
   body += withH ? `s += dy[${at}] * (x[${at}]${centered ? ' - mean[r]' : ''}) * rstd[r];\n` : `s += dy[${at}];\n`;
   body += '}\nreturn s;\n';
-  return spec(args, body, cols, rows);
+  return spec('normColSum', args, body, cols, rows);
 }
 
 /** Scores s = q_i . k_j * p[0], for row (h, i) and key j (both integer expressions). */
@@ -456,7 +458,7 @@ export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: numb
   body += dot(g, [[T, dk]], [['h', tk * dk], ['j', dk]], dk);
   body += 'if (s > m) { z = z * Math.exp(m - s) + 1; m = s; } else { z += Math.exp(s - m); }\n}\n';
   body += 'if (z == 0) { return -Infinity; }\nreturn m + Math.log(z);\n';
-  return spec(['q', 'k', 'p'], body, bh * tq, Math.max(tk, dk));
+  return spec('attnLse', ['q', 'k', 'p'], body, bh * tq, Math.max(tk, dk));
 }
 
 /** Probabilities P [bh, tq, tk] (0 where masked). */
@@ -467,7 +469,7 @@ export function attnProbs(g: CodeGen, bh: number, tq: number, tk: number, dk: nu
   if (causal) body += `if (${j} > ${i} + ${tk - tq}) { return 0; }\n`;
   body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk);
   body += `return Math.exp(s - lse[${g.lin([[h, tq], [i, 1]])}]);\n`;
-  return spec(['q', 'k', 'lse', 'p'], body, bh * tq * tk, dk);
+  return spec('attnProbs', ['q', 'k', 'lse', 'p'], body, bh * tq * tk, dk);
 }
 
 /**
@@ -480,12 +482,12 @@ export function bmm(g: CodeGen, bh: number, I: number, J: number, D: number, tra
   const a = transA ? g.lin([[h, J * I], ['j', I], [i, 1]]) : g.lin([[h, I * J], [i, J], ['j', 1]]);
   const b = g.lin([[h, J * D], ['j', D], [d, 1]]);
   const body = `${code}let acc = 0;\nfor (let j = 0; j < ${J}; j++) { acc += A[${a}] * B[${b}]; }\nreturn acc;\n`;
-  return spec(['A', 'B'], body, bh * I * D, J);
+  return spec('bmm', ['A', 'B'], body, bh * I * D, J);
 }
 
 /** delta[h, i] = sum_d dout * out. */
 export function attnDelta(rows: number, dv: number): KernelSpec {
-  return spec(['dout', 'out'], `let s = 0;\nfor (let d = 0; d < ${dv}; d++) { s += dout[${T} * ${dv} + d] * out[${T} * ${dv} + d]; }\nreturn s;\n`, rows, dv);
+  return spec('attnDelta', ['dout', 'out'], `let s = 0;\nfor (let d = 0; d < ${dv}; d++) { s += dout[${T} * ${dv} + d] * out[${T} * ${dv} + d]; }\nreturn s;\n`, rows, dv);
 }
 
 /** dS = P * (dout_i . v_j - delta_i) * scale. */
@@ -495,7 +497,7 @@ export function attnDs(g: CodeGen, bh: number, tq: number, tk: number, dv: numbe
   let body = `${code}let pv = P[${T}];\nif (pv == 0) { return 0; }\nlet s = 0;\n`;
   body += `for (let d = 0; d < ${dv}; d++) { s += dout[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}] * v[${g.lin([[h, tk * dv], [j, dv], ['d', 1]])}]; }\n`;
   body += `return pv * (s - delta[${g.lin([[h, tq], [i, 1]])}]) * p[0];\n`;
-  return spec(['P', 'dout', 'v', 'delta', 'p'], body, bh * tq * tk, dv);
+  return spec('attnDs', ['P', 'dout', 'v', 'delta', 'p'], body, bh * tq * tk, dv);
 }
 
 /**
@@ -510,5 +512,5 @@ export function adam(which: 'p' | 'm' | 'v', decoupled: boolean, size: number): 
   if (which === 'm') body += 'return mi;\n';
   else if (which === 'v') body += 'return vi;\n';
   else body += `return w[${T}] * h[7] - (h[5] * mi) / (Math.sqrt(vi) / h[6] + h[3]);\n`;
-  return spec(['w', 'g', 'm', 'v', 'h'], body, size);
+  return spec('adam', ['w', 'g', 'm', 'v', 'h'], body, size);
 }
