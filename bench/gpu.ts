@@ -99,20 +99,23 @@ function measure(backend: string, args: readonly string[]): Row {
   const say = (m: string): void => { process.stderr.write(`[gpu bench ${backend}] ${m}\n`); };
   const first = step(long);
   say(`first step ${fmtMs(first.ms)} ms, ${first.compiles} compiles`);
+  const familiesBefore = be instanceof GpuBackend ? new Map(be.dispatchCounts) : new Map<string, number>();
   const timed: StepCost[] = [];
   for (let i = 0; i < steps; i++) {
     timed.push(step(long));
     say(`step ${i + 1}/${steps} ${fmtMs(timed[i].ms)} ms`);
   }
+  const families = be instanceof GpuBackend
+    ? [...be.dispatchCounts.entries()].map(([n, c]) => [n, (c - (familiesBefore.get(n) ?? 0)) / steps] as [string, number])
+      .filter(([, c]) => c > 0).sort((p, q) => q[1] - p[1])
+    : [];
   const changed = step(short);
   say(`T ${T} -> ${shortT}: ${changed.compiles} compiles, ${fmtMs(changed.ms)} ms`);
-  const families = be instanceof GpuBackend ? [...be.dispatchCounts.entries()].sort((p, q) => q[1] - p[1]) : [];
   opt.zeroGrad();
   for (const p of peft.parameters()) p.dispose();
-  const totalSteps = steps + 2;
   return {
     backend, mode: backendInfo(backend).mode, first, steady: medianCost(timed), changed, shortT,
-    families: families.map(([n, c]) => [n, c / totalSteps] as [string, number]),
+    families,
   };
 }
 
@@ -135,7 +138,7 @@ export function run(args: string[]): Row[] {
   if (flag(args, 'families')) {
     for (const r of rows) {
       if (r.families.length === 0) continue;
-      console.log(`\n${r.backend}: dispatches per step by kernel family (averaged over all steps)`);
+      console.log(`\n${r.backend}: dispatches per step by kernel family (timed steps)`);
       console.log(formatTable(['family', 'per step'], r.families.map(([n, c]) => [n, c.toFixed(1)])));
     }
   }
