@@ -1,4 +1,4 @@
-import { GPU, Texture } from 'gpu.js';
+import { CPUKernel, GPU, HeadlessGLKernel, Texture, WebAssemblyKernel, WebGL2Kernel, WebGLKernel } from 'gpu.js';
 import { linNatives } from './codegen.ts';
 
 /** The gpu.js modes this backend drives. */
@@ -116,7 +116,15 @@ const KERNEL_MODES: Record<string, GpuMode> = {
   CPUKernel: 'cpu',
 };
 
+// By identity first: a minifying bundler renames classes, so `name` alone would misreport.
+// (A browser build of gpu.js has no HeadlessGLKernel: that entry is then undefined.)
+const KERNEL_CLASSES: readonly [unknown, GpuMode][] = [
+  [HeadlessGLKernel, 'headlessgl'], [WebGL2Kernel, 'webgl2'], [WebGLKernel, 'webgl'],
+  [WebAssemblyKernel, 'webasm'], [CPUKernel, 'cpu'],
+];
+
 function kernelMode(k: KernelClass): string {
+  for (const [cls, mode] of KERNEL_CLASSES) if (cls !== undefined && k === cls) return mode;
   return KERNEL_MODES[k.name] ?? k.name;
 }
 

@@ -1,0 +1,202 @@
+// The training worker: owns the models and runs every step, so the page's
+// main thread only draws. Steps yield to the event loop one at a time, so a
+// 'stop' request is seen between steps.
+import { getBackend, probeGpuModes } from '@lowrank/core';
+import { CharTokenizer, type Module, type TransformerLM } from '@lowrank/nn';
+import type { PeftModel } from '@lowrank/lora';
+import type { BackendChoice, BackendInfo, BaseInfo, FromWorker, Progress, Replies, Request, RunSummary, ToWorker } from './protocol.ts';
+import {
+  Run, configFor, decodeBase, encodeBase, encodeText, generateText, hostTensors, instantiate, loadPeft, logitsOf,
+  loraRun, peftFiles, pretrainRun, probeIds, tokenizerFor, type BaseModel, type PeftFiles,
+} from './recipe.ts';
+
+const scope = self as unknown as { postMessage(m: FromWorker, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<ToWorker>) => void) | null };
+
+let backend: BackendInfo = { name: 'cpu', mode: 'cpu' };
+let base: BaseModel | null = null;
+let tokenizer: CharTokenizer | null = null;
+let adapter: PeftFiles | null = null;
+/** Models built for generation, per backend; rebuilt when the base or adapter changes. */
+let cached: { key: string; model: TransformerLM | PeftModel<TransformerLM> } | null = null;
+let busy = false;
+let stopRequested = false;
+
+function post(m: FromWorker): void {
+  scope.postMessage(m);
+}
+
+/** Resolves on the next turn of the event loop, without setTimeout's 4 ms clamp. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => resolve();
+    ch.port2.postMessage(null);
+  });
+}
+
+function disposeModel(m: Module): void {
+  for (const p of m.parameters()) p.dispose();
+}
+
+function dropCache(): void {
+  if (cached) disposeModel(cached.model);
+  cached = null;
+}
+
+function selectBackend(name: BackendChoice): BackendInfo {
+  if (name === 'cpu') return { name, mode: getBackend('cpu').mode };
+  const supported = probeGpuModes();
+  let mode: string;
+  try {
+    mode = getBackend('gpu').mode;
+  } catch (e) {
+    throw new Error(`the gpu backend could not start here: ${(e as Error).message}. Staying on cpu.`);
+  }
+  const info: BackendInfo = { name, mode };
+  if (mode !== 'webgl2') {
+    const have = Object.entries(supported).filter(([, ok]) => ok).map(([m]) => m).join(', ');
+    info.fallback = `WebGL2 is not available in this browser's workers, so gpu.js runs in '${mode}' mode (supported here: ${have || 'none'}).`;
+  }
+  return info;
+}
+
+function baseInfo(b: BaseModel): BaseInfo {
+  const params = Object.values(b.tensors).reduce((n, t) => n + t.data.length, 0);
+  const tied = b.config.tieWordEmbeddings ? b.config.vocabSize * b.config.nEmbd : 0;
+  return {
+    source: b.source, parameters: params - tied, vocabSize: b.config.vocabSize, blockSize: b.config.blockSize,
+    nLayer: b.config.nLayer, nEmbd: b.config.nEmbd, vocab: [...b.vocab],
+  };
+}
+
+function requireBase(): { base: BaseModel; tokenizer: CharTokenizer } {
+  if (!base || !tokenizer) throw new Error('no base model yet: pre-train one or load a model file first');
+  return { base, tokenizer };
+}
+
+async function drive(run: Run, phase: Progress['phase']): Promise<RunSummary> {
+  stopRequested = false;
+  const tokensPerStep = run.spec.batchSize * run.blockSize;
+  let tokens = 0;
+  let seconds = 0;
+  while (!run.done && !stopRequested) {
+    const r = run.step();
+    tokens += r.tokens;
+    seconds += r.ms / 1000;
+    post({ type: 'progress', phase, step: r.step, steps: run.spec.steps, loss: r.loss, ms: r.ms, tokensPerSecond: tokens / Math.max(seconds, 1e-9) });
+    await nextTurn();
+  }
+  return { phase, backend, losses: [...run.losses], stepMs: [...run.stepMs], stopped: !run.done, tokensPerStep };
+}
+
+function modelFor(useAdapter: boolean): TransformerLM | PeftModel<TransformerLM> {
+  const b = requireBase().base;
+  const key = `${backend.name}:${useAdapter && adapter ? 'adapter' : 'base'}`;
+  if (cached?.key === key) return cached.model;
+  dropCache();
+  const model = useAdapter && adapter ? loadPeft(b, adapter, backend.name) : instantiate(b, backend.name);
+  cached = { key, model };
+  return model;
+}
+
+type Handler<K extends Request['type']> = (req: Extract<Request, { type: K }>) => Promise<Replies[K]> | Replies[K];
+
+const handlers: { [K in Request['type']]: Handler<K> } = {
+  setBackend(req) {
+    const next = selectBackend(req.backend);
+    if (next.name !== backend.name) dropCache();
+    backend = next;
+    return backend;
+  },
+
+  async pretrain(req) {
+    const tok = tokenizerFor([req.text]);
+    const config = configFor(tok.vocabSize, req.spec);
+    const ids = encodeText(tok, req.text, config.blockSize, false);
+    const run = pretrainRun(config, ids, req.train, backend.name);
+    const summary = await drive(run, 'pretrain');
+    const steps = summary.losses.length;
+    const next: BaseModel = {
+      config, vocab: [...tok.vocab], tensors: hostTensors(run.model),
+      source: `pre-trained in this page: ${steps} steps on the built-in text, loss ${summary.losses[0]?.toFixed(3)} -> ${summary.losses[steps - 1]?.toFixed(3)}`,
+    };
+    disposeModel(run.model);
+    base = next;
+    tokenizer = tok;
+    adapter = null;
+    dropCache();
+    return { run: summary, base: baseInfo(next), baseBytes: encodeBase(next) };
+  },
+
+  loadBase(req) {
+    const next = decodeBase(req.bytes, req.fileName); // throws before anything changes
+    base = next;
+    tokenizer = new CharTokenizer(next.vocab);
+    adapter = null;
+    dropCache();
+    return { base: baseInfo(next), baseBytes: req.bytes };
+  },
+
+  async finetune(req) {
+    const { base: b, tokenizer: tok } = requireBase();
+    const ids = encodeText(tok, req.text, b.config.blockSize, req.skipUnknown);
+    const run = loraRun(b, ids, req.train, req.lora, backend.name);
+    const summary = await drive(run, 'finetune');
+    const peft = run.model as PeftModel<TransformerLM>;
+    const files = peftFiles(peft);
+    const trainable = peft.getNbTrainableParameters().trainable;
+    dropCache();
+    adapter = files;
+    cached = { key: `${backend.name}:adapter`, model: peft };
+    return { run: summary, adapter: files, trainable };
+  },
+
+  loadAdapter(req) {
+    const b = requireBase().base;
+    const peft = loadPeft(b, req.files, backend.name); // throws before anything changes
+    dropCache();
+    adapter = req.files;
+    cached = { key: `${backend.name}:adapter`, model: peft };
+    return { trainable: peft.getNbTrainableParameters().trainable };
+  },
+
+  generate(req) {
+    const tok = requireBase().tokenizer;
+    const model = modelFor(req.useAdapter);
+    const lm = 'getBaseModel' in model ? model.getBaseModel() : model;
+    return { text: generateText(lm, tok, req.prompt, { maxNewTokens: req.maxNewTokens, temperature: req.temperature, topK: 20, seed: req.seed }) };
+  },
+
+  probe(req) {
+    const { base: b, tokenizer: tok } = requireBase();
+    const ids = probeIds(encodeText(tok, req.text, b.config.blockSize, true), b.config.blockSize);
+    return { logits: logitsOf(modelFor(req.useAdapter), ids, b.config.blockSize), ids };
+  },
+
+  stop() {
+    stopRequested = true;
+    return { stopping: busy };
+  },
+};
+
+async function handle(msg: ToWorker): Promise<void> {
+  const exclusive = msg.type !== 'stop';
+  if (exclusive && busy) {
+    post({ type: 'reply', id: msg.id, ok: false, error: 'busy: wait for the current run to finish (or stop it)' });
+    return;
+  }
+  if (exclusive) busy = true;
+  try {
+    const handler = handlers[msg.type] as (r: Request) => Promise<unknown> | unknown;
+    const value = await handler(msg);
+    post({ type: 'reply', id: msg.id, ok: true, value });
+  } catch (e) {
+    post({ type: 'reply', id: msg.id, ok: false, error: (e as Error).message ?? String(e) });
+  } finally {
+    if (exclusive) busy = false;
+  }
+}
+
+scope.onmessage = (e) => {
+  void handle(e.data);
+};
