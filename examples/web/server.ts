@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { loadBrown } from '@lowrank/nn';
-import { WEB_DIR, buildPage } from './build.ts';
+import { WEB_DIR, buildPage, type BuildResult } from './build.ts';
 
 /** The two built-in texts: Brown corpus genres (the base pre-trains on one, fine-tunes on the other). */
 export const BUILTIN_TEXTS = { base: 'cn', tune: 'cr' } as const;
@@ -31,10 +31,12 @@ export interface WebServer {
   url: string;
   /** Bytes of the page's JavaScript (main + worker bundles). */
   jsBytes: number;
+  /** The bundles it serves under /dist/. */
+  built: BuildResult;
   close(): Promise<void>;
 }
 
-async function collectFiles(): Promise<{ files: Map<string, Uint8Array>; jsBytes: number }> {
+async function collectFiles(): Promise<{ files: Map<string, Uint8Array>; built: BuildResult }> {
   const files = new Map<string, Uint8Array>();
   for (const name of ['index.html', 'style.css']) {
     files.set(`/${name}`, await readFile(path.join(WEB_DIR, name)));
@@ -46,12 +48,12 @@ async function collectFiles(): Promise<{ files: Map<string, Uint8Array>; jsBytes
   for (const [which, genre] of Object.entries(BUILTIN_TEXTS)) {
     files.set(`/builtin/${which}.txt`, enc.encode(loadBrown({ genres: [genre] }).text));
   }
-  return { files, jsBytes: built.jsBytes };
+  return { files, built };
 }
 
 /** Builds the page and listens on host:port (port 0: any free port). */
 export async function startServer(opts: { port?: number; host?: string } = {}): Promise<WebServer> {
-  const { files, jsBytes } = await collectFiles();
+  const { files, built } = await collectFiles();
   const server = http.createServer((req, res) => {
     const urlPath = new URL(req.url ?? '/', 'http://localhost').pathname;
     const body = files.get(urlPath);
@@ -76,8 +78,12 @@ export async function startServer(opts: { port?: number; host?: string } = {}): 
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://${host}:${port}/`,
-    jsBytes,
-    close: () => new Promise<void>((resolve, reject) => server.close((e) => (e ? reject(e) : resolve()))),
+    jsBytes: built.jsBytes,
+    built,
+    close: () => new Promise<void>((resolve, reject) => {
+      server.close((e) => (e ? reject(e) : resolve()));
+      server.closeAllConnections(); // keep-alive sockets would hold close() for seconds
+    }),
   };
 }
 

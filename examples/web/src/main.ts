@@ -96,6 +96,9 @@ function setBusy(busy: boolean, label = ''): void {
   $<HTMLButtonElement>('download-weights').disabled = busy || !state.adapter;
 }
 
+let actionsDone = 0;
+
+/** Runs one user action: busy while it runs, its error shown; body[data-actions] counts finished ones. */
 async function guarded(label: string, fn: () => Promise<void>): Promise<void> {
   if (state.busy) return;
   clearMessage();
@@ -106,6 +109,7 @@ async function guarded(label: string, fn: () => Promise<void>): Promise<void> {
     showError(explain(e));
   } finally {
     setBusy(false);
+    document.body.dataset.actions = String(++actionsDone);
   }
 }
 
