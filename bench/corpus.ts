@@ -5,7 +5,8 @@
  * sees the same tokens and no worker pays for parsing the corpus.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { CharTokenizer, Xoshiro128, loadBrown } from '@lowrank/nn';
+import { CharTokenizer, Xoshiro128 } from '@lowrank/nn';
+import { loadBrown } from '@lowrank/nn/node';
 
 export interface Tokens {
   ids: Int32Array;

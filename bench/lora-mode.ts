@@ -6,6 +6,7 @@
 import { manualSeed, type Tensor } from '@lowrank/core';
 import { normal_, type TransformerLM } from '@lowrank/nn';
 import { getPeftModel, type LoraConfigInput, type PeftModel } from '@lowrank/lora';
+import '@lowrank/lora/node';
 import { LORA } from './common.ts';
 import type { LatencyVariant, Trainee } from './protocol.ts';
 

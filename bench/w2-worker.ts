@@ -16,7 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getBackend, manualSeed, memory, noGrad, resetPeak, tensor, tidy, type Tensor } from '@lowrank/core';
-import { AdamW, BatchSampler, TransformerLM, saveCheckpoint, type Batch, type LossModel } from '@lowrank/nn';
+import { AdamW, BatchSampler, TransformerLM, type Batch, type LossModel } from '@lowrank/nn';
+import { saveCheckpoint } from '@lowrank/nn/node';
 import {
   ADAMW, backendInfo, flag, intOption, median, option, parseSize, stats, workload, type Workload,
 } from './common.ts';

@@ -3,8 +3,9 @@
 import { Tensor, manualSeed, noGrad, randn, tensor } from '@lowrank/core';
 import {
   AdamW, BatchSampler, CharTokenizer, LayerNorm, Linear, Module, TransformerLM, evaluate, gpt2Small, llama7b,
-  loadBrown, resolveConfig, splitTrainVal, train,
+  resolveConfig, splitTrainVal, train,
 } from '@lowrank/nn';
+import { loadBrown } from '@lowrank/nn/node';
 import { runIfMain, type TutorialOptions } from './cli.ts';
 
 /** What the tutorial shows, checked by test/docs/tutorials.test.ts. */

@@ -6,9 +6,11 @@ import { join } from 'node:path';
 import { Tensor, manualSeed, noGrad, tensor, tidy } from '@lowrank/core';
 import {
   AdamW, BROWN_GENRES, BatchSampler, CharTokenizer, LambdaLR, TransformerLM, cosineWithWarmup, evaluate,
-  loadBrown, loadCheckpoint, restoreCheckpoint, saveCheckpoint, splitTrainVal, train, type TransformerConfigInput,
+  restoreCheckpoint, splitTrainVal, train, type TransformerConfigInput,
 } from '@lowrank/nn';
-import { LoraConfig, getPeftModel, loadAdapter } from '@lowrank/lora';
+import { loadBrown, loadCheckpoint, saveCheckpoint } from '@lowrank/nn/node';
+import { LoraConfig, getPeftModel } from '@lowrank/lora';
+import { loadAdapter } from '@lowrank/lora/node';
 import { runIfMain, type TutorialOptions } from './cli.ts';
 
 /** What the tutorial shows, checked by test/docs/tutorials.test.ts. */

@@ -12,6 +12,7 @@ import {
   AdamW, BatchSampler, TransformerLM, llamaTiny, resolveConfig, toRaw, trainStep, type RawStateValue,
 } from '@lowrank/nn';
 import { PeftModel, getPeftModel, loadPeftAdapter } from '@lowrank/lora';
+import '@lowrank/lora/node'; // Node's file system, for the directory paths below
 import { runIfMain, type TutorialOptions } from './cli.ts';
 
 /** What the tutorial shows, checked by test/docs/tutorials.test.ts. */

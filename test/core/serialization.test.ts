@@ -11,11 +11,10 @@ import {
   decodeSafetensors,
   encodeCheckpoint,
   encodeSafetensors,
-  writeFileAtomic,
-  writeFileAtomicSync,
   type CheckpointValue,
   type RawTensor,
 } from '../../packages/core/src/serialization/index.ts';
+import { writeFileAtomic, writeFileAtomicSync } from '../../packages/core/src/node.ts';
 import { fixturesDir as sharedFixtures } from '../fixtures-dir.ts';
 
 const fixturesDir: string | undefined = sharedFixtures;

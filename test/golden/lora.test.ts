@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { tensor, type Tensor } from '@lowrank/core';
 import { Linear, TransformerLM, gpt2Small, llama7b, type TransformerConfig } from '@lowrank/nn';
 import { LoraLinear, PeftModel, getPeftModel, loadPeftAdapter, setPeftModelStateDict } from '@lowrank/lora';
+import '@lowrank/lora/node';
 import { fixturesDir } from '../fixtures-dir.ts';
 
 

@@ -9,6 +9,7 @@ import { Module, TransformerLM, gptTiny, llamaTiny } from '@lowrank/nn';
 import {
   ADAPTER_FILE, LoraLinear, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftModel, getPeftModel, loadAdapter, loadPeftAdapter,
 } from '@lowrank/lora';
+import '@lowrank/lora/node';
 import { build, kindsOf, output, sameValues, specArb, targetsArb, type Spec } from './helpers.ts';
 
 const root = mkdtempSync(path.join(tmpdir(), 'lowrank-lora-'));

@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { globalRng, manualSeed } from '@lowrank/core';
 import {
-  AdamW, BatchSampler, LambdaLR, TransformerLM, cosineWithWarmup, gptTiny, llamaTiny, loadCheckpoint,
-  restoreCheckpoint, saveCheckpoint, train, trainStep, type TransformerConfig,
+  AdamW, BatchSampler, LambdaLR, TransformerLM, cosineWithWarmup, gptTiny, llamaTiny,
+  restoreCheckpoint, train, trainStep, type TransformerConfig,
 } from '@lowrank/nn';
+import { loadCheckpoint, saveCheckpoint } from '@lowrank/nn/node';
 
 const dir = mkdtempSync(join(tmpdir(), 'lowrank-ckpt-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -102,5 +103,41 @@ describe('checkpoints', () => {
     assert.deepEqual(result.valLosses.map((v) => v.step), [3, 6]);
     assert.ok(lines.some((l) => /step 6\/6 \| loss \d+\.\d{4} \| [\d,]+ tok\/s \| ETA/.test(l)), lines.join('\n'));
     assert.equal((await loadCheckpoint(path)).step, 6);
+  });
+});
+
+describe('checkpoint bytes (no file system)', () => {
+  test('the SHA-256 is the one node:crypto computes, over any split of the input', async () => {
+    const { createHash } = await import('node:crypto');
+    const { Sha256 } = await import('../../packages/nn/src/sha256.ts');
+    await import('fast-check').then(({ default: fc }) => fc.assert(fc.property(
+      fc.uint8Array({ maxLength: 300 }), fc.nat(300), fc.string(), (bytes, cut, text) => {
+        const at = Math.min(cut, bytes.length);
+        const ours = new Sha256().update(bytes.subarray(0, at)).update(text).update(bytes.subarray(at)).hex();
+        const ref = createHash('sha256').update(bytes.subarray(0, at)).update(text).update(bytes.subarray(at)).digest('hex');
+        assert.equal(ours, ref);
+      })));
+  });
+
+  test('serializeCheckpoint -> parseCheckpoint restores the model; train() hands the bytes to onCheckpoint', async () => {
+    const { parseCheckpoint, serializeCheckpoint } = await import('@lowrank/nn');
+    manualSeed(1);
+    const cfg = gptTiny();
+    const model = new TransformerLM(cfg);
+    const sampler = new BatchSampler(Int32Array.from({ length: 200 }, (_, i) => (i * 7) % cfg.vocabSize), { batchSize: 2, blockSize: 8, seed: 4 });
+    const got: number[] = [];
+    let last: Uint8Array | null = null;
+    await train({
+      model, optimizer: new AdamW(model.parameters(), { lr: 1e-2 }), train: sampler, steps: 2, checkpointEvery: 1, progress: false,
+      onCheckpoint: (bytes, step) => { got.push(step); last = bytes; },
+    });
+    assert.deepEqual(got, [1, 2]);
+    const ckpt = parseCheckpoint(last!);
+    assert.equal(ckpt.step, 2);
+    const again = new TransformerLM(cfg);
+    restoreCheckpoint(ckpt, { model: again, rng: false });
+    const a = serializeCheckpoint({ model, step: 2 });
+    const b = serializeCheckpoint({ model: again, step: 2 });
+    assert.equal(Buffer.compare(Buffer.from(a), Buffer.from(b)), 0);
   });
 });

@@ -9,13 +9,12 @@ import {
   BpeTokenizer,
   CharTokenizer,
   Xoshiro128,
-  brownDir,
   detokenizeBrownFile,
-  loadBrown,
   randomInt,
   sampleBatch,
   splitTrainVal,
 } from '../../packages/nn/src/data/index.ts';
+import { brownDir, loadBrown } from '../../packages/nn/src/node.ts';
 
 // Any whitespace-delimited word still ending in a common Brown tag (`said/vbd`, `Atlanta's/np$`, `./.`).
 const LEFTOVER_TAG = /\S\/(at|nn|nns|np|np\$|nn-tl|vbd|vbz|vbn|vb|in|jj|cc|rb|cd|pps|ppss|dt)(?=\s|$)/;

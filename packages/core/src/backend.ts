@@ -99,11 +99,31 @@ export interface Backend extends Kernels {
 }
 
 const registry = new Map<string, Backend | (() => Backend)>();
+const loaders = new Map<string, () => Promise<unknown>>();
 let defaultName = 'cpu';
 
+export interface RegisterBackendOptions {
+  /** Loads what the factory needs (e.g. gpu.js), for `initBackend`; the factory may then run synchronously. */
+  load?: () => Promise<unknown>;
+}
+
 /** Registers a backend (or a lazy factory) under a name: `registerBackend('cpu', () => new CpuBackend())`. */
-export function registerBackend(name: string, backend: Backend | (() => Backend)): void {
+export function registerBackend(name: string, backend: Backend | (() => Backend), opts: RegisterBackendOptions = {}): void {
   registry.set(name, backend);
+  if (opts.load) loaders.set(name, opts.load);
+  else loaders.delete(name);
+}
+
+/**
+ * Loads a backend's code if needed (gpu.js for 'gpu') and returns the backend;
+ * browsers call this before the first synchronous `getBackend('gpu')`.
+ *
+ * @example const gpu = await initBackend('gpu'); console.log(gpu.mode); // 'webgl2'
+ */
+export async function initBackend(name?: string): Promise<Backend> {
+  const key = name ?? defaultName;
+  await loaders.get(key)?.();
+  return getBackend(key);
 }
 
 export function getBackend(name?: string): Backend {

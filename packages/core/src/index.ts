@@ -2,10 +2,11 @@ import { registerBackend } from './backend.ts';
 import { CpuBackend } from './backends/cpu/index.ts';
 import { MetaBackend } from './backends/meta.ts';
 import { GpuBackend } from './backends/gpu/index.ts';
+import { loadGpuJs } from './backends/gpu/load.ts';
 
 registerBackend('cpu', () => new CpuBackend('cpu'));
 registerBackend('meta', () => new MetaBackend());
-registerBackend('gpu', () => new GpuBackend());
+registerBackend('gpu', () => new GpuBackend(), { load: loadGpuJs });
 
 export * from './backend.ts';
 export { Storage, profileKernels, runKernel, type KernelRecord, type MemoryInfo } from './engine.ts';
@@ -22,4 +23,7 @@ export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradch
 export { CpuBackend } from './backends/cpu/index.ts';
 export { MetaBackend } from './backends/meta.ts';
 export { GpuBackend, probeGpuModes, type GpuBackendOptions, type GpuMode } from './backends/gpu/index.ts';
+export { loadGpuJs } from './backends/gpu/load.ts';
 export * from './serialization/index.ts';
+export { getFileHost, setFileHost, type FileHost } from './files.ts';
+export { nodeRequire } from './platform.ts';

@@ -1,8 +1,6 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
 import {
-  decodeCheckpoint, decodeSafetensors, encodeCheckpoint, encodeSafetensors, isRawTensor, writeFileAtomic,
-  type CheckpointValue, type RawTensor, type Tensor,
+  decodeCheckpoint, decodeSafetensors, encodeCheckpoint, encodeSafetensors, getFileHost, isRawTensor,
+  type CheckpointValue, type FileHost, type RawTensor, type Tensor,
 } from '@lowrank/core';
 import { TransformerLM, type Module } from '@lowrank/nn';
 import type { LoraConfig } from './config.ts';
@@ -18,6 +16,26 @@ export const ADAPTER_FILE = 'adapter.lowrank';
 export const PEFT_CONFIG_FILE = 'adapter_config.json';
 export const PEFT_WEIGHTS_FILE = 'adapter_model.safetensors';
 const NATIVE_KIND = 'lowrank-lora-adapter';
+
+/** An adapter's files in memory, by file name (`adapter_config.json` -> its bytes). */
+export type AdapterFiles = Record<string, Uint8Array<ArrayBuffer>>;
+
+/** The same bytes typed over a plain ArrayBuffer (what `new Blob([...])` accepts); copies only a shared buffer. */
+function plain(u: Uint8Array): Uint8Array<ArrayBuffer> {
+  return u.buffer instanceof ArrayBuffer ? (u as Uint8Array<ArrayBuffer>) : new Uint8Array(u);
+}
+
+/**
+ * Adapter files to load from memory: bytes, or Blobs / `File`s (from an
+ * `<input type="file">` or a drop), by file name.
+ */
+export type AdapterFileSource = Record<string, Uint8Array | ArrayBuffer | Blob> | Map<string, Uint8Array | ArrayBuffer | Blob>;
+
+/** Where adapter files are read from: a named file's bytes, and a label for errors. */
+interface FileReader {
+  read(name: string): Promise<Uint8Array>;
+  label(name: string): string;
+}
 
 export interface SaveOptions {
   /** Which adapter (default: the active one). */
@@ -49,12 +67,12 @@ function targetNames(peft: PeftModel, adapter: string): string[] {
 }
 
 /**
- * Writes `<dir>/adapter.lowrank`: msgpack (core's encodeCheckpoint) holding the
- * PEFT-style config and, per adapted module, its lora_A / lora_B as raw
- * little-endian float32 bytes; written atomically. Returns the file path.
- * @example await saveNativeFile(peft, 'out/adapter');
+ * The native adapter file's bytes (`adapter.lowrank`): msgpack (core's
+ * encodeCheckpoint) holding the PEFT-style config and, per adapted module, its
+ * lora_A / lora_B as raw little-endian float32 bytes.
+ * @example const bytes = encodeNativeAdapter(peft); new Blob([bytes]);
  */
-export async function saveNativeFile(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<string> {
+export function encodeNativeAdapter(peft: PeftModel, opts: SaveOptions = {}): Uint8Array<ArrayBuffer> {
   const [adapter, cfg] = pickAdapter(peft, opts.adapterName);
   const tensors = adapterTensors(peft.baseModel, adapter);
   const modules: Record<string, CheckpointValue> = {};
@@ -76,18 +94,17 @@ export async function saveNativeFile(peft: PeftModel, dir: string, opts: SaveOpt
     modules,
     extra,
   };
-  await mkdir(dir, { recursive: true });
-  const out = path.join(dir, ADAPTER_FILE);
-  await writeFileAtomic(out, encodeCheckpoint(file));
-  return out;
+  return plain(encodeCheckpoint(file));
 }
 
 /**
- * Writes PEFT's two files: `adapter_config.json` (snake_case keys, sorted, 2-space indent)
- * and `adapter_model.safetensors` (`base_model.model.<path>.lora_A.weight`, metadata {format: 'pt'}).
- * @example await savePeftFiles(peft, 'out/peft');
+ * PEFT's two files in memory: `adapter_config.json` (snake_case keys, sorted, 2-space
+ * indent) and `adapter_model.safetensors` (`base_model.model.<path>.lora_A.weight`,
+ * metadata {format: 'pt'}).
+ * @example const files = encodePeftAdapter(peft); files['adapter_model.safetensors'].byteLength
  */
-export async function savePeftFiles(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<void> {
+export function encodePeftAdapter(peft: PeftModel, opts: SaveOptions = {}): AdapterFiles {
+
   const [adapter, cfg] = pickAdapter(peft, opts.adapterName);
   const json = loraConfigToPeftJson(cfg, targetNames(peft, adapter), true);
   let tensors = adapterTensors(peft.baseModel, adapter);
@@ -98,9 +115,78 @@ export async function savePeftFiles(peft: PeftModel, dir: string, opts: SaveOpti
     }
     tensors = toTransformersLayout(tensors);
   }
-  await mkdir(dir, { recursive: true });
-  await writeFileAtomic(path.join(dir, PEFT_CONFIG_FILE), new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`));
-  await writeFileAtomic(path.join(dir, PEFT_WEIGHTS_FILE), encodeSafetensors(tensors, { format: 'pt' }));
+  return {
+    [PEFT_CONFIG_FILE]: new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`),
+    [PEFT_WEIGHTS_FILE]: plain(encodeSafetensors(tensors, { format: 'pt' })),
+  };
+}
+
+/**
+ * An adapter's files in memory: `{ 'adapter.lowrank' }` (native) or PEFT's two files.
+ * @example const files = adapterToFiles(peft, 'peft'); // download each, or hand to loadAdapterInto
+ */
+export function adapterToFiles(peft: PeftModel, format: 'native' | 'peft', opts: SaveOptions = {}): AdapterFiles {
+  return format === 'native' ? { [ADAPTER_FILE]: encodeNativeAdapter(peft, opts) } : encodePeftAdapter(peft, opts);
+}
+
+/** Writes files into dir (created if needed) through a file host, each atomically; returns their paths. */
+export async function writeAdapterDir(host: FileHost, dir: string, files: AdapterFiles): Promise<string[]> {
+  await host.mkdir(dir);
+  const paths: string[] = [];
+  for (const [name, bytes] of Object.entries(files)) {
+    const p = host.join(dir, name);
+    await host.writeFile(p, bytes);
+    paths.push(p);
+  }
+  return paths;
+}
+
+/**
+ * Writes `<dir>/adapter.lowrank` atomically through the installed file host
+ * (Node: `@lowrank/lora/node`); returns the file path.
+ * @example await saveNativeFile(peft, 'out/adapter');
+ */
+export async function saveNativeFile(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<string> {
+  const [out] = await writeAdapterDir(getFileHost('saveAdapter'), dir, adapterToFiles(peft, 'native', opts));
+  return out;
+}
+
+/**
+ * Writes PEFT's `adapter_config.json` and `adapter_model.safetensors` into dir through
+ * the installed file host (Node: `@lowrank/lora/node`).
+ * @example await savePeftFiles(peft, 'out/peft');
+ */
+export async function savePeftFiles(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<void> {
+  await writeAdapterDir(getFileHost('savePretrained'), dir, adapterToFiles(peft, 'peft', opts));
+}
+
+function dirReader(host: FileHost, dir: string): FileReader {
+  return { read: (name) => host.readFile(host.join(dir, name)), label: (name) => host.join(dir, name) };
+}
+
+async function toBytes(v: Uint8Array | ArrayBuffer | Blob): Promise<Uint8Array> {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  return new Uint8Array(await v.arrayBuffer());
+}
+
+function memoryReader(files: AdapterFileSource): FileReader {
+  const get = (name: string): Uint8Array | ArrayBuffer | Blob | undefined => (files instanceof Map ? files.get(name) : files[name]);
+  return {
+    read: async (name) => {
+      const v = get(name);
+      if (v === undefined) {
+        const have = files instanceof Map ? [...files.keys()] : Object.keys(files);
+        throw new Error(`loadAdapter: no file '${name}' among the given files (${have.join(', ') || 'none'})`);
+      }
+      return toBytes(v);
+    },
+    label: (name) => name,
+  };
+}
+
+function readerFor(from: string | AdapterFileSource, caller: string): FileReader {
+  return typeof from === 'string' ? dirReader(getFileHost(caller), from) : memoryReader(from);
 }
 
 interface ReadAdapter {
@@ -109,9 +195,9 @@ interface ReadAdapter {
   savedName?: string;
 }
 
-async function readNative(dir: string, opts: ReadOptions): Promise<ReadAdapter> {
-  const file = path.join(dir, ADAPTER_FILE);
-  const top = decodeCheckpoint(await readFile(file));
+async function readNative(src: FileReader, opts: ReadOptions): Promise<ReadAdapter> {
+  const file = src.label(ADAPTER_FILE);
+  const top = decodeCheckpoint(await src.read(ADAPTER_FILE));
   if (typeof top !== 'object' || top === null || Array.isArray(top) || isRawTensor(top) || top.kind !== NATIVE_KIND) {
     throw new Error(`${file}: not a lowrank LoRA adapter file`);
   }
@@ -132,21 +218,32 @@ async function readNative(dir: string, opts: ReadOptions): Promise<ReadAdapter> 
   return { config, tensors, savedName: typeof t.adapterName === 'string' ? t.adapterName : undefined };
 }
 
-async function readPeft(dir: string, opts: ReadOptions): Promise<ReadAdapter> {
-  const json: unknown = JSON.parse(await readFile(path.join(dir, PEFT_CONFIG_FILE), 'utf8'));
+async function readPeft(src: FileReader, opts: ReadOptions): Promise<ReadAdapter> {
+  const text = new TextDecoder().decode(await src.read(PEFT_CONFIG_FILE));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${src.label(PEFT_CONFIG_FILE)}: not valid JSON (${(err as Error).message})`);
+  }
   const config = loraConfigFromPeftJson(json, opts);
-  const { tensors } = decodeSafetensors(await readFile(path.join(dir, PEFT_WEIGHTS_FILE)));
+  const { tensors } = decodeSafetensors(await src.read(PEFT_WEIGHTS_FILE));
   return { config, tensors };
 }
 
 /**
- * Adds the adapter stored in dir to a model: a plain model becomes a PeftModel,
- * a PeftModel gets one more adapter. If anything fails (unknown tensor key,
- * shape, missing tensor) the model is left as it was.
+ * Adds an adapter to a model, from a directory (through the installed file host;
+ * Node: `@lowrank/lora/node`) or from files in memory: a plain model becomes a
+ * PeftModel, a PeftModel gets one more adapter. If anything fails (unknown tensor
+ * key, shape, missing tensor) the model is left as it was.
  * @example const peft = await loadAdapterInto(model, 'out/peft', 'peft', { isTrainable: true });
+ * @example const peft = await loadAdapterInto(model, { 'adapter_config.json': cfgFile, 'adapter_model.safetensors': weightsFile }, 'peft');
  */
-export async function loadAdapterInto(model: Module, dir: string, format: 'native' | 'peft', opts: LoadOptions = {}): Promise<PeftModel> {
-  const read = format === 'native' ? await readNative(dir, opts) : await readPeft(dir, opts);
+export async function loadAdapterInto(
+  model: Module, from: string | AdapterFileSource, format: 'native' | 'peft', opts: LoadOptions = {},
+): Promise<PeftModel> {
+  const src = readerFor(from, format === 'native' ? 'loadAdapter' : 'loadPeftAdapter');
+  const read = format === 'native' ? await readNative(src, opts) : await readPeft(src, opts);
   const config = read.config.with({ inferenceMode: !(opts.isTrainable ?? false) });
   if (model instanceof PeftModel) {
     const name = opts.adapterName ?? read.savedName ?? 'default';
@@ -183,7 +280,7 @@ export async function loadAdapterInto(model: Module, dir: string, format: 'nativ
  * already is a PeftModel gets it as one more adapter (prefer `peft.loadPeftAdapter`).
  * @example const peft = await loadPeftAdapter(model, 'fixtures/peft/llama-tiny');
  */
-export async function loadPeftAdapter<M extends Module>(model: M, dir: string, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel<M>> {
+export async function loadPeftAdapter<M extends Module>(model: M, dir: string | AdapterFileSource, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel<M>> {
   return (await loadAdapterInto(model, dir, 'peft', { ...opts, adapterName })) as PeftModel<M>;
 }
 
@@ -191,7 +288,7 @@ export async function loadPeftAdapter<M extends Module>(model: M, dir: string, a
  * Loads a native `adapter.lowrank` directory onto a model.
  * @example const peft = await loadAdapter(model, 'out/adapter');
  */
-export async function loadAdapter<M extends Module>(model: M, dir: string, opts: LoadOptions = {}): Promise<PeftModel<M>> {
+export async function loadAdapter<M extends Module>(model: M, dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<PeftModel<M>> {
   return (await loadAdapterInto(model, dir, 'native', opts)) as PeftModel<M>;
 }
 

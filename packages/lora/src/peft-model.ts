@@ -2,7 +2,10 @@ import type { Tensor } from '@lowrank/core';
 import { Module } from '@lowrank/nn';
 import { LoraConfig, type LoraConfigInput } from './config.ts';
 import { LoraModel, type CombinationType } from './tuner.ts';
-import { loadAdapterInto, savePeftFiles, saveNativeFile, type LoadOptions, type SaveOptions } from './io.ts';
+import {
+  adapterToFiles, loadAdapterInto, savePeftFiles, saveNativeFile,
+  type AdapterFileSource, type AdapterFiles, type LoadOptions, type SaveOptions,
+} from './io.ts';
 
 /** `{ trainable, total }` parameter counts (tied weights once). */
 export interface ParameterCounts {
@@ -146,7 +149,17 @@ export class PeftModel<M extends Module = Module> extends Module {
   }
 
   /**
+   * The adapter's files in memory (PEFT's two files, or `adapter.lowrank`), for a
+   * browser download or any storage; `loadAdapter` / `fromPretrained` take them back.
+   * @example const files = peft.toFiles('peft'); new Blob([files['adapter_model.safetensors']]);
+   */
+  toFiles(format: 'native' | 'peft' = 'peft', opts: SaveOptions = {}): AdapterFiles {
+    return adapterToFiles(this, format, opts);
+  }
+
+  /**
    * Writes the adapter in the native format: `<dir>/adapter.lowrank` (msgpack: config + A/B tensors as raw bytes), atomically.
+   * Paths need a file host: in Node, `import '@lowrank/lora/node'`.
    * @example await peft.saveAdapter('out/adapter');
    */
   async saveAdapter(dir: string, opts: SaveOptions = {}): Promise<string> {
@@ -157,12 +170,13 @@ export class PeftModel<M extends Module = Module> extends Module {
    * Loads a native adapter file as a new adapter (default: the saved name).
    * @example await peft.loadAdapter('out/adapter', { adapterName: 'other' });
    */
-  async loadAdapter(dir: string, opts: LoadOptions = {}): Promise<void> {
+  async loadAdapter(dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<void> {
     await loadAdapterInto(this, dir, 'native', opts);
   }
 
   /**
-   * Writes PEFT's `adapter_config.json` and `adapter_model.safetensors` into dir.
+   * Writes PEFT's `adapter_config.json` and `adapter_model.safetensors` into dir
+   * (a path needs a file host: in Node, `import '@lowrank/lora/node'`).
    * @example await peft.savePretrained('out/peft');
    */
   async savePretrained(dir: string, opts: SaveOptions = {}): Promise<void> {
@@ -173,7 +187,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * Loads a PEFT-format adapter as a new adapter of this model.
    * @example await peft.loadPeftAdapter('out/peft', { adapterName: 'other' });
    */
-  async loadPeftAdapter(dir: string, opts: LoadOptions = {}): Promise<void> {
+  async loadPeftAdapter(dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<void> {
     await loadAdapterInto(this, dir, 'peft', opts);
   }
 
@@ -182,7 +196,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * (PEFT format; frozen unless `isTrainable`).
    * @example const peft = await PeftModel.fromPretrained(model, 'fixtures/peft/llama-tiny');
    */
-  static async fromPretrained<T extends Module>(model: T, dir: string, opts: LoadOptions = {}): Promise<PeftModel<T>> {
+  static async fromPretrained<T extends Module>(model: T, dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<PeftModel<T>> {
     return (await loadAdapterInto(model, dir, 'peft', opts)) as PeftModel<T>;
   }
 }

@@ -1,8 +1,7 @@
-import { createHash, type Hash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import {
-  decodeCheckpoint, encodeCheckpoint, globalRng, isRawTensor, writeFileAtomic, type CheckpointValue, type RawTensor,
+  decodeCheckpoint, encodeCheckpoint, globalRng, isRawTensor, type CheckpointValue, type RawTensor,
 } from '@lowrank/core';
+import { Sha256 } from './sha256.ts';
 import type { Module } from './module.ts';
 import { toRaw, type Optimizer, type BaseHyper, type OptimizerStateDict } from './optim/optimizer.ts';
 import type { LambdaLR } from './optim/schedules.ts';
@@ -72,25 +71,13 @@ export function checkpointValue(s: CheckpointInput): CheckpointValue {
 }
 
 /**
- * Writes a checkpoint atomically (temp file, fsync, rename): model, optimizer,
- * scheduler, step, core RNG and sampler state, with a SHA-256 of the contents.
- * @example await saveCheckpoint('run/ckpt.msgpack', { model, optimizer, step, sampler });
+ * A checkpoint as bytes (what `saveCheckpoint` writes): for browsers, downloads, IndexedDB.
+ * @example const bytes = serializeCheckpoint({ model, optimizer, step }); parseCheckpoint(bytes);
  */
-export async function saveCheckpoint(path: string, s: CheckpointInput): Promise<void> {
-  await writeFileAtomic(path, encodeCheckpoint(checkpointValue(s)));
-}
-
-/**
- * Reads and verifies a checkpoint; truncated or corrupted files are rejected with a clear Error.
- * @example const ckpt = await loadCheckpoint('run/ckpt.msgpack'); restoreCheckpoint(ckpt, { model, optimizer, sampler });
- */
-export async function loadCheckpoint(path: string): Promise<Checkpoint> {
-  const bytes = await readFile(path);
-  try {
-    return parseCheckpoint(bytes);
-  } catch (err) {
-    throw new Error(`loadCheckpoint: '${path}' is not a valid checkpoint: ${err instanceof Error ? err.message : String(err)}`);
-  }
+export function serializeCheckpoint(s: CheckpointInput): Uint8Array<ArrayBuffer> {
+  const bytes = encodeCheckpoint(checkpointValue(s));
+  // typed over a plain ArrayBuffer, what `new Blob([bytes])` accepts (msgpackr never returns a shared one)
+  return bytes.buffer instanceof ArrayBuffer ? (bytes as Uint8Array<ArrayBuffer>) : new Uint8Array(bytes);
 }
 
 /** Decodes and verifies checkpoint bytes. @example parseCheckpoint(encodeCheckpoint(checkpointValue(s))) */
@@ -143,12 +130,12 @@ export function restoreCheckpoint(ckpt: Checkpoint, t: RestoreTargets): number {
 
 /** SHA-256 over the structure, the numbers and every tensor's bytes, in order. */
 function digest(v: CheckpointValue): string {
-  const h = createHash('sha256');
+  const h = new Sha256();
   feed(h, v);
-  return h.digest('hex');
+  return h.hex();
 }
 
-function feed(h: Hash, v: CheckpointValue): void {
+function feed(h: Sha256, v: CheckpointValue): void {
   if (v === null || typeof v !== 'object') {
     h.update(`${typeof v}:${typeof v === 'number' && Object.is(v, -0) ? 0 : String(v)};`);
     return;

@@ -6,5 +6,8 @@ export * from './models/transformer.ts';
 export * from './presets.ts';
 export * from './losses.ts';
 export * from './optim/index.ts';
-export * from './checkpoint.ts';
+export {
+  checkpointValue, parseCheckpoint, restoreCheckpoint, serializeCheckpoint,
+  type Checkpoint, type CheckpointInput, type RestoreTargets, type Resumable,
+} from './checkpoint.ts';
 export * from './train.ts';

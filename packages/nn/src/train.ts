@@ -1,6 +1,6 @@
-import { Tensor, noGrad, tensor, tidy } from '@lowrank/core';
+import { Tensor, getFileHost, noGrad, tensor, tidy } from '@lowrank/core';
 import type { Batch } from './data/batches.ts';
-import { saveCheckpoint, type Resumable } from './checkpoint.ts';
+import { serializeCheckpoint, type Resumable } from './checkpoint.ts';
 import type { Module } from './module.ts';
 import { clipGradNorm } from './optim/clip.ts';
 import type { BaseHyper, Optimizer } from './optim/optimizer.ts';
@@ -32,14 +32,23 @@ export interface TrainOptions {
   evalEvery?: number;
   /** Validation batches per evaluation (default 8). */
   evalBatches?: number;
+  /** Where to write checkpoints (atomically); needs a file host (`import '@lowrank/nn/node'` in Node). */
   checkpointPath?: string;
   checkpointEvery?: number;
+  /** Receives each checkpoint's bytes instead of (or besides) `checkpointPath`: browsers store or download them. */
+  onCheckpoint?: (bytes: Uint8Array, step: number) => void | Promise<void>;
   /** Backend for the batches (default: the model's). */
   backend?: string;
   /** Progress output: true (stderr, default), false, or a line sink. */
   progress?: boolean | ((line: string) => void);
   /** Called after every step. */
   onStep?: (info: StepInfo) => void;
+}
+
+/** Node's process.stderr, as far as the progress bar uses it (absent in browsers). */
+interface StderrLike {
+  isTTY?: boolean;
+  write(s: string): unknown;
 }
 
 export interface StepInfo {
@@ -111,12 +120,14 @@ export function trainStep(
 export async function train(o: TrainOptions): Promise<TrainResult> {
   const start = o.startStep ?? 0;
   const sink = o.progress === false ? null : typeof o.progress === 'function' ? o.progress : null;
-  const tty = o.progress !== false && sink === null && process.stderr.isTTY === true;
+  const stderr = (globalThis as { process?: { stderr?: StderrLike } }).process?.stderr;
+  const tty = o.progress !== false && sink === null && stderr?.isTTY === true;
   const write = (line: string, final: boolean): void => {
     if (o.progress === false) return;
     if (sink) sink(line);
-    else if (tty) process.stderr.write(`\r\x1b[2K${line}${final ? '\n' : ''}`);
-    else process.stderr.write(`${line}\n`);
+    else if (tty) stderr?.write(`\r\x1b[2K${line}${final ? '\n' : ''}`);
+    else if (stderr) stderr.write(`${line}\n`);
+    else console.log(line);
   };
   const plainEvery = Math.max(1, Math.floor((o.steps - start) / 20));
   const losses: number[] = [];
@@ -142,11 +153,13 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     } else if (tty || sink || done % plainEvery === 0 || done === o.steps) {
       write(line, done === o.steps);
     }
-    if (o.checkpointPath && o.checkpointEvery && (done % o.checkpointEvery === 0 || done === o.steps)) {
-      await saveCheckpoint(o.checkpointPath, {
+    if ((o.checkpointPath || o.onCheckpoint) && o.checkpointEvery && (done % o.checkpointEvery === 0 || done === o.steps)) {
+      const bytes = serializeCheckpoint({
         model: o.model, optimizer: o.optimizer, scheduler: o.scheduler, step: done,
         sampler: o.train.getState && o.train.setState ? (o.train as Resumable) : undefined,
       });
+      if (o.checkpointPath) await getFileHost('train (checkpointPath)').writeFile(o.checkpointPath, bytes);
+      await o.onCheckpoint?.(bytes, done);
     }
   }
   const seconds = (performance.now() - t0) / 1000;

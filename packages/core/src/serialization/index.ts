@@ -8,4 +8,3 @@ export {
   type SafetensorsContents,
 } from './safetensors.ts';
 export { CHECKPOINT_FORMAT, CHECKPOINT_VERSION, decodeCheckpoint, encodeCheckpoint, type CheckpointValue } from './checkpoint.ts';
-export { writeFileAtomic, writeFileAtomicSync, type AtomicWriteSource } from './fs.ts';

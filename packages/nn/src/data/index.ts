@@ -1,4 +1,4 @@
-export { BROWN_GENRES, brownDir, detokenizeBrownFile, loadBrown } from './brown.ts';
+export { BROWN_GENRES, detokenizeBrownFile, selectBrownFiles } from './brown.ts';
 export type { BrownGenre, BrownText, LoadBrownOptions } from './brown.ts';
 export { BpeTokenizer, CharTokenizer } from './tokenizers.ts';
 export type { BpeTokenizerJSON, CharTokenizerJSON, Tokenizer, UnknownCharPolicy } from './tokenizers.ts';

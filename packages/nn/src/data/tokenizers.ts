@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { nodeRequire } from '@lowrank/core';
 
 /** What `CharTokenizer.encode` does with a character outside the vocabulary. */
 export type UnknownCharPolicy = 'error' | 'skip';
@@ -119,11 +119,15 @@ type R50kEncoding = typeof import('gpt-tokenizer/encoding/r50k_base');
 
 let r50k: R50kEncoding | undefined;
 
-// NOTE: loaded lazily (synchronously, through the package's CommonJS build of the
-// same r50k_base subpath) so that importing this module does not pay the ~150 ms
-// it takes to parse the 50k-merge table unless a BPE tokenizer is actually made.
+// NOTE: loaded lazily so that importing this module does not pay the ~150 ms it
+// takes to parse the 50k-merge table unless a BPE tokenizer is actually made: in
+// Node synchronously (the package's CommonJS build of the same subpath), in
+// browsers by `await BpeTokenizer.load()` (a dynamic import a bundler can split off).
 function loadR50k(): R50kEncoding {
-  r50k ??= createRequire(import.meta.url)('gpt-tokenizer/cjs/encoding/r50k_base') as R50kEncoding;
+  if (r50k) return r50k;
+  const req = nodeRequire(import.meta.url);
+  if (!req) throw new Error("BpeTokenizer.gpt2: the GPT-2 tables are not loaded yet; in a browser `await BpeTokenizer.load('gpt2')` first");
+  r50k = req('gpt-tokenizer/cjs/encoding/r50k_base') as R50kEncoding;
   return r50k;
 }
 
@@ -162,6 +166,18 @@ export class BpeTokenizer {
    */
   static gpt2(): BpeTokenizer {
     return new BpeTokenizer('gpt2', loadR50k());
+  }
+
+  /**
+   * Loads the encoding's tables (a dynamic import) and makes the tokenizer; works
+   * everywhere, and afterwards `gpt2()` / `fromJSON()` work synchronously in browsers too.
+   *
+   * @example const tok = await BpeTokenizer.load('gpt2');
+   */
+  static async load(name: 'gpt2' = 'gpt2'): Promise<BpeTokenizer> {
+    if (name !== 'gpt2') throw new Error(`BpeTokenizer.load: unknown encoding ${JSON.stringify(name)} (known: gpt2)`);
+    r50k ??= (await import('gpt-tokenizer/encoding/r50k_base')) as R50kEncoding;
+    return BpeTokenizer.gpt2();
   }
 
   /** @example BpeTokenizer.fromJSON({ type: 'bpe', name: 'gpt2' }) */

@@ -1,5 +1,6 @@
-import { CPUKernel, GPU, HeadlessGLKernel, Texture, WebAssemblyKernel, WebGL2Kernel, WebGLKernel } from 'gpu.js';
+import type { GPU, Texture } from 'gpu.js';
 import { linNatives } from './codegen.ts';
+import { gpuJs } from './load.ts';
 
 /** The gpu.js modes this backend drives. */
 export type GpuMode = 'headlessgl' | 'webgl2' | 'webgl' | 'webasm' | 'cpu';
@@ -17,7 +18,8 @@ export function isGlMode(mode: GpuMode): boolean {
 }
 
 export function isTexture(b: DeviceBuffer): b is Texture {
-  return b instanceof Texture;
+  // NOTE: not `instanceof Texture`, so this needs no loaded gpu.js: a buffer is one or the other.
+  return !(b instanceof Float32Array);
 }
 
 interface KernelSettingsIn {
@@ -32,6 +34,7 @@ interface KernelSettingsIn {
 
 /** Which gpu.js mode would run, probing each explicitly and never silently. */
 export function modeSupported(mode: GpuMode): boolean {
+  const { GPU } = gpuJs();
   switch (mode) {
     case 'headlessgl':
       return GPU.isHeadlessGLSupported;
@@ -56,7 +59,7 @@ export class GpuJs {
   readonly maxTextureSize: number;
 
   constructor(readonly mode: GpuMode) {
-    this.gpu = new GPU({ mode });
+    this.gpu = new (gpuJs().GPU)({ mode });
     // NOTE: gpu.mode echoes the request; the kernel class says what runs.
     const ran = kernelMode(this.gpu.Kernel as unknown as KernelClass);
     if (ran !== mode) throw new Error(`gpu backend: asked gpu.js for mode '${mode}' but it chose '${ran}'`);
@@ -118,13 +121,16 @@ const KERNEL_MODES: Record<string, GpuMode> = {
 
 // By identity first: a minifying bundler renames classes, so `name` alone would misreport.
 // (A browser build of gpu.js has no HeadlessGLKernel: that entry is then undefined.)
-const KERNEL_CLASSES: readonly [unknown, GpuMode][] = [
-  [HeadlessGLKernel, 'headlessgl'], [WebGL2Kernel, 'webgl2'], [WebGLKernel, 'webgl'],
-  [WebAssemblyKernel, 'webasm'], [CPUKernel, 'cpu'],
-];
+function kernelClasses(): readonly [unknown, GpuMode][] {
+  const g = gpuJs();
+  return [
+    [g.HeadlessGLKernel, 'headlessgl'], [g.WebGL2Kernel, 'webgl2'], [g.WebGLKernel, 'webgl'],
+    [g.WebAssemblyKernel, 'webasm'], [g.CPUKernel, 'cpu'],
+  ];
+}
 
 function kernelMode(k: KernelClass): string {
-  for (const [cls, mode] of KERNEL_CLASSES) if (cls !== undefined && k === cls) return mode;
+  for (const [cls, mode] of kernelClasses()) if (cls !== undefined && k === cls) return mode;
   return KERNEL_MODES[k.name] ?? k.name;
 }
 

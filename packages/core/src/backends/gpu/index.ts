@@ -7,6 +7,7 @@ import { CodeGen } from './codegen.ts';
 import {
   GPU_MODES, GpuJs, bufferBytes, deleteBuffer, isGlMode, modeSupported, readBuffer, type DeviceBuffer, type GpuMode, type KernelArg,
 } from './gpujs.ts';
+import { gpuJs } from './load.ts';
 import * as src from './sources.ts';
 
 export type { GpuMode } from './gpujs.ts';
@@ -46,6 +47,7 @@ function unavailable(mode: GpuMode, why: string): Error {
 
 /** Which gpu.js modes can start here, in auto-selection order. */
 export function probeGpuModes(): Record<GpuMode, boolean> {
+  gpuJs(); // not loaded (a browser before loadGpuJs): say so rather than report every mode unsupported
   const out = {} as Record<GpuMode, boolean>;
   for (const m of GPU_MODES) {
     try {

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { FileHost } from '../files.ts';
 
 /** Bytes to write: one buffer, or chunks produced while writing (a throwing producer aborts the write). */
 export type AtomicWriteSource = Uint8Array | Iterable<Uint8Array>;
@@ -97,3 +98,16 @@ export function writeFileAtomicSync(path: string, bytes: AtomicWriteSource): voi
   }
   syncDirSync(path);
 }
+
+/** Node's file system as a {@link FileHost}: atomic writes, recursive mkdir. */
+export const nodeFileHost: FileHost = {
+  readFile: async (path) => {
+    const b = await readFile(path);
+    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  },
+  writeFile: (path, bytes) => writeFileAtomic(path, bytes),
+  mkdir: async (path) => {
+    await mkdir(path, { recursive: true });
+  },
+  join: (...parts) => join(...parts),
+};

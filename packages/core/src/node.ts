@@ -1,0 +1,10 @@
+/**
+ * `@lowrank/core/node`: the Node-only part of core. Importing it installs
+ * Node's file system as the {@link FileHost} that path-based APIs use.
+ */
+import { setFileHost } from './files.ts';
+import { nodeFileHost } from './node/fs.ts';
+
+setFileHost(nodeFileHost);
+
+export { nodeFileHost, writeFileAtomic, writeFileAtomicSync, type AtomicWriteSource } from './node/fs.ts';

