@@ -17,16 +17,6 @@ export interface BuildResult {
   jsBytes: number;
 }
 
-// TEMPORARY until the node-only code moves behind @lowrank/<pkg>/node (issue 12a):
-// the main entries still import node:* in a few files whose code the page never calls.
-const nodeStubs: esbuild.Plugin = {
-  name: 'node-stubs',
-  setup(b) {
-    b.onResolve({ filter: /^node:/ }, (a) => ({ path: a.path, namespace: 'node-stub' }));
-    b.onLoad({ filter: /.*/, namespace: 'node-stub' }, () => ({ contents: 'module.exports = {};', loader: 'js' }));
-  },
-};
-
 /**
  * Builds dist/main.js and dist/worker.js in memory. The bundle must resolve
  * without Node built-ins: a `node:*` import reaching it is a build error.
@@ -44,7 +34,6 @@ export async function buildPage(opts: { minify?: boolean } = {}): Promise<BuildR
     write: false,
     logLevel: 'silent',
     legalComments: 'eof',
-    plugins: [nodeStubs],
   });
   const files = result.outputFiles.map((f) => ({ name: path.basename(f.path), bytes: f.contents }));
   const jsBytes = files.filter((f) => f.name.endsWith('.js')).reduce((n, f) => n + f.bytes.length, 0);

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { loadBrown } from '@lowrank/nn';
+import { loadBrown } from '@lowrank/nn/node';
 import { WEB_DIR, buildPage, type BuildResult } from './build.ts';
 
 /** The two built-in texts: Brown corpus genres (the base pre-trains on one, fine-tunes on the other). */

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { CharTokenizer, loadBrown } from '@lowrank/nn';
+import { CharTokenizer } from '@lowrank/nn';
+import { loadBrown } from '@lowrank/nn/node';
 import { BUILTIN_TEXTS, startServer, type WebServer } from '../../examples/web/server.ts';
 import {
   decodeBase, encodeText, loadPeft, logitsOf, loraRun, pageLora, pretrainRun, pretrainText, probeIds, configFor, tokenizerFor,

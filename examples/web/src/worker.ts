@@ -1,7 +1,7 @@
 // The training worker: owns the models and runs every step, so the page's
 // main thread only draws. Steps yield to the event loop one at a time, so a
 // 'stop' request is seen between steps.
-import { getBackend, probeGpuModes } from '@lowrank/core';
+import { getBackend, initBackend, loadGpuJs, probeGpuModes } from '@lowrank/core';
 import { CharTokenizer, type Module, type TransformerLM } from '@lowrank/nn';
 import type { PeftModel } from '@lowrank/lora';
 import type { BackendChoice, BackendInfo, BaseInfo, FromWorker, Progress, Replies, Request, RunSummary, ToWorker } from './protocol.ts';
@@ -43,12 +43,13 @@ function dropCache(): void {
   cached = null;
 }
 
-function selectBackend(name: BackendChoice): BackendInfo {
+async function selectBackend(name: BackendChoice): Promise<BackendInfo> {
   if (name === 'cpu') return { name, mode: getBackend('cpu').mode };
+  await loadGpuJs(); // gpu.js is loaded only when the gpu backend is asked for
   const supported = probeGpuModes();
   let mode: string;
   try {
-    mode = getBackend('gpu').mode;
+    mode = (await initBackend('gpu')).mode;
   } catch (e) {
     throw new Error(`the gpu backend could not start here: ${(e as Error).message}. Staying on cpu.`);
   }
@@ -102,8 +103,8 @@ function modelFor(useAdapter: boolean): TransformerLM | PeftModel<TransformerLM>
 type Handler<K extends Request['type']> = (req: Extract<Request, { type: K }>) => Promise<Replies[K]> | Replies[K];
 
 const handlers: { [K in Request['type']]: Handler<K> } = {
-  setBackend(req) {
-    const next = selectBackend(req.backend);
+  async setBackend(req) {
+    const next = await selectBackend(req.backend);
     if (next.name !== backend.name) dropCache();
     backend = next;
     return backend;
