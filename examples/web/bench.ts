@@ -4,14 +4,15 @@
 // bench/results/web-<time>/report.json and page.png, and prints a table.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { PageDriver } from './driver.ts';
-import { WEB_DIR } from './build.ts';
-import { startServer } from './server.ts';
-import type { RunSummary } from './src/protocol.ts';
-import { loadBrown } from '@lowrank/nn/node';
-import { BUILTIN_TEXTS } from './server.ts';
-import { DEFAULT_BASE, decodeBase, encodeText, loraRun, pageLora, pretrainRun, pretrainText, tokenizerFor, configFor, type Run } from './src/recipe.ts';
 import { CharTokenizer } from '@lowrank/nn';
+import { loadBrown } from '@lowrank/nn/node';
+import { WEB_DIR } from './build.ts';
+import { PageDriver } from './driver.ts';
+import { BUILTIN_TEXTS, startServer } from './server.ts';
+import type { RunSummary } from './src/protocol.ts';
+import {
+  DEFAULT_BASE, configFor, decodeBase, encodeText, loraRun, pageLora, pretrainRun, pretrainText, tokenizerFor, type Run,
+} from './src/recipe.ts';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
