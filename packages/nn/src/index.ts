@@ -11,3 +11,7 @@ export {
   type Checkpoint, type CheckpointInput, type RestoreTargets, type Resumable,
 } from './checkpoint.ts';
 export * from './train.ts';
+export * from './pretrained/tokenizer.ts';
+export { registerSourceResolver } from './pretrained/tokenizer-source.ts';
+export type { ModelSource, SourceSpec, SourceResolver } from './pretrained/tokenizer-source.ts';
+export { closestName, checkOptionNames } from './pretrained/suggest.ts';
