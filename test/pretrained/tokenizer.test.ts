@@ -99,7 +99,7 @@ describe('AutoTokenizer: GPT-2 against gpt-tokenizer', async () => {
 });
 
 describe('AutoTokenizer: special tokens, templates and chat', () => {
-  // A small word-level tokenizer whose post-processor adds <s>, as LLaMA's does.
+  // A small WordPiece tokenizer of whole words whose post-processor adds <s>, as LLaMA's does.
   const words = ['<unk>', '<s>', '</s>', '<pad>', 'hi', 'there', 'user', 'assistant', ':', '|'];
   const vocab = Object.fromEntries(words.map((w, i) => [w, i]));
   const tokenizerJson = {
@@ -122,7 +122,7 @@ describe('AutoTokenizer: special tokens, templates and chat', () => {
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: null,
-    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
+    model: { type: 'WordPiece', vocab, unk_token: '<unk>', continuing_subword_prefix: '##', max_input_chars_per_word: 100 },
   };
   const template =
     "{{ bos_token }}{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} | {% endfor %}" +
@@ -175,7 +175,7 @@ describe('AutoTokenizer: special tokens, templates and chat', () => {
   });
 
   it('names the missing or broken file', async () => {
-    await assert.rejects(AutoTokenizer.fromPretrained({ 'config.json': json({}) }), /<in-memory files>\/tokenizer.json not found/);
+    await assert.rejects(AutoTokenizer.fromPretrained({ 'config.json': json({}) }), /in-memory files: tokenizer.json not found/);
     await assert.rejects(
       AutoTokenizer.fromPretrained({ 'vocab.json': json({}), 'merges.txt': new Uint8Array() }),
       /found vocab.json, merges.txt/,

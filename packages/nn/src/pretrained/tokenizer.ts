@@ -1,6 +1,6 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { resolveSource, type ModelSource, type SourceSpec } from './tokenizer-source.ts';
+import { openSource, type ModelSource, type SourceInput } from './tokenizer-source.ts';
 import { checkOptionNames } from './suggest.ts';
 
 /** One message of a chat, as transformers' `apply_chat_template` takes it. */
@@ -141,7 +141,7 @@ export class PreTrainedTokenizer implements SpecialTokens {
     try {
       return new PreTrainedTokenizer(tokenizerJson, { ...specialMap, ...config }, modelConfig, saved);
     } catch (err) {
-      throw new Error(`AutoTokenizer.fromPretrained: ${where}/tokenizer.json could not be loaded: ${(err as Error).message}`);
+      throw new Error(`AutoTokenizer.fromPretrained: ${where}: tokenizer.json could not be loaded: ${(err as Error).message}`);
     }
   }
 
@@ -361,8 +361,8 @@ export class AutoTokenizer {
    *
    * @example const tok = await AutoTokenizer.fromPretrained(new Map([['tokenizer.json', bytes]]))
    */
-  static async fromPretrained(source: SourceSpec): Promise<PreTrainedTokenizer> {
-    const src: ModelSource = await resolveSource(source, 'AutoTokenizer.fromPretrained');
+  static async fromPretrained(source: SourceInput): Promise<PreTrainedTokenizer> {
+    const src: ModelSource = await openSource(source);
     const files = new Map<string, Uint8Array>();
     for (const name of [...TOKENIZER_FILES, 'config.json', 'vocab.json', 'merges.txt', 'tokenizer.model']) {
       // Only probe the legacy files when tokenizer.json is missing (for the error message).
@@ -381,10 +381,10 @@ function parseJsonFile(files: ReadonlyMap<string, Uint8Array>, name: string, whe
   try {
     value = JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
-    throw new Error(`AutoTokenizer.fromPretrained: ${where}/${name} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`AutoTokenizer.fromPretrained: ${where}: ${name} is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new Error(`AutoTokenizer.fromPretrained: ${where}/${name} must hold a JSON object`);
+    throw new Error(`AutoTokenizer.fromPretrained: ${where}: ${name} must hold a JSON object`);
   }
   return value as Json;
 }
@@ -395,7 +395,7 @@ function missingTokenizerError(files: ReadonlyMap<string, Uint8Array>, where: st
     ? ` (found ${legacy.join(', ')}: the slow-tokenizer files; convert them once in Python with ` +
       'AutoTokenizer.from_pretrained(path).save_pretrained(path), which writes tokenizer.json)'
     : '';
-  return new Error(`AutoTokenizer.fromPretrained: ${where}/tokenizer.json not found; a Hugging Face fast tokenizer file is required${hint}`);
+  return new Error(`AutoTokenizer.fromPretrained: ${where}: tokenizer.json not found (expected a Hugging Face fast-tokenizer file)${hint}`);
 }
 
 function parseChatTemplates(value: unknown): { main: string | null; named: Map<string, string> } {
