@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AutoTokenizer } from '@lowrank/nn';
-import { hubCacheDir, hubSource, isHubId, type DownloadProgress } from '@lowrank/nn/node';
+// NOTE: through the file paths until @lowrank/nn/node (issue 10a) and pretrained/source.ts land.
+import { hubCacheDir, hubSource, isHubId, type DownloadProgress } from '../../packages/nn/src/node/hub.ts';
+import { registerSourceResolver } from '../../packages/nn/src/pretrained/tokenizer-source.ts';
 import { fixturesDir } from '../fixtures-dir.ts';
 import { FIXTURE_COMMIT, guardFetch, startFakeHub, type FakeHub } from './hub-server.ts';
 import { charTokenizerFiles } from './tiny-tokenizer.ts';
@@ -23,6 +25,7 @@ describe('Hub ids through a cache in the Hub layout (local server on 127.0.0.1)'
   const tokenizerFiles = Object.fromEntries(charTokenizerFiles(config));
 
   before(async () => {
+    registerSourceResolver('hub', (id) => (isHubId(id) ? hubSource(id) : null));
     restoreFetch = guardFetch();
     hub = await startFakeHub(hfDir, { [MODEL]: tokenizerFiles });
     root = await mkdtemp(path.join(tmpdir(), 'lowrank-hub-'));

@@ -12,6 +12,3 @@ export {
 } from './checkpoint.ts';
 export * from './train.ts';
 export * from './pretrained/tokenizer.ts';
-export { registerSourceResolver } from './pretrained/tokenizer-source.ts';
-export type { ModelSource, SourceInput, SourceResolver } from './pretrained/tokenizer-source.ts';
-export { closestName, checkOptionNames } from './pretrained/suggest.ts';
