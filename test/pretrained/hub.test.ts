@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AutoTokenizer } from '@lowrank/nn';
-// NOTE: through the file paths until @lowrank/nn/node (issue 10a) and pretrained/source.ts land.
-import { hubCacheDir, hubSource, isHubId, type DownloadProgress } from '../../packages/nn/src/node/hub.ts';
+import { hubCacheDir, hubSource, isHubId, type DownloadProgress } from '@lowrank/nn/node';
+// NOTE: the stand-in registry until issue 10a's pretrained/source.ts lands.
 import { registerSourceResolver } from '../../packages/nn/src/pretrained/tokenizer-source.ts';
 import { fixturesDir } from '../fixtures-dir.ts';
 import { FIXTURE_COMMIT, guardFetch, startFakeHub, type FakeHub } from './hub-server.ts';

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { AutoTokenizer, BpeTokenizer, brownDir, PreTrainedTokenizer } from '@lowrank/nn';
+import { AutoTokenizer, BpeTokenizer, PreTrainedTokenizer } from '@lowrank/nn';
+import { brownDir } from '@lowrank/nn/node';
 import { gpt2TokenizerFiles } from './gpt2-tokenizer-json.ts';
 
 const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x));

@@ -7,3 +7,5 @@ import '@lowrank/core/node';
 
 export { loadCheckpoint, saveCheckpoint } from './node/checkpoint.ts';
 export { brownDir, loadBrown } from './node/brown.ts';
+export { hubCacheDir, hubSource, isHubId } from './node/hub.ts';
+export type { DownloadProgress, HubOptions } from './node/hub.ts';
