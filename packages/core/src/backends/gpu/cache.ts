@@ -1,30 +1,67 @@
 import type { CompiledKernel, GpuJs } from './gpujs.ts';
-import type { KernelSpec } from './sources.ts';
+
+/** One cached kernel and how many of its outputs are alive (an evicted kernel must have none). */
+interface Entry {
+  kernel: CompiledKernel;
+  live: number;
+}
+
+/** Loop bounds compile into GL shaders; rounding them up lets one kernel serve many sizes. */
+export function loopBucket(n: number): number {
+  let b = 256;
+  while (b < n) b *= 2;
+  return b;
+}
 
 /**
- * Compiled kernels keyed by (source, output size, loop bound, argument
- * sizes): shapes are baked into the source, and gpu.js fixes each argument's
- * size at compile time, so one entry serves every call with those shapes.
+ * Compiled kernels keyed by (source, loop bucket, argument types), in
+ * least-recently-used order. Sources are generic in their sizes, so a new
+ * shape reuses its kernel. Past `limit` entries the least recently used
+ * kernel with no live output is destroyed (its program, textures, or its
+ * WebAssembly memory); a kernel whose output is still alive is kept, since
+ * gpu.js reads a texture back through the kernel that made it.
  */
 export class KernelCache {
-  private readonly kernels = new Map<string, CompiledKernel>();
+  private readonly entries = new Map<string, Entry>();
   /** Kernels compiled so far (a cache miss each). */
   compiles = 0;
+  /** Kernels destroyed by eviction. */
+  evictions = 0;
 
-  constructor(private readonly gj: GpuJs) {}
+  constructor(private readonly gj: GpuJs, readonly limit: number) {}
 
   get size(): number {
-    return this.kernels.size;
+    return this.entries.size;
   }
 
-  get(spec: KernelSpec, argSizes: readonly number[] = []): CompiledKernel {
-    const key = `${spec.size}|${spec.loop}|${argSizes.join(',')}|${spec.src}`;
-    let k = this.kernels.get(key);
-    if (!k) {
-      k = this.gj.compile(spec.src, spec.size, spec.loop);
-      this.kernels.set(key, k);
-      this.compiles++;
+  /** The entry for a kernel, compiling on a miss and evicting past the limit. */
+  get(key: string, make: () => CompiledKernel): Entry {
+    let e = this.entries.get(key);
+    if (e) {
+      this.entries.delete(key);
+      this.entries.set(key, e);
+      return e;
     }
-    return k;
+    e = { kernel: make(), live: 0 };
+    this.compiles++;
+    this.entries.set(key, e);
+    this.evict();
+    return e;
+  }
+
+  private evict(): void {
+    if (this.entries.size <= this.limit) return;
+    for (const [key, e] of this.entries) {
+      if (this.entries.size <= this.limit) return;
+      if (e.live > 0) continue;
+      this.entries.delete(key);
+      e.kernel.destroy();
+      this.evictions++;
+    }
+  }
+
+  /** Compiles from the GpuJs wrapper (kept here so callers need not import it). */
+  compile(source: string, loopMax: number, types: Record<string, string>): CompiledKernel {
+    return this.gj.compile(source, loopMax, types);
   }
 }

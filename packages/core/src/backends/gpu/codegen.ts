@@ -1,7 +1,10 @@
 /**
- * Helpers that write gpu.js kernel source. Kernels are generated per
- * (kernel, shapes) with shapes baked in as integer literals, so each source
- * string is its own cache key.
+ * Helpers that write gpu.js kernel source. Sizes, strides and offsets are
+ * not baked in: each becomes an integer uniform argument (`n0`, `n1`, ...)
+ * and each scalar parameter a float uniform (`f0`, ...), so one compiled
+ * kernel serves every shape with the same structure (a new sequence length
+ * reuses it). Only structural facts (rank, which strides are 0 or 1, which
+ * axes broadcast) shape the source.
  *
  * NOTE: gpu.js types a declared variable as a float even when it holds an
  * integer, and a float is exact only below 2^24. So variables hold small
@@ -12,8 +15,30 @@
  */
 export class CodeGen {
   private n = 0;
+  /** Values of the integer uniforms n0, n1, ... in order. */
+  readonly ints: number[] = [];
+  /** Values of the float uniforms f0, f1, ... in order. */
+  readonly floats: number[] = [];
 
   constructor(private readonly intCast: 'floor' | 'or') {}
+
+  /** An integer size, stride or offset as a uniform the kernel reads: `for (j < ${g.d(cols)})`. */
+  d(v: number): string {
+    if (!Number.isInteger(v) || Math.abs(v) > 0x7fffffff) throw new Error(`gpu backend: ${v} is not a 32-bit integer size`);
+    this.ints.push(v);
+    return `n${this.ints.length - 1}`;
+  }
+
+  /** A float parameter as a uniform. */
+  f(v: number): string {
+    this.floats.push(v);
+    return `f${this.floats.length - 1}`;
+  }
+
+  /** Names of the uniform arguments, after the buffer arguments. */
+  uniformNames(): string[] {
+    return [...this.ints.map((_, i) => `n${i}`), ...this.floats.map((_, i) => `f${i}`)];
+  }
 
   /** A small integer value (below 2^24) as an integer expression. */
   int(v: string): string {
@@ -27,13 +52,14 @@ export class CodeGen {
   /** off + sum(term_k * stride_k), exactly in 32-bit integers; terms are variables, loop counters or this.thread.x. */
   lin(terms: readonly (readonly [string, number])[], off = 0): string {
     const live = terms.filter(([, st]) => st !== 0);
+    const o = off === 0 ? '0' : this.d(off);
     if (this.intCast === 'floor') {
-      if (live.length === 0) return String(off);
+      if (live.length === 0) return o;
       if (live.length > MAX_LIN) throw new Error(`gpu backend: index expression over ${live.length} axes (max ${MAX_LIN})`);
-      return `lin${live.length}(${live.map(([v, st]) => `${v}, ${st}`).join(', ')}, ${off})`;
+      return `lin${live.length}(${live.map(([v, st]) => `${v}, ${this.d(st)}`).join(', ')}, ${o})`;
     }
-    const parts = live.map(([v, st]) => (st === 1 ? `(${v} | 0)` : `(${v} | 0) * ${st}`));
-    if (off !== 0 || parts.length === 0) parts.push(String(off));
+    const parts = live.map(([v, st]) => (st === 1 ? `(${v} | 0)` : `(${v} | 0) * ${this.d(st)}`));
+    if (off !== 0 || parts.length === 0) parts.push(o);
     return parts.join(' + ');
   }
 
@@ -43,11 +69,12 @@ export class CodeGen {
    */
   divmod(q: string, r: string, a: string, d: number): string {
     if (d === 1) return `let ${q} = ${a};\nlet ${r} = 0;\n`;
+    const dn = this.d(d);
     const rem = this.lin([[q, -d], [a, 1]]);
     return (
-      `let ${q} = Math.floor((${a} + 0.5) / ${d});\n` +
+      `let ${q} = Math.floor((${a} + 0.5) / ${dn});\n` +
       `if (${rem} < 0) { ${q} = ${q} - 1; }\n` +
-      `if (${rem} >= ${d}) { ${q} = ${q} + 1; }\n` +
+      `if (${rem} >= ${dn}) { ${q} = ${q} + 1; }\n` +
       `let ${r} = ${rem};\n`
     );
   }

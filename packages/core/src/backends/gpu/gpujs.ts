@@ -1,4 +1,4 @@
-import type { GPU, Texture } from 'gpu.js';
+import type { GPU, GPUVariableType, Texture } from 'gpu.js';
 import { linNatives } from './codegen.ts';
 import { gpuJs } from './load.ts';
 
@@ -8,10 +8,14 @@ export const GPU_MODES: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webgl', '
 
 /** What a kernel returns: a texture in GL modes (pipeline), a typed array elsewhere. */
 export type DeviceBuffer = Texture | Float32Array;
-/** A kernel argument: a device buffer, or a host array uploaded for that call. */
-export type KernelArg = DeviceBuffer;
-/** A compiled gpu.js kernel with a flat 1-D output. */
-export type CompiledKernel = (...args: KernelArg[]) => DeviceBuffer;
+/** A kernel argument: a device buffer, a host array uploaded for that call, or a uniform. */
+export type KernelArg = DeviceBuffer | number;
+
+/** A compiled gpu.js kernel with a flat 1-D output whose size is set per call. */
+export interface CompiledKernel {
+  run(size: number, args: readonly KernelArg[]): DeviceBuffer;
+  destroy(): void;
+}
 
 export function isGlMode(mode: GpuMode): boolean {
   return mode === 'headlessgl' || mode === 'webgl2' || mode === 'webgl';
@@ -22,8 +26,17 @@ export function isTexture(b: DeviceBuffer): b is Texture {
   return !(b instanceof Float32Array);
 }
 
+/** The gpu.js argument type of a kernel argument. */
+export function argumentType(a: KernelArg, integer: boolean): string {
+  if (typeof a === 'number') return integer ? 'Integer' : 'Float';
+  return isTexture(a) ? (a as unknown as { type: string }).type : 'Array';
+}
+
 interface KernelSettingsIn {
   output: number[];
+  argumentTypes: Record<string, GPUVariableType>;
+  dynamicOutput: boolean;
+  dynamicArguments: boolean;
   pipeline: boolean;
   immutable: boolean;
   precision: 'single';
@@ -71,10 +84,17 @@ export class GpuJs {
     }
   }
 
-  /** Compiles a kernel from source over a flat output of `size` cells. */
-  compile(source: string, size: number, loopMax: number): CompiledKernel {
+  /**
+   * Compiles a kernel from source; its output size and argument sizes may
+   * change per call (dynamicOutput/dynamicArguments), so one compile serves
+   * every shape. `argumentTypes` names each argument's gpu.js type.
+   */
+  compile(source: string, loopMax: number, argumentTypes: Record<string, string>): CompiledKernel {
     const settings: KernelSettingsIn = {
-      output: [size],
+      output: [1],
+      argumentTypes: argumentTypes as Record<string, GPUVariableType>,
+      dynamicOutput: true,
+      dynamicArguments: true,
       pipeline: true,
       immutable: true,
       precision: 'single',
@@ -84,8 +104,14 @@ export class GpuJs {
     };
     const k = this.gpu.createKernel(source, settings);
     let checked = false;
-    return (...args: KernelArg[]) => {
+    let size = 1;
+    const run = (n: number, args: readonly KernelArg[]): DeviceBuffer => {
+      if (n !== size) {
+        k.setOutput([n]);
+        size = n;
+      }
       const out = k(...args) as DeviceBuffer;
+      unswitchOutput(k);
       if (!checked) {
         checked = true;
         const inner = (k as unknown as { kernel?: { constructor: KernelClass; fallbackReason?: string } }).kernel;
@@ -97,6 +123,7 @@ export class GpuJs {
       }
       return out;
     };
+    return { run, destroy: () => k.destroy() };
   }
 
   /** Kernels gpu.js silently ran in another mode (webasm degrades some to cpu). */
@@ -109,6 +136,20 @@ export class GpuJs {
 
 interface KernelClass {
   name: string;
+}
+
+/**
+ * gpu.js (immutable pipeline) hands a kernel the texture of a previous
+ * argument as its next output when an input aliases its output; that texture
+ * has the old output size, which breaks a kernel whose output size changes
+ * per call. Without the hand-over, the aliased output is simply re-created
+ * (beforeMutate), which is always correct.
+ */
+function unswitchOutput(k: unknown): void {
+  const inner = (k as { kernel?: { updateTextureArgumentRefs?: unknown; lowrankUnswitched?: boolean } }).kernel;
+  if (!inner || inner.lowrankUnswitched || typeof inner.updateTextureArgumentRefs !== 'function') return;
+  inner.updateTextureArgumentRefs = () => {};
+  inner.lowrankUnswitched = true;
 }
 
 const KERNEL_MODES: Record<string, GpuMode> = {

@@ -2,10 +2,11 @@ import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceO
 import { countReadback, statsOf } from '../../engine.ts';
 import { sizeOf, type Shape } from '../../shape.ts';
 import { CpuBackend } from '../cpu/index.ts';
-import { KernelCache } from './cache.ts';
+import { KernelCache, loopBucket } from './cache.ts';
 import { CodeGen } from './codegen.ts';
 import {
-  GPU_MODES, GpuJs, bufferBytes, deleteBuffer, isGlMode, modeSupported, readBuffer, type DeviceBuffer, type GpuMode, type KernelArg,
+  GPU_MODES, GpuJs, argumentType, bufferBytes, deleteBuffer, isGlMode, modeSupported, readBuffer,
+  type DeviceBuffer, type GpuMode, type KernelArg,
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
 import * as src from './sources.ts';
@@ -17,12 +18,16 @@ export interface GpuData {
   buf: DeviceBuffer | null;
   size: number;
   host: Int32Array | null;
+  /** The cache entry of the kernel that made it (GL: it must outlive its textures). */
+  owner?: { live: number };
 }
 
 export interface GpuBackendOptions {
   /** A gpu.js mode, or 'auto' (headlessgl, then webgl2, webasm, cpu). Default: env LOWRANK_GPU_MODE, else 'auto'. */
   mode?: GpuMode | 'auto';
   name?: string;
+  /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
+  maxKernels?: number;
 }
 
 /** Largest int32 storage that keeps a host shadow for index validation. */
@@ -122,7 +127,7 @@ export class GpuBackend implements Backend {
     this.gj = openMode(opts.mode ?? envMode());
     this.mode = this.gj.mode;
     this.intCast = isGlMode(this.mode) ? 'floor' : 'or';
-    this.cache = new KernelCache(this.gj);
+    this.cache = new KernelCache(this.gj, opts.maxKernels ?? (isGlMode(this.mode) ? 256 : 96));
   }
 
   /** Kernels gpu.js ran in another mode than `mode` (should stay 0). */
@@ -133,6 +138,16 @@ export class GpuBackend implements Backend {
   /** Compiled kernels held in the cache. */
   get compiledKernels(): number {
     return this.cache.size;
+  }
+
+  /** Kernels compiled since construction (cache misses). */
+  get kernelCompiles(): number {
+    return this.cache.compiles;
+  }
+
+  /** Kernels the cache destroyed to stay within its bound. */
+  get kernelEvictions(): number {
+    return this.cache.evictions;
   }
 
   get maxTextureSize(): number {
@@ -156,9 +171,10 @@ export class GpuBackend implements Backend {
     }
   }
 
-  private wrap(buf: DeviceBuffer | null, size: number, host: Int32Array | null = null): GpuData {
+  private wrap(buf: DeviceBuffer | null, size: number, host: Int32Array | null = null, owner?: { live: number }): GpuData {
     if (buf) this.liveBuffers++;
-    return { buf, size, host };
+    if (buf && owner) owner.live++;
+    return owner ? { buf, size, host, owner } : { buf, size, host };
   }
 
   /** Dispatches per kernel family since construction (bench accounting). */
@@ -173,27 +189,46 @@ export class GpuBackend implements Backend {
     this.dispatchCounts.set(name, (this.dispatchCounts.get(name) ?? 0) + 1);
   }
 
-  /** Runs a generated kernel; scalar parameters travel as a small float array. */
-  private exec(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[]): DeviceBuffer | null {
+  /**
+   * Runs a generated kernel: buffer arguments, then the spec's integer and
+   * float uniforms (sizes and scalars travel as uniforms, never as uploads).
+   */
+  private exec(
+    spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], hostUploads = true,
+  ): { out: DeviceBuffer; owner?: { live: number } } | null {
     if (spec.size === 0) return null;
     this.checkSize(spec.size);
-    const a: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
-    const k = this.kernel(spec, args.map((x) => (x instanceof Float32Array ? x.length : x.size)));
-    const out = k(...a);
-    this.account(spec.name, args.filter((x) => x instanceof Float32Array).length, out);
-    return out;
+    const bufs: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
+    const all: KernelArg[] = [...bufs, ...spec.ints, ...spec.floats];
+    const nb = bufs.length;
+    const ni = spec.ints.length;
+    const types = all.map((a, i) => argumentType(a, i >= nb && i < nb + ni));
+    // NOTE: gpu.js's webasm kernels bake every size into the module (a size
+    // change rebuilds it, and each kernel keeps only 8), so there one kernel
+    // serves one size signature; GL kernels read sizes from uniforms.
+    const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}|`;
+    const key = `${sizes}${loopBucket(spec.loop)}|${types.join(',')}|${spec.src}`;
+    const entry = this.entry(key, spec.src, spec.loop, types);
+    const out = entry.kernel.run(spec.size, all);
+    this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
+    return { out, owner: isGlMode(this.mode) ? entry : undefined };
   }
 
   /** A compiled kernel from the cache; a miss counts as a compile. */
-  private kernel(spec: src.KernelSpec, argSizes: readonly number[] = []) {
+  private entry(key: string, source: string, loop: number, types: readonly string[]) {
     const before = this.cache.compiles;
-    const k = this.cache.get(spec, argSizes);
+    const e = this.cache.get(key, () => {
+      const names = argNames(source);
+      if (names.length !== types.length) throw new Error(`gpu backend: kernel takes ${names.length} arguments, given ${types.length}`);
+      return this.cache.compile(source, loopBucket(loop), Object.fromEntries(names.map((n, i) => [n, types[i]])));
+    });
     if (this.cache.compiles !== before) statsOf(this).compiles++;
-    return k;
+    return e;
   }
 
   private run(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], host: Int32Array | null = null): GpuData {
-    return this.wrap(this.exec(spec, args), spec.size, host);
+    const r = this.exec(spec, args);
+    return this.wrap(r ? r.out : null, spec.size, host, r?.owner);
   }
 
   private bufOf(d: GpuData): DeviceBuffer {
@@ -220,10 +255,8 @@ export class GpuBackend implements Backend {
       statsOf(this).textureBytes += bufferBytes(buf);
       return this.wrap(buf, n, host);
     }
-    const spec = src.copy(n);
-    const out = this.kernel(spec)(f);
-    this.account('upload', 0, out);
-    return this.wrap(out, n, host);
+    const r = this.exec(src.copy(this.gen(), n), [f], false); // the tensor layer counts this upload
+    return this.wrap(r ? r.out : null, n, host, r?.owner);
   }
 
   download(data: unknown, dtype: DType, size: number): HostArray {
@@ -240,6 +273,8 @@ export class GpuBackend implements Backend {
     const d = data as GpuData;
     if (!d.buf) return;
     deleteBuffer(d.buf);
+    if (d.owner) d.owner.live--;
+    d.owner = undefined;
     d.buf = null;
     d.host = null;
     this.liveBuffers--;
@@ -253,21 +288,17 @@ export class GpuBackend implements Backend {
     return this.download(d, 'int32', size) as Int32Array;
   }
 
-  private params(...v: number[]): Float32Array {
-    return Float32Array.from(v);
-  }
-
   fill(size: number, value: number, dtype: DType): GpuData {
     const host = dtype !== 'float32' && size <= SHADOW_LIMIT ? new Int32Array(size).fill(value) : null;
-    return this.run(src.fill(size), [this.params(value)], host);
+    return this.run(src.fill(this.gen(), size, value), [], host);
   }
 
   cast(x: GpuData, size: number, to: DType): GpuData {
     if (to === 'float32' || x.host) {
       const host = to !== 'float32' && x.host ? x.host.slice(0, size) : null;
-      return this.run(src.copy(size), [x], host);
+      return this.run(src.copy(this.gen(), size), [x], host);
     }
-    return this.run(src.truncate(size), [x]);
+    return this.run(src.truncate(this.gen(), size), [x]);
   }
 
   unary(op: UnaryOp, x: GpuData, size: number): GpuData {
@@ -280,12 +311,11 @@ export class GpuBackend implements Backend {
   }
 
   affine(x: GpuData, size: number, scale: number, shift: number): GpuData {
-    return this.run(src.affine(size), [x, this.params(scale, shift)]);
+    return this.run(src.affine(this.gen(), size, scale, shift), [x]);
   }
 
   powScalar(x: GpuData, size: number, exponent: number): GpuData {
-    if (exponent === 2) return this.run(src.powScalar(this.gen(), size, true), [x]);
-    return this.run(src.powScalar(this.gen(), size, false), [x, this.params(exponent)]);
+    return this.run(src.powScalar(this.gen(), size, exponent), [x]);
   }
 
   binary(op: BinaryOp, a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, outShape: Shape): GpuData {
@@ -400,7 +430,7 @@ export class GpuBackend implements Backend {
   }
 
   private lse(x: GpuData, rows: number, cols: number): GpuData {
-    return this.run(src.rowLse(rows, cols), [x]);
+    return this.run(src.rowLse(this.gen(), rows, cols), [x]);
   }
 
   softmax(x: GpuData, rows: number, cols: number, log: boolean): GpuData {
@@ -413,7 +443,7 @@ export class GpuBackend implements Backend {
 
   softmaxGrad(y: GpuData, dy: GpuData, rows: number, cols: number, log: boolean): GpuData {
     if (rows * cols === 0) return this.wrap(null, 0);
-    const s = this.run(src.softmaxGradRow(rows, cols, log), [y, dy]);
+    const s = this.run(src.softmaxGradRow(this.gen(), rows, cols, log), [y, dy]);
     const dx = this.run(src.softmaxGradApply(this.gen(), rows, cols, log), [y, dy, s]);
     this.free(s);
     return dx;
@@ -439,7 +469,7 @@ export class GpuBackend implements Backend {
     if (rows === 0) return this.fill(1, reduction === 'mean' ? NaN : 0, 'float32');
     const lse = this.lse(logits, rows, cols);
     const per = this.run(src.ceRow(this.gen(), rows, cols, ignoreIndex), [logits, targets, lse]);
-    const out = this.run(src.sumScaled(rows), [per, this.params(mult)]);
+    const out = this.run(src.sumScaled(this.gen(), rows, mult), [per]);
     this.free(lse);
     this.free(per);
     return out;
@@ -452,14 +482,14 @@ export class GpuBackend implements Backend {
     if (rows * cols === 0) return this.wrap(null, 0);
     const mult = reduction === 'mean' ? 1 / valid : 1;
     const lse = this.lse(logits, rows, cols);
-    const dx = this.run(src.ceGrad(this.gen(), rows, cols, ignoreIndex), [logits, targets, lse, dy, this.params(mult)]);
+    const dx = this.run(src.ceGrad(this.gen(), rows, cols, ignoreIndex, mult), [logits, targets, lse, dy]);
     this.free(lse);
     return dx;
   }
 
   layerNorm(x: GpuData, w: GpuData | null, b: GpuData | null, rows: number, cols: number, eps: number) {
-    const mean = this.run(src.rowMean(rows, cols), [x]);
-    const rstd = this.run(src.rowRstd(rows, cols, true), [x, mean, this.params(eps)]);
+    const mean = this.run(src.rowMean(this.gen(), rows, cols), [x]);
+    const rstd = this.run(src.rowRstd(this.gen(), rows, cols, true, eps), [x, mean]);
     const args = [x, mean, rstd, ...(w ? [w] : []), ...(b ? [b] : [])];
     const y = this.run(src.normApply(this.gen(), rows, cols, true, !!w, !!b), args);
     return { y, mean, rstd };
@@ -472,19 +502,19 @@ export class GpuBackend implements Backend {
     let dx: GpuData | null = null;
     if (need.x) {
       const stat = [x, mean, rstd, dy, ...(w ? [w] : [])];
-      const sg = this.run(src.normRowSum(rows, cols, true, !!w, false), stat);
-      const sgh = this.run(src.normRowSum(rows, cols, true, !!w, true), stat);
+      const sg = this.run(src.normRowSum(this.gen(), rows, cols, true, !!w, false), stat);
+      const sgh = this.run(src.normRowSum(this.gen(), rows, cols, true, !!w, true), stat);
       dx = this.run(src.normDx(this.gen(), rows, cols, true, !!w), [x, mean, sg, rstd, dy, sgh, ...(w ? [w] : [])]);
       this.free(sg);
       this.free(sgh);
     }
-    const dw = need.w ? this.run(src.normColSum(rows, cols, true, true), [x, mean, rstd, dy]) : null;
-    const db = need.b ? this.run(src.normColSum(rows, cols, true, false), [dy]) : null;
+    const dw = need.w ? this.run(src.normColSum(this.gen(), rows, cols, true, true), [x, mean, rstd, dy]) : null;
+    const db = need.b ? this.run(src.normColSum(this.gen(), rows, cols, true, false), [dy]) : null;
     return { dx, dw, db };
   }
 
   rmsNorm(x: GpuData, w: GpuData | null, rows: number, cols: number, eps: number) {
-    const rstd = this.run(src.rowRstd(rows, cols, false), [x, this.params(eps)]);
+    const rstd = this.run(src.rowRstd(this.gen(), rows, cols, false, eps), [x]);
     const y = this.run(src.normApply(this.gen(), rows, cols, false, !!w, false), [x, rstd, ...(w ? [w] : [])]);
     return { y, rstd };
   }
@@ -492,20 +522,20 @@ export class GpuBackend implements Backend {
   rmsNormGrad(x: GpuData, w: GpuData | null, rstd: GpuData, dy: GpuData, rows: number, cols: number, need: { x: boolean; w: boolean }) {
     let dx: GpuData | null = null;
     if (need.x) {
-      const sgh = this.run(src.normRowSum(rows, cols, false, !!w, true), [x, rstd, dy, ...(w ? [w] : [])]);
+      const sgh = this.run(src.normRowSum(this.gen(), rows, cols, false, !!w, true), [x, rstd, dy, ...(w ? [w] : [])]);
       dx = this.run(src.normDx(this.gen(), rows, cols, false, !!w), [x, rstd, dy, sgh, ...(w ? [w] : [])]);
       this.free(sgh);
     }
-    const dw = need.w ? this.run(src.normColSum(rows, cols, false, true), [x, rstd, dy]) : null;
+    const dw = need.w ? this.run(src.normColSum(this.gen(), rows, cols, false, true), [x, rstd, dy]) : null;
     return { dx, dw };
   }
 
   private probs(q: GpuData, k: GpuData, lse: GpuData, bh: number, tq: number, tk: number, dk: number, scale: number, causal: boolean): GpuData {
-    return this.run(src.attnProbs(this.gen(), bh, tq, tk, dk, causal), [q, k, lse, this.params(scale)]);
+    return this.run(src.attnProbs(this.gen(), bh, tq, tk, dk, causal, scale), [q, k, lse]);
   }
 
   attention(q: GpuData, k: GpuData, v: GpuData, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
-    const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal), [q, k, this.params(scale)]);
+    const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal, scale), [q, k]);
     if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
     const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
     const out = this.run(src.bmm(this.gen(), bh, tq, tk, dv, false), [p, v]);
@@ -523,8 +553,8 @@ export class GpuBackend implements Backend {
     let dQ: GpuData | null = null;
     let dK: GpuData | null = null;
     if (need.q || need.k) {
-      const delta = this.run(src.attnDelta(bh * tq, dv), [dout, out]);
-      const ds = this.run(src.attnDs(this.gen(), bh, tq, tk, dv), [p, dout, v, delta, this.params(scale)]);
+      const delta = this.run(src.attnDelta(this.gen(), bh * tq, dv), [dout, out]);
+      const ds = this.run(src.attnDs(this.gen(), bh, tq, tk, dv, scale), [p, dout, v, delta]);
       this.free(delta);
       if (need.q) dQ = this.run(src.bmm(this.gen(), bh, tq, tk, dk, false), [ds, k]);
       if (need.k) dK = this.run(src.bmm(this.gen(), bh, tk, tq, dk, true), [ds, q]);
@@ -538,11 +568,20 @@ export class GpuBackend implements Backend {
     const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = h;
     const bc1 = 1 - Math.pow(beta1, step);
     const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
-    const hp = this.params(lr, beta1, beta2, eps, weightDecay, lr / bc1, bc2Sqrt, decoupled ? 1 - lr * weightDecay : 1);
-    const args = [p, g, m, v, hp];
-    const np = this.run(src.adam('p', decoupled, size), args);
-    const nm = this.run(src.adam('m', decoupled, size), args);
-    const nv = this.run(src.adam('v', decoupled, size), args);
+    const hp: src.AdamParams = {
+      beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
+    };
+    const args = [p, g, m, v];
+    const np = this.run(src.adam(this.gen(), 'p', decoupled, size, hp), args);
+    const nm = this.run(src.adam(this.gen(), 'm', decoupled, size, hp), args);
+    const nv = this.run(src.adam(this.gen(), 'v', decoupled, size, hp), args);
     return { p: np, m: nm, v: nv };
   }
+}
+
+/** Argument names of a generated `function (a, b, ...) {` source. */
+function argNames(source: string): string[] {
+  const open = source.indexOf('(');
+  const close = source.indexOf(')');
+  return source.slice(open + 1, close).split(',').map((a) => a.trim()).filter((a) => a.length > 0);
 }

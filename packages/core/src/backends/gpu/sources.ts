@@ -2,20 +2,25 @@ import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { CodeGen, flt, kernelSource, powCode, sigmoidCode, tanhCode } from './codegen.ts';
 
-/** A generated kernel: source, flat output size and longest loop. */
+/**
+ * A generated kernel: source (generic in its sizes), flat output size,
+ * longest loop, and the values of its integer and float uniforms.
+ */
 export interface KernelSpec {
   /** Kernel family, for dispatch accounting. */
   name: string;
   src: string;
   size: number;
   loop: number;
+  ints: readonly number[];
+  floats: readonly number[];
 }
 
 const T = 'this.thread.x';
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-function spec(name: string, args: readonly string[], body: string, size: number, loop = 1): KernelSpec {
-  return { name, src: kernelSource(args, body), size, loop };
+function spec(name: string, g: CodeGen, args: readonly string[], body: string, size: number, loop = 1): KernelSpec {
+  return { name, src: kernelSource([...args, ...g.uniformNames()], body), size, loop, ints: [...g.ints], floats: [...g.floats] };
 }
 
 /** y = f(x) for a unary op; returns code that declares `y`. */
@@ -48,7 +53,7 @@ function unaryCode(g: CodeGen, op: UnaryOp, x: string, y: string): string {
 }
 
 export function unary(g: CodeGen, op: UnaryOp, size: number): KernelSpec {
-  return spec('unary', ['x'], `let v = x[${T}];\n${unaryCode(g, op, 'v', 'y')}return y;\n`, size);
+  return spec('unary', g, ['x'], `let v = x[${T}];\n${unaryCode(g, op, 'v', 'y')}return y;\n`, size);
 }
 
 /** dy * f'(.) from x and/or y; `which` says what is passed. */
@@ -84,32 +89,32 @@ export function unaryGrad(g: CodeGen, op: UnaryOp, hasX: boolean, hasY: boolean,
       break;
     }
   }
-  return spec('unaryGrad', args, body, size);
+  return spec('unaryGrad', g, args, body, size);
 }
 
-export function copy(size: number): KernelSpec {
-  return spec('copy', ['x'], `return x[${T}];\n`, size);
+export function copy(g: CodeGen, size: number): KernelSpec {
+  return spec('copy', g, ['x'], `return x[${T}];\n`, size);
 }
 
-/** Fills with p[0]. */
-export function fill(size: number): KernelSpec {
-  return spec('fill', ['p'], 'return p[0];\n', size);
+/** Fills with a value. */
+export function fill(g: CodeGen, size: number, value: number): KernelSpec {
+  return spec('fill', g, [], `return ${g.f(value)};\n`, size);
 }
 
-export function truncate(size: number): KernelSpec {
-  return spec('truncate', ['x'], `let v = x[${T}];\nif (v < 0) { return -Math.floor(-v); }\nreturn Math.floor(v);\n`, size);
+export function truncate(g: CodeGen, size: number): KernelSpec {
+  return spec('truncate', g, ['x'], `let v = x[${T}];\nif (v < 0) { return -Math.floor(-v); }\nreturn Math.floor(v);\n`, size);
 }
 
-/** x * p[0] + p[1]. */
-export function affine(size: number): KernelSpec {
-  return spec('affine', ['x', 'p'], `return x[${T}] * p[0] + p[1];\n`, size);
+/** x * scale + shift. */
+export function affine(g: CodeGen, size: number, scale: number, shift: number): KernelSpec {
+  return spec('affine', g, ['x'], `return x[${T}] * ${g.f(scale)} + ${g.f(shift)};\n`, size);
 }
 
-/** x ** p[0]; squares are special-cased. */
-export function powScalar(g: CodeGen, size: number, square: boolean): KernelSpec {
-  if (square) return spec('powScalar', ['x'], `let v = x[${T}];\nreturn v * v;\n`, size);
+/** x ** exponent; squares are special-cased. */
+export function powScalar(g: CodeGen, size: number, exponent: number): KernelSpec {
+  if (exponent === 2) return spec('powScalar', g, ['x'], `let v = x[${T}];\nreturn v * v;\n`, size);
   const [c, y] = powCode(g, 'v', 'e');
-  return spec('powScalar', ['x', 'p'], `let v = x[${T}];\nlet e = p[0];\n${c}return ${y};\n`, size);
+  return spec('powScalar', g, ['x'], `let v = x[${T}];\nlet e = ${g.f(exponent)};\n${c}return ${y};\n`, size);
 }
 
 function binaryCode(g: CodeGen, op: BinaryOp, a: string, b: string): string {
@@ -141,12 +146,12 @@ function broadcastReads(g: CodeGen, names: readonly string[], shapes: readonly S
 
 export function binary(g: CodeGen, op: BinaryOp, aShape: Shape, bShape: Shape, outShape: Shape): KernelSpec {
   const body = broadcastReads(g, ['a', 'b'], [aShape, bShape], outShape) + binaryCode(g, op, 'a0', 'b0');
-  return spec('binary', ['a', 'b'], body, sizeOf(outShape));
+  return spec('binary', g, ['a', 'b'], body, sizeOf(outShape));
 }
 
 export function where(g: CodeGen, cShape: Shape, aShape: Shape, bShape: Shape, outShape: Shape): KernelSpec {
   const body = broadcastReads(g, ['c', 'a', 'b'], [cShape, aShape, bShape], outShape) + 'if (c0 != 0) { return a0; }\nreturn b0;\n';
-  return spec('where', ['c', 'a', 'b'], body, sizeOf(outShape));
+  return spec('where', g, ['c', 'a', 'b'], body, sizeOf(outShape));
 }
 
 export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly number[]): KernelSpec {
@@ -162,17 +167,17 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
   const trailing = axes.every((a, i) => a === rank - axes.length + i);
   let body = init;
   if (trailing) {
-    const base = R === 1 ? T : `${T} * ${R}`;
-    body += `for (let j = 0; j < ${R}; j++) {\n${accumulate(`x[${base} + j]`)}}\n`;
+    const base = R === 1 ? T : `${T} * ${g.d(R)}`;
+    body += `for (let j = 0; j < ${g.d(R)}; j++) {\n${accumulate(`x[${base} + j]`)}}\n`;
   } else {
     const outer = g.coords(T, keptShape);
     body += outer.code;
     const inner = g.coords('j', redShape);
     const at = g.offset([...outer.c, ...inner.c], [...kept.map((i) => st[i]), ...axes.map((i) => st[i])]);
-    body += `for (let j = 0; j < ${R}; j++) {\n${inner.code}${accumulate(`x[${at}]`)}}\n`;
+    body += `for (let j = 0; j < ${g.d(R)}; j++) {\n${inner.code}${accumulate(`x[${at}]`)}}\n`;
   }
   body += 'return acc;\n';
-  return spec('reduce', ['x'], body, sizeOf(keptShape), R);
+  return spec('reduce', g, ['x'], body, sizeOf(keptShape), R);
 }
 
 export function matmul(
@@ -196,13 +201,13 @@ export function matmul(
   const aAt = g.offset([...c.slice(0, nb), c[nb], 'p'], [...aBatch, sAm, sAk]);
   const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
   const init = withBias ? `bias[${c[nb + 1]}]` : '0';
-  const body = `${code}let acc = ${init};\nfor (let p = 0; p < ${k}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
-  return spec('matmul', withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
+  const body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
+  return spec('matmul', g, withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
 }
 
 export function strided(g: CodeGen, outShape: Shape, strides: readonly number[], offset: number): KernelSpec {
   const { code, c } = g.coords(T, outShape);
-  return spec('strided', ['x'], `${code}return x[${g.offset(c, strides, offset)}];\n`, sizeOf(outShape));
+  return spec('strided', g, ['x'], `${code}return x[${g.offset(c, strides, offset)}];\n`, sizeOf(outShape));
 }
 
 /**
@@ -230,14 +235,14 @@ export function stridedAdd(
   if (!stridesNest(dyShape, strides)) {
     const { code, c } = g.coords('j', dyShape);
     const body =
-      `let acc = 0;\nfor (let j = 0; j < ${dySize}; j++) {\n${code}` +
+      `let acc = 0;\nfor (let j = 0; j < ${g.d(dySize)}; j++) {\n${code}` +
       `if (${g.offset(c, strides, offset)} == ${T}) { acc += dy[j]; }\n}\nreturn acc;\n`;
-    return spec('stridedAdd', ['dy'], body, outSize, dySize);
+    return spec('stridedAdd', g, ['dy'], body, outSize, dySize);
   }
   const moving = dyShape.map((_, i) => i).filter((i) => strides[i] !== 0 && dyShape[i] > 1);
   moving.sort((p, q) => strides[q] - strides[p]);
   const fixed = dyShape.map((_, i) => i).filter((i) => strides[i] === 0 && dyShape[i] > 1);
-  let body = `if (${T} < ${offset}) { return 0; }\nlet ok = 1;\n`;
+  let body = offset === 0 ? 'let ok = 1;\n' : `if (${T} < ${g.d(offset)}) { return 0; }\nlet ok = 1;\n`;
   const coord = new Map<number, string>();
   let cur = T;
   if (offset !== 0) {
@@ -248,7 +253,7 @@ export function stridedAdd(
     const q = g.fresh('q');
     const rr = g.fresh('r');
     body += g.divmod(q, rr, cur, strides[a]);
-    body += `if (${q} >= ${dyShape[a]}) { ok = 0; }\n`;
+    body += `if (${q} >= ${g.d(dyShape[a])}) { ok = 0; }\n`;
     coord.set(a, q);
     cur = rr;
   }
@@ -265,8 +270,8 @@ export function stridedAdd(
       dyS.push(dyStrides[a]);
     }
   });
-  body += `let acc = 0;\nfor (let z = 0; z < ${Z}; z++) {\n${inner.code}acc += dy[${g.offset(names, dyS)}];\n}\nreturn acc;\n`;
-  return spec('stridedAdd', ['dy'], body, outSize, Z);
+  body += `let acc = 0;\nfor (let z = 0; z < ${g.d(Z)}; z++) {\n${inner.code}acc += dy[${g.offset(names, dyS)}];\n}\nreturn acc;\n`;
+  return spec('stridedAdd', g, ['dy'], body, outSize, Z);
 }
 
 /** Up to a few pieces of a concat, over `acc` (the output so far) when `withAcc`. */
@@ -280,10 +285,10 @@ export function concatGroup(
   const args: string[] = [];
   pieces.forEach((p, i) => {
     args.push(`x${i}`);
-    body += `if (${col} >= ${p.start} && ${col} < ${p.start + p.row}) { return x${i}[${g.lin([[o, p.row], [col, 1]], -p.start)}]; }\n`;
+    body += `if (${col} >= ${g.d(p.start)} && ${col} < ${g.d(p.start + p.row)}) { return x${i}[${g.lin([[o, p.row], [col, 1]], -p.start)}]; }\n`;
   });
   body += withAcc ? `return acc[${T}];\n` : 'return 0;\n';
-  return spec('concatGroup', withAcc ? ['acc', ...args] : args, body, sizeOf(outShape));
+  return spec('concatGroup', g, withAcc ? ['acc', ...args] : args, body, sizeOf(outShape));
 }
 
 export function gather(g: CodeGen, xShape: Shape, indexShape: Shape, axis: number): KernelSpec {
@@ -291,7 +296,7 @@ export function gather(g: CodeGen, xShape: Shape, indexShape: Shape, axis: numbe
   const xs = stridesOf(xShape);
   const cc = c.map((v, d) => (d === axis ? 'iv' : v));
   const body = `${code}let iv = Math.floor(index[${T}] + 0.5);\nreturn x[${g.offset(cc, xs)}];\n`;
-  return spec('gather', ['x', 'index'], body, sizeOf(indexShape));
+  return spec('gather', g, ['x', 'index'], body, sizeOf(indexShape));
 }
 
 export function scatterAdd(g: CodeGen, indexShape: Shape, axis: number, outShape: Shape): KernelSpec {
@@ -299,13 +304,13 @@ export function scatterAdd(g: CodeGen, indexShape: Shape, axis: number, outShape
   const is = stridesOf(indexShape);
   let body = code;
   outShape.forEach((d, k) => {
-    if (k !== axis && indexShape[k] < d) body += `if (${c[k]} >= ${indexShape[k]}) { return 0; }\n`;
+    if (k !== axis && indexShape[k] < d) body += `if (${c[k]} >= ${g.d(indexShape[k])}) { return 0; }\n`;
   });
   const cc = c.map((v, d) => (d === axis ? 't' : v));
   const pos = g.offset(cc, is);
-  body += `let acc = 0;\nfor (let t = 0; t < ${indexShape[axis]}; t++) {\n`;
+  body += `let acc = 0;\nfor (let t = 0; t < ${g.d(indexShape[axis])}; t++) {\n`;
   body += `let iv = Math.floor(index[${pos}] + 0.5);\nif (iv == ${c[axis]}) { acc += dy[${pos}]; }\n}\nreturn acc;\n`;
-  return spec('scatterAdd', ['dy', 'index'], body, sizeOf(outShape), indexShape[axis]);
+  return spec('scatterAdd', g, ['dy', 'index'], body, sizeOf(outShape), indexShape[axis]);
 }
 
 export function indexSelect(g: CodeGen, xShape: Shape, count: number, axis: number): KernelSpec {
@@ -314,7 +319,7 @@ export function indexSelect(g: CodeGen, xShape: Shape, count: number, axis: numb
   const n = xShape[axis];
   const { code, c } = g.coords(T, [outer, count, inner]);
   const body = `${code}let iv = Math.floor(index[${g.int(c[1])}] + 0.5);\nreturn x[${g.offset([c[0], 'iv', c[2]], [n * inner, inner, 1])}];\n`;
-  return spec('indexSelect', ['x', 'index'], body, outer * count * inner);
+  return spec('indexSelect', g, ['x', 'index'], body, outer * count * inner);
 }
 
 /** indexAdd over a host-built CSR of the indices: starts[r]..starts[r+1] in perm. */
@@ -324,19 +329,24 @@ export function indexAdd(g: CodeGen, xShape: Shape, count: number, axis: number,
   const n = xShape[axis];
   const { code, c } = g.coords(T, [outer, n, inner]);
   let body = `${code}let s = starts[${g.int(c[1])}];\nlet e = starts[${g.int(c[1])} + 1];\nlet acc = 0;\n`;
-  body += `for (let t = 0; t < ${maxDup}; t++) {\nif (t >= e - s) { break; }\nlet ii = perm[${g.int('s')} + t];\n`;
+  body += `for (let t = 0; t < ${g.d(maxDup)}; t++) {\nif (t >= e - s) { break; }\nlet ii = perm[${g.int('s')} + t];\n`;
   body += `acc += dy[${g.offset([c[0], 'ii', c[2]], [count * inner, inner, 1])}];\n}\nreturn acc;\n`;
-  return spec('indexAdd', ['dy', 'starts', 'perm'], body, outer * n * inner, maxDup);
+  return spec('indexAdd', g, ['dy', 'starts', 'perm'], body, outer * n * inner, maxDup);
 }
 
-/** Per-row log-sum-exp (max-subtracted) of x [rows, cols]. */
-export function rowLse(rows: number, cols: number): KernelSpec {
-  const base = `${T} * ${cols}`;
+/**
+ * Per-row log-sum-exp (max-subtracted) of x [rows, cols].
+ * NOTE: gpu.js hoists the counter of a loop with a uniform bound out of the
+ * loop, so two loops in one scope need different counter names.
+ */
+export function rowLse(g: CodeGen, rows: number, cols: number): KernelSpec {
+  const base = `${T} * ${g.d(cols)}`;
+  const n = g.d(cols);
   const body =
-    `let m = -Infinity;\nfor (let c = 0; c < ${cols}; c++) { let v = x[${base} + c]; if (v > m) { m = v; } }\n` +
-    `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += Math.exp(x[${base} + c] - m); }\n` +
+    `let m = -Infinity;\nfor (let c = 0; c < ${n}; c++) { let v = x[${base} + c]; if (v > m) { m = v; } }\n` +
+    `let s = 0;\nfor (let c2 = 0; c2 < ${n}; c2++) { s += Math.exp(x[${base} + c2] - m); }\n` +
     'return m + Math.log(s);\n';
-  return spec('rowLse', ['x'], body, rows, cols);
+  return spec('rowLse', g, ['x'], body, rows, cols);
 }
 
 /** Row index r and column c of the current cell of a [rows, cols] output. */
@@ -346,20 +356,20 @@ function rowCol(g: CodeGen, cols: number): string {
 
 export function softmaxApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
   const body = `${rowCol(g, cols)}let v = x[${T}] - lse[${g.int('r')}];\n` + (log ? 'return v;\n' : 'return Math.exp(v);\n');
-  return spec('softmaxApply', ['x', 'lse'], body, rows * cols);
+  return spec('softmaxApply', g, ['x', 'lse'], body, rows * cols);
 }
 
 /** Per-row sum of dy (log) or dy * y. */
-export function softmaxGradRow(rows: number, cols: number, log: boolean): KernelSpec {
-  const base = `${T} * ${cols}`;
+export function softmaxGradRow(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
+  const base = `${T} * ${g.d(cols)}`;
   const term = log ? `dy[${base} + c]` : `dy[${base} + c] * y[${base} + c]`;
-  return spec('softmaxGradRow', ['y', 'dy'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += ${term}; }\nreturn s;\n`, rows, cols);
+  return spec('softmaxGradRow', g, ['y', 'dy'], `let s = 0;\nfor (let c = 0; c < ${g.d(cols)}; c++) { s += ${term}; }\nreturn s;\n`, rows, cols);
 }
 
 export function softmaxGradApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
   let body = `${rowCol(g, cols)}let s = srow[${g.int('r')}];\nlet yv = y[${T}];\nlet d = dy[${T}];\n`;
   body += log ? 'return d - Math.exp(yv) * s;\n' : 'return yv * (d - s);\n';
-  return spec('softmaxGradApply', ['y', 'dy', 'srow'], body, rows * cols);
+  return spec('softmaxGradApply', g, ['y', 'dy', 'srow'], body, rows * cols);
 }
 
 /** Per-row NLL (0 for ignored rows) given the row lse. */
@@ -367,35 +377,37 @@ export function ceRow(g: CodeGen, rows: number, cols: number, ignoreIndex: numbe
   const body =
     `let t = Math.floor(targets[${T}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n` +
     `return lse[${T}] - logits[${g.lin([[T, cols], ['t', 1]])}];\n`;
-  return spec('ceRow', ['logits', 'targets', 'lse'], body, rows);
+  return spec('ceRow', g, ['logits', 'targets', 'lse'], body, rows);
 }
 
-/** Sum of a vector of n values, times p[0]. */
-export function sumScaled(n: number): KernelSpec {
-  return spec('sumScaled', ['x', 'p'], `let s = 0;\nfor (let i = 0; i < ${n}; i++) { s += x[i]; }\nreturn s * p[0];\n`, 1, n);
+/** Sum of a vector of n values, times scale. */
+export function sumScaled(g: CodeGen, n: number, scale: number): KernelSpec {
+  return spec('sumScaled', g, ['x'], `let s = 0;\nfor (let i = 0; i < ${g.d(n)}; i++) { s += x[i]; }\nreturn s * ${g.f(scale)};\n`, 1, n);
 }
 
-/** d logits: (softmax - onehot) * dy[0] * p[0], zero on ignored rows. */
-export function ceGrad(g: CodeGen, rows: number, cols: number, ignoreIndex: number): KernelSpec {
+/** d logits: (softmax - onehot) * dy[0] * mult, zero on ignored rows. */
+export function ceGrad(g: CodeGen, rows: number, cols: number, ignoreIndex: number, mult: number): KernelSpec {
   const body =
     `${rowCol(g, cols)}let t = Math.floor(targets[${g.int('r')}] + 0.5);\n` +
-    `if (t == ${flt(ignoreIndex)}) { return 0; }\nlet sc = dy[0] * p[0];\n` +
+    `if (t == ${flt(ignoreIndex)}) { return 0; }\nlet sc = dy[0] * ${g.f(mult)};\n` +
     `let v = Math.exp(logits[${T}] - lse[${g.int('r')}]) * sc;\nif (c == t) { v = v - sc; }\nreturn v;\n`;
-  return spec('ceGrad', ['logits', 'targets', 'lse', 'dy', 'p'], body, rows * cols);
+  return spec('ceGrad', g, ['logits', 'targets', 'lse', 'dy'], body, rows * cols);
 }
 
-export function rowMean(rows: number, cols: number): KernelSpec {
-  return spec('rowMean', ['x'], `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { s += x[${T} * ${cols} + c]; }\nreturn s / ${cols};\n`, rows, cols);
+export function rowMean(g: CodeGen, rows: number, cols: number): KernelSpec {
+  const n = g.d(cols);
+  return spec('rowMean', g, ['x'], `let s = 0;\nfor (let c = 0; c < ${n}; c++) { s += x[${T} * ${n} + c]; }\nreturn s / ${n};\n`, rows, cols);
 }
 
-/** 1 / sqrt(mean((x - mean)^2) + p[0]); without `mean`, the RMS form. */
-export function rowRstd(rows: number, cols: number, centered: boolean): KernelSpec {
-  const d = centered ? `x[${T} * ${cols} + c] - mu` : `x[${T} * ${cols} + c]`;
+/** 1 / sqrt(mean((x - mean)^2) + eps); without `mean`, the RMS form. */
+export function rowRstd(g: CodeGen, rows: number, cols: number, centered: boolean, eps: number): KernelSpec {
+  const n = g.d(cols);
+  const d = centered ? `x[${T} * ${n} + c] - mu` : `x[${T} * ${n} + c]`;
   const body =
     (centered ? `let mu = mean[${T}];\n` : '') +
-    `let s = 0;\nfor (let c = 0; c < ${cols}; c++) { let d = ${d}; s += d * d; }\n` +
-    `return 1 / Math.sqrt(s / ${cols} + p[0]);\n`;
-  return spec('rowRstd', centered ? ['x', 'mean', 'p'] : ['x', 'p'], body, rows, cols);
+    `let s = 0;\nfor (let c = 0; c < ${n}; c++) { let d = ${d}; s += d * d; }\n` +
+    `return 1 / Math.sqrt(s / ${n} + ${g.f(eps)});\n`;
+  return spec('rowRstd', g, centered ? ['x', 'mean'] : ['x'], body, rows, cols);
 }
 
 /** (x - mean) * rstd * w + b over rows (mean absent: RMS norm). */
@@ -406,19 +418,20 @@ export function normApply(g: CodeGen, rows: number, cols: number, centered: bool
   let body = `${rowCol(g, cols)}let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rstd[${r}];\n`;
   if (hasW) body += `h = h * w[${c}];\n`;
   if (hasB) body += `h = h + b[${c}];\n`;
-  return spec('normApply', args, body + 'return h;\n', rows * cols);
+  return spec('normApply', g, args, body + 'return h;\n', rows * cols);
 }
 
 /** Per-row sum of g = dy * w (gh: of g * h), h the normalized x. */
-export function normRowSum(rows: number, cols: number, centered: boolean, hasW: boolean, withH: boolean): KernelSpec {
+export function normRowSum(g: CodeGen, rows: number, cols: number, centered: boolean, hasW: boolean, withH: boolean): KernelSpec {
   const args = ['x', ...(centered ? ['mean'] : []), 'rstd', 'dy', ...(hasW ? ['w'] : [])];
-  const at = `${T} * ${cols} + c`;
+  const n = g.d(cols);
+  const at = `${T} * ${n} + c`;
   let body = `let rs = rstd[${T}];\n${centered ? `let mu = mean[${T}];\n` : ''}let s = 0;\n`;
-  body += `for (let c = 0; c < ${cols}; c++) {\nlet gv = dy[${at}]${hasW ? ' * w[c]' : ''};\n`;
+  body += `for (let c = 0; c < ${n}; c++) {\nlet gv = dy[${at}]${hasW ? ' * w[c]' : ''};\n`;
   if (withH) body += `let h = (x[${at}]${centered ? ' - mu' : ''}) * rs;\ns += gv * h;\n`;
   else body += 's += gv;\n';
   body += '}\nreturn s;\n';
-  return spec('normRowSum', args, body, rows, cols);
+  return spec('normRowSum', g, args, body, rows, cols);
 }
 
 /** dx = rstd * (g - mean(g) - h * mean(g h)); the RMS form drops mean(g). */
@@ -426,50 +439,53 @@ export function normDx(g: CodeGen, rows: number, cols: number, centered: boolean
   const args = ['x', ...(centered ? ['mean', 'sg'] : []), 'rstd', 'dy', 'sgh', ...(hasW ? ['w'] : [])];
   const r = g.int('r');
   let body = `${rowCol(g, cols)}let rs = rstd[${r}];\n`;
+  const n = g.d(cols);
   body += `let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rs;\n`;
   body += `let gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
-  body += `return rs * (gv${centered ? ` - sg[${r}] / ${cols}` : ''} - h * sgh[${r}] / ${cols});\n`;
-  return spec('normDx', args, body, rows * cols);
+  body += `return rs * (gv${centered ? ` - sg[${r}] / ${n}` : ''} - h * sgh[${r}] / ${n});\n`;
+  return spec('normDx', g, args, body, rows * cols);
 }
 
 /** Column sums over rows of dy * h (dw) or of dy (db). */
-export function normColSum(rows: number, cols: number, centered: boolean, withH: boolean): KernelSpec {
+export function normColSum(g: CodeGen, rows: number, cols: number, centered: boolean, withH: boolean): KernelSpec {
   const args = withH ? ['x', ...(centered ? ['mean'] : []), 'rstd', 'dy'] : ['dy'];
-  const at = `r * ${cols} + ${T}`;
+  const at = `r * ${g.d(cols)} + ${T}`;
   let body = 'let s = 0;\n';
-  body += `for (let r = 0; r < ${rows}; r++) {\n`;
+  body += `for (let r = 0; r < ${g.d(rows)}; r++) {\n`;
   body += withH ? `s += dy[${at}] * (x[${at}]${centered ? ' - mean[r]' : ''}) * rstd[r];\n` : `s += dy[${at}];\n`;
   body += '}\nreturn s;\n';
-  return spec('normColSum', args, body, cols, rows);
+  return spec('normColSum', g, args, body, cols, rows);
 }
 
-/** Scores s = q_i . k_j * p[0], for row (h, i) and key j (both integer expressions). */
-function dot(g: CodeGen, qi: [string, number][], kj: [string, number][], dk: number): string {
+/** Scores s = q_i . k_j * scale (a float uniform name), for row (h, i) and key j. */
+function dot(g: CodeGen, qi: [string, number][], kj: [string, number][], dk: number, scale: string): string {
   const qa = g.lin([...qi, ['d', 1]]);
   const ka = g.lin([...kj, ['d', 1]]);
-  return `let s = 0;\nfor (let d = 0; d < ${dk}; d++) { s += q[${qa}] * k[${ka}]; }\ns = s * p[0];\n`;
+  return `let s = 0;\nfor (let d = 0; d < ${g.d(dk)}; d++) { s += q[${qa}] * k[${ka}]; }\ns = s * ${scale};\n`;
 }
 
 /** lse over the visible keys of each query row [bh * tq]. */
-export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean): KernelSpec {
+export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean, scale: number): KernelSpec {
+  const sc = g.f(scale);
   let body = g.divmod('h', 'i', T, tq);
-  body += `let last = ${causal ? `i + ${tk - tq}` : `${tk - 1}`};\nlet m = -Infinity;\nlet z = 0;\n`;
-  body += `for (let j = 0; j < ${tk}; j++) {\nif (j > last) { break; }\n`;
-  body += dot(g, [[T, dk]], [['h', tk * dk], ['j', dk]], dk);
+  body += `let last = ${causal ? `i + ${g.d(tk - tq)}` : g.d(tk - 1)};\nlet m = -Infinity;\nlet z = 0;\n`;
+  body += `for (let j = 0; j < ${g.d(tk)}; j++) {\nif (j > last) { break; }\n`;
+  body += dot(g, [[T, dk]], [['h', tk * dk], ['j', dk]], dk, sc);
   body += 'if (s > m) { z = z * Math.exp(m - s) + 1; m = s; } else { z += Math.exp(s - m); }\n}\n';
   body += 'if (z == 0) { return -Infinity; }\nreturn m + Math.log(z);\n';
-  return spec('attnLse', ['q', 'k', 'p'], body, bh * tq, Math.max(tk, dk));
+  return spec('attnLse', g, ['q', 'k'], body, bh * tq, Math.max(tk, dk));
 }
 
 /** Probabilities P [bh, tq, tk] (0 where masked). */
-export function attnProbs(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean): KernelSpec {
+export function attnProbs(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean, scale: number): KernelSpec {
+  const sc = g.f(scale);
   const { code, c } = g.coords(T, [bh, tq, tk]);
   const [h, i, j] = c;
   let body = `${code}`;
-  if (causal) body += `if (${j} > ${i} + ${tk - tq}) { return 0; }\n`;
-  body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk);
+  if (causal) body += `if (${j} > ${i} + ${g.d(tk - tq)}) { return 0; }\n`;
+  body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk, sc);
   body += `return Math.exp(s - lse[${g.lin([[h, tq], [i, 1]])}]);\n`;
-  return spec('attnProbs', ['q', 'k', 'lse', 'p'], body, bh * tq * tk, dk);
+  return spec('attnProbs', g, ['q', 'k', 'lse'], body, bh * tq * tk, dk);
 }
 
 /**
@@ -481,36 +497,51 @@ export function bmm(g: CodeGen, bh: number, I: number, J: number, D: number, tra
   const [h, i, d] = c;
   const a = transA ? g.lin([[h, J * I], ['j', I], [i, 1]]) : g.lin([[h, I * J], [i, J], ['j', 1]]);
   const b = g.lin([[h, J * D], ['j', D], [d, 1]]);
-  const body = `${code}let acc = 0;\nfor (let j = 0; j < ${J}; j++) { acc += A[${a}] * B[${b}]; }\nreturn acc;\n`;
-  return spec('bmm', ['A', 'B'], body, bh * I * D, J);
+  const body = `${code}let acc = 0;\nfor (let j = 0; j < ${g.d(J)}; j++) { acc += A[${a}] * B[${b}]; }\nreturn acc;\n`;
+  return spec('bmm', g, ['A', 'B'], body, bh * I * D, J);
 }
 
 /** delta[h, i] = sum_d dout * out. */
-export function attnDelta(rows: number, dv: number): KernelSpec {
-  return spec('attnDelta', ['dout', 'out'], `let s = 0;\nfor (let d = 0; d < ${dv}; d++) { s += dout[${T} * ${dv} + d] * out[${T} * ${dv} + d]; }\nreturn s;\n`, rows, dv);
+export function attnDelta(g: CodeGen, rows: number, dv: number): KernelSpec {
+  const n = g.d(dv);
+  const body = `let s = 0;\nfor (let d = 0; d < ${n}; d++) { s += dout[${T} * ${n} + d] * out[${T} * ${n} + d]; }\nreturn s;\n`;
+  return spec('attnDelta', g, ['dout', 'out'], body, rows, dv);
 }
 
 /** dS = P * (dout_i . v_j - delta_i) * scale. */
-export function attnDs(g: CodeGen, bh: number, tq: number, tk: number, dv: number): KernelSpec {
+export function attnDs(g: CodeGen, bh: number, tq: number, tk: number, dv: number, scale: number): KernelSpec {
   const { code, c } = g.coords(T, [bh, tq, tk]);
   const [h, i, j] = c;
   let body = `${code}let pv = P[${T}];\nif (pv == 0) { return 0; }\nlet s = 0;\n`;
-  body += `for (let d = 0; d < ${dv}; d++) { s += dout[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}] * v[${g.lin([[h, tk * dv], [j, dv], ['d', 1]])}]; }\n`;
-  body += `return pv * (s - delta[${g.lin([[h, tq], [i, 1]])}]) * p[0];\n`;
-  return spec('attnDs', ['P', 'dout', 'v', 'delta', 'p'], body, bh * tq * tk, dv);
+  body += `for (let d = 0; d < ${g.d(dv)}; d++) { s += dout[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}] * v[${g.lin([[h, tk * dv], [j, dv], ['d', 1]])}]; }\n`;
+  body += `return pv * (s - delta[${g.lin([[h, tq], [i, 1]])}]) * ${g.f(scale)};\n`;
+  return spec('attnDs', g, ['P', 'dout', 'v', 'delta'], body, bh * tq * tk, dv);
 }
 
-/**
- * Adam/AdamW, one output per kernel (`which`): p[] = [lr, beta1, beta2, eps,
- * weightDecay, stepSize, bc2Sqrt, decay].
- */
-export function adam(which: 'p' | 'm' | 'v', decoupled: boolean, size: number): KernelSpec {
+/** Adam hyperparameters as the kernels read them. */
+export interface AdamParams {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** lr / (1 - beta1^t). */
+  stepSize: number;
+  /** sqrt(1 - beta2^t). */
+  bc2Sqrt: number;
+  /** 1 - lr * weightDecay for AdamW, else 1. */
+  decay: number;
+}
+
+/** Adam/AdamW, one output per kernel (`which`). */
+export function adam(cg: CodeGen, which: 'p' | 'm' | 'v', decoupled: boolean, size: number, h: AdamParams): KernelSpec {
+  const b1 = cg.f(h.beta1);
+  const b2 = cg.f(h.beta2);
   let body = `let gi = g[${T}];\n`;
-  if (!decoupled) body += `gi = gi + h[4] * w[${T}];\n`;
-  body += `let mi = h[1] * m[${T}] + (1 - h[1]) * gi;\n`;
-  body += `let vi = h[2] * v[${T}] + (1 - h[2]) * gi * gi;\n`;
+  if (!decoupled) body += `gi = gi + ${cg.f(h.weightDecay)} * w[${T}];\n`;
+  body += `let mi = ${b1} * m[${T}] + (1 - ${b1}) * gi;\n`;
+  body += `let vi = ${b2} * v[${T}] + (1 - ${b2}) * gi * gi;\n`;
   if (which === 'm') body += 'return mi;\n';
   else if (which === 'v') body += 'return vi;\n';
-  else body += `return w[${T}] * h[7] - (h[5] * mi) / (Math.sqrt(vi) / h[6] + h[3]);\n`;
-  return spec('adam', ['w', 'g', 'm', 'v', 'h'], body, size);
+  else body += `return w[${T}] * ${cg.f(h.decay)} - (${cg.f(h.stepSize)} * mi) / (Math.sqrt(vi) / ${cg.f(h.bc2Sqrt)} + ${cg.f(h.eps)});\n`;
+  return spec('adam', cg, ['w', 'g', 'm', 'v'], body, size);
 }
