@@ -10,11 +10,18 @@ import '@lowrank/lora/node';
 import { LORA } from './common.ts';
 import type { LatencyVariant, Trainee } from './protocol.ts';
 
-export const loraConfig = (): LoraConfigInput => ({ r: LORA.r, loraAlpha: LORA.alpha, targetModules: [...LORA.targets] });
+/** r, alpha and target linears of one LoRA run. */
+export interface LoraSettings {
+  r: number;
+  alpha: number;
+  targets: readonly string[];
+}
+
+export const loraConfig = (s: LoraSettings = LORA): LoraConfigInput => ({ r: s.r, loraAlpha: s.alpha, targetModules: [...s.targets] });
 
 /** Wraps the base model; only the adapters train; the artifact is the native adapter file (`saveAdapter`). */
-export async function loraTrainee(base: TransformerLM): Promise<Trainee> {
-  const peft = getPeftModel(base, loraConfig());
+export async function loraTrainee(base: TransformerLM, settings: LoraSettings = LORA): Promise<Trainee> {
+  const peft = getPeftModel(base, loraConfig(settings));
   const trainable = peft.trainableParameters();
   const { trainable: counted } = peft.getNbTrainableParameters();
   const own = trainable.reduce((s, p) => s + p.size, 0);
@@ -26,7 +33,7 @@ export async function loraTrainee(base: TransformerLM): Promise<Trainee> {
     save: async (dir) => {
       await peft.saveAdapter(dir);
     },
-    lora: { r: LORA.r, alpha: LORA.alpha, targets: [...LORA.targets] },
+    lora: { r: settings.r, alpha: settings.alpha, targets: [...settings.targets] },
   };
 }
 

@@ -3,6 +3,7 @@
  * the first entry of the table below. Each suite module exports `run(args)`.
  *
  *   lora     (default) W2 full vs LoRA, W3 latency, report + chart in bench/results/<timestamp>/
+ *   quality  full fine-tuning vs LoRA at several ranks from one pre-trained base: validation loss, time, memory
  *   matmul   W1: square matmul GFLOP/s per backend
  *   kernels  Benchmark.js micro-benchmarks at W2 shapes per backend / gpu.js mode
  *   gpu      per W2 LoRA step: gpu.js dispatches, compiles (also at a new sequence length), uploads, device bytes, time
@@ -15,6 +16,7 @@ export interface BenchSuite {
 /** Suite name -> module. Add suites here; the first entry is the default. */
 export const suites: Record<string, () => Promise<BenchSuite>> = {
   lora: () => import('./lora-suite.ts'),
+  quality: () => import('./quality-suite.ts'),
   matmul: () => import('./matmul.ts'),
   kernels: () => import('./kernels.ts'),
   gpu: () => import('./gpu.ts'),

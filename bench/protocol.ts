@@ -4,6 +4,7 @@
  */
 import type { Tensor } from '@lowrank/core';
 import type { LossModel, TransformerConfig, TransformerLM } from '@lowrank/nn';
+import type { PretrainInfo } from './pretrain.ts';
 
 export type TrainMode = 'full' | 'lora';
 
@@ -54,6 +55,18 @@ export interface TrainResult extends BackendRow {
   lossLast: number | null;
   /** Steps taken in total (warm-up + timed) when lossLast was read. */
   lossSteps: number;
+  /** AdamW learning rate (constant). */
+  lr: number;
+  /** The base checkpoint the run started from (null: fresh random init). */
+  init: string | null;
+  /** Mean loss on the fixed validation windows before the first and after the last step (null without --eval-data). */
+  valLossBefore: number | null;
+  valLossAfter: number | null;
+  evalWindows: number;
+  /** Validation loss against steps done and training wall time so far (before, every --eval-every steps, after). */
+  curve: CurvePoint[];
+  /** Wall time of every training step, warm-up included, ms. */
+  trainMs: number;
   launchesPerStep: number;
   readbacksPerStep: number;
   uploadsPerStep: number;
@@ -84,7 +97,19 @@ export interface W3Result extends BackendRow {
   peakRssBytes: number;
 }
 
-export type WorkerResult = TrainResult | W3Result;
+export interface CurvePoint {
+  step: number;
+  trainMs: number;
+  valLoss: number;
+}
+
+/** A `--mode pretrain` run: what it wrote into the cache. */
+export interface PretrainResult {
+  kind: 'pretrain';
+  info: PretrainInfo;
+}
+
+export type WorkerResult = TrainResult | W3Result | PretrainResult;
 
 export const RESULT_PREFIX = 'RESULT ';
 
@@ -106,7 +131,7 @@ export interface LatencyVariant {
 
 /** The LoRA side of the bench (bench/lora-mode.ts), loaded only when a LoRA measurement runs. */
 export interface LoraMode {
-  loraTrainee(base: TransformerLM): Promise<Trainee>;
+  loraTrainee(base: TransformerLM, settings?: { r: number; alpha: number; targets: readonly string[] }): Promise<Trainee>;
   /** LoRA unmerged / merged variants built from fresh copies of the same base (`build`). */
   latencyVariants(build: () => TransformerLM, seed: number): { variants: LatencyVariant[]; close(): void };
 }

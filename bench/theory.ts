@@ -174,7 +174,13 @@ export interface Expected {
   paramsLora: number;
   stateFull: StateBytes;
   stateLora: StateBytes;
+  /** State only: weights + grads + AdamW, LoRA over full. */
   memoryRatio: number;
+  /** What a step must hold (state + saved activations, see stepMemory). */
+  stepMemoryFull: StepMemory;
+  stepMemoryLora: StepMemory;
+  /** stepMemoryLora.peak / stepMemoryFull.peak: the theory for the peak ratio. */
+  peakRatio: number;
 }
 
 export function expected(c: TransformerConfig, batchSize: number, lora: LoraSpec): Expected {
@@ -184,8 +190,102 @@ export function expected(c: TransformerConfig, batchSize: number, lora: LoraSpec
   const paramsLora = loraParamCount(c, lora);
   const stateFull = stateBytes(paramsTotal, paramsTotal);
   const stateLora = stateBytes(paramsTotal + paramsLora, paramsLora);
+  const stepMemoryFull = stepMemory(c, batchSize);
+  const stepMemoryLora = stepMemory(c, batchSize, lora);
   return {
     flopsFull, flopsLora, stepRatio: flopsLora.total / flopsFull.total,
     paramsTotal, paramsLora, stateFull, stateLora, memoryRatio: stateLora.total / stateFull.total,
+    stepMemoryFull, stepMemoryLora, peakRatio: stepMemoryLora.peak / stepMemoryFull.peak,
+  };
+}
+
+/** Every linear of a block, by name: what "all-linear" targets (the head is never adapted). */
+export function blockLinearNames(c: TransformerConfig): string[] {
+  return blockLinears(c).map((l) => l.name);
+}
+
+/** Float32 bytes a training step must hold at its peak, by kind. */
+export interface StepMemory {
+  /** Weights, base and adapters. */
+  weights: number;
+  /** Two AdamW moments per trainable parameter. */
+  optimizer: number;
+  /** Gradients of the trainable parameters (counted in `state`, not in `peak`: see stepMemory). */
+  gradients: number;
+  /** weights + gradients + optimizer. */
+  state: number;
+  /** Activations the backward pass reads, alive at the end of the forward pass. */
+  saved: number;
+  /** Gradients in flight when backward enters the last block: the residual stream's and the MLP hidden's two. */
+  working: number;
+  /** weights + optimizer + saved + working: the accounting the measured peak is held against. */
+  peak: number;
+}
+
+/**
+ * What one training step must hold at its peak, the start of backward: the
+ * weights and AdamW moments, the activations backward reads, and the first
+ * gradients it makes. Parameter gradients are left out of the peak: each
+ * appears while the activations behind it are freed, so few exist at the
+ * start (they are in `state`, for the end of backward).
+ *
+ * Saved activations are counted as an autograd that keeps only what backward
+ * reads (PyTorch's rule, which the engine's `reads` lists follow): a linear
+ * saves its input only when its weight trains or an adapter on it needs dA; an
+ * adapter saves its r-wide middle for dB; norms save their input and two
+ * per-row statistics; GELU its input; the fused attention saves q, k, v, its
+ * output and one log-sum-exp per row (it recomputes the probabilities in
+ * backward); cross-entropy saves the logits. Integer ids and scalars are not
+ * counted.
+ */
+export function stepMemory(c: TransformerConfig, batchSize: number, lora?: LoraSpec, bytesPerElement = 4): StepMemory {
+  const T = c.blockSize;
+  const N = batchSize * T;
+  const C = c.nEmbd;
+  const I = c.nHead * c.headDim;
+  const F = c.intermediateSize;
+  const full = lora === undefined;
+  const adapted = (name: string): boolean => lora !== undefined && lora.targets.some((t) => name === t || name.endsWith(`.${t}`));
+  const r = lora?.r ?? 0;
+  let saved = 0;
+  const norm = (): number => N * C + 2 * N;
+  let streamNeedsGrad = full; // the embeddings train only in full mode
+  for (let l = 0; l < c.nLayer; l++) {
+    const x = streamNeedsGrad;
+    if (x || full) saved += norm(); // input_layernorm
+    const qkv = ['q_proj', 'k_proj', 'v_proj'];
+    const qkvAdapted = qkv.filter(adapted);
+    if (full || qkvAdapted.length > 0) saved += N * C; // the normed input, read by dW or dA
+    saved += qkvAdapted.length * N * r;
+    const attnNeedsGrad = full || x || qkvAdapted.length > 0;
+    if (attnNeedsGrad) saved += 4 * N * I + batchSize * c.nHead * T; // q, k, v, output, log-sum-exp
+    const oAdapted = adapted('o_proj');
+    if (!attnNeedsGrad && (full || oAdapted)) saved += N * I; // o_proj's input when attention saved nothing
+    if (oAdapted) saved += N * r;
+    const x1 = attnNeedsGrad || oAdapted || x;
+    if (x1 || full) saved += norm(); // post_attention_layernorm
+    const mlpIn = c.mlp === 'swiglu' ? ['gate_proj', 'up_proj'] : ['up_proj'];
+    const inAdapted = mlpIn.filter(adapted);
+    if (full || inAdapted.length > 0) saved += N * C;
+    saved += inAdapted.length * N * r;
+    const hidden = full || x1 || inAdapted.length > 0;
+    if (hidden) saved += (c.mlp === 'swiglu' ? 2 : 1) * N * F; // GELU's input; SwiGLU's gate and up
+    const downAdapted = adapted('down_proj');
+    if (full || downAdapted) saved += N * F; // down_proj's input
+    if (downAdapted) saved += N * r;
+    streamNeedsGrad = hidden || downAdapted || x1;
+  }
+  if (streamNeedsGrad) saved += norm(); // final norm
+  if (full) saved += N * C; // lm_head's input, for dW
+  saved += N * c.vocabSize; // cross-entropy reads the logits
+  const total = paramCount(c);
+  const adapter = lora ? loraParamCount(c, lora) : 0;
+  const s = lora ? stateBytes(total + adapter, adapter, bytesPerElement) : stateBytes(total, total, bytesPerElement);
+  const hiddenGrads = c.mlp === 'swiglu' ? 3 : 2;
+  const b = bytesPerElement;
+  const working = (N * C + hiddenGrads * N * F) * b;
+  return {
+    weights: s.weights, optimizer: s.optimizer, gradients: s.grads, state: s.total,
+    saved: saved * b, working, peak: s.weights + s.optimizer + saved * b + working,
   };
 }

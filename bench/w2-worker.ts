@@ -6,10 +6,15 @@
  *   node --import tsx bench/w2-worker.ts --mode full|lora|w3 [--size w2] [--backend cpu]
  *        [--steps 20] [--warmup 3] [--reps 50] [--seed 0] [--data ids.bin | --vocab 65]
  *        [--checkpointing]  (TransformerLM.gradientCheckpointingEnable(): recompute block activations in backward)
+ *        [--init base.ckpt] (start from these weights: the pre-trained base)
+ *        [--eval-data val.bin --eval-windows 64 --eval-every 0]  (fixed-window validation loss before, after, every k steps)
+ *        [--lr 3e-4] [--r 8 --alpha 16 --targets q_proj,v_proj]  (LoRA settings)
+ *   node --import tsx bench/w2-worker.ts --mode pretrain --data ids.bin --out base.ckpt --info base.json [--steps --lr --seed --size]
  *
  * Train modes time `warmup` untimed then `steps` timed training steps (each in
  * `tidy`: upload the batch, forward, backward, AdamW; the timed region ends by
- * reading the loss with `item()`). `w3` times eval forwards of 1 x block tokens.
+ * reading the loss with `item()`). Validation runs outside the timed steps.
+ * `w3` times eval forwards of 1 x block tokens; `pretrain` builds the cached base.
  */
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,12 +24,14 @@ import { getBackend, manualSeed, memory, noGrad, resetPeak, tensor, tidy, type T
 import { AdamW, BatchSampler, TransformerLM, type Batch, type LossModel } from '@lowrank/nn';
 import { saveCheckpoint } from '@lowrank/nn/node';
 import {
-  ADAMW, backendInfo, flag, intOption, median, option, parseSize, stats, workload, type Workload,
+  ADAMW, LORA, backendInfo, flag, intOption, median, option, parseSize, stats, workload, type Workload,
 } from './common.ts';
+import { loadBase, pretrainRun, validationLoss } from './pretrain.ts';
 import { brownTokens, randomTokens, readTokens, type Tokens } from './corpus.ts';
+import { blockLinearNames } from './theory.ts';
 import {
-  RESULT_PREFIX, type LatencyRow, type LatencyVariant, type LoraMode, type TrainMode, type TrainResult, type Trainee,
-  type W3Result,
+  RESULT_PREFIX, type CurvePoint, type LatencyRow, type PretrainResult, type LatencyVariant, type LoraMode, type TrainMode, type TrainResult, type Trainee,
+  type W3Result, type WorkerResult,
 } from './protocol.ts';
 
 async function loadLoraMode(): Promise<LoraMode> {
@@ -68,6 +75,24 @@ function tokensFrom(args: readonly string[]): Tokens {
   return brownTokens(files === undefined ? undefined : Number(files));
 }
 
+/** `--targets q_proj,v_proj`; `--targets all` is every block linear. */
+export function loraSettings(args: readonly string[], all: readonly string[]): { r: number; alpha: number; targets: string[] } {
+  const r = intOption(args, 'r', LORA.r);
+  const alpha = Number(option(args, 'alpha') ?? (option(args, 'r') === undefined ? LORA.alpha : 2 * r));
+  if (!(alpha > 0)) throw new Error(`w2-worker: --alpha must be a positive number, got '${option(args, 'alpha')}'`);
+  const raw = option(args, 'targets');
+  const targets = raw === undefined ? [...LORA.targets] : raw === 'all' ? [...all] : raw.split(',').filter((t) => t);
+  if (targets.length === 0) throw new Error(`w2-worker: --targets names no linear ('${raw}')`);
+  return { r, alpha, targets };
+}
+
+function lrOption(args: readonly string[]): number {
+  const raw = option(args, 'lr');
+  const lr = raw === undefined ? ADAMW.lr : Number(raw);
+  if (!(lr > 0)) throw new Error(`w2-worker: --lr must be a positive number, got '${raw}'`);
+  return lr;
+}
+
 function toTensors(b: Batch, backend: string): { x: Tensor; y: Tensor } {
   const shape = [...b.shape];
   return { x: tensor(b.x, { shape, dtype: 'int32', backend }), y: tensor(b.y, { shape, dtype: 'int32', backend }) };
@@ -86,15 +111,25 @@ export async function trainRun(
   const w: Workload = workload(parseSize(option(args, 'size')), tokens.vocabSize);
   const tag = `${mode} ${w.size} ${backend}`;
 
+  const lr = lrOption(args);
+  const init = option(args, 'init');
+  const evalPath = option(args, 'eval-data');
+  const evalIds = evalPath ? readTokens(evalPath).ids : null;
+  const evalWindows = intOption(args, 'eval-windows', 64);
+  const evalEvery = intOption(args, 'eval-every', 0, 0);
+
   const baseline = memory(backend).liveBytes; // non-zero only when a process runs several measurements
   const t0 = performance.now();
   manualSeed(seed);
   const base = new TransformerLM(w.config, { backend });
+  if (init) await loadBase(base, init);
   if (flag(args, 'checkpointing')) base.gradientCheckpointingEnable();
-  const trainee = mode === 'full' ? fullTrainee(base) : await (await loadLoraMode()).loraTrainee(base);
+  const trainee = mode === 'full'
+    ? fullTrainee(base)
+    : await (await loadLoraMode()).loraTrainee(base, loraSettings(args, blockLinearNames(w.config)));
   const { model } = trainee;
   model.train();
-  const opt = new AdamW(trainee.trainable, { lr: ADAMW.lr, weightDecay: ADAMW.weightDecay });
+  const opt = new AdamW(trainee.trainable, { lr, weightDecay: ADAMW.weightDecay });
   const sampler = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: w.config.blockSize, seed: seed + 1 });
   const buildMs = performance.now() - t0;
 
@@ -110,12 +145,26 @@ export async function trainRun(
     return hasValues ? loss.item() : NaN;
   });
 
+  const validate = (): number | null => (evalIds && hasValues
+    ? validationLoss(model, evalIds, w.config.blockSize, w.batchSize, evalWindows, backend)
+    : null);
+  const curve: CurvePoint[] = [];
+  let trainMs = 0; // every training step, warm-up included: the wall time a user pays
+  const point = (stepsDone: number): number | null => {
+    const v = validate();
+    if (v !== null) curve.push({ step: stepsDone, trainMs, valLoss: v });
+    return v;
+  };
+  const valLossBefore = point(0);
   const losses: number[] = [];
   for (let i = 0; i < warmup; i++) {
     const b = sampler.next();
     const s = performance.now();
     losses.push(step(b));
-    progress(tag, `warm-up ${i + 1}/${warmup}: ${(performance.now() - s).toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
+    const ms = performance.now() - s;
+    trainMs += ms;
+    progress(tag, `warm-up ${i + 1}/${warmup}: ${ms.toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
+    if (evalEvery > 0 && (i + 1) % evalEvery === 0) point(i + 1);
   }
   const batches = Array.from({ length: steps }, () => sampler.next());
   forwardLiveBytes = 0;
@@ -134,10 +183,15 @@ export async function trainRun(
       times.push(ms);
       cpuTimes.push((cpu.user + cpu.system) / 1000);
     }
+    trainMs += ms;
     if (i === 0) tensorsAfterFirst = memory(backend).liveTensors;
     progress(tag, `step ${i + 1}/${steps}: ${ms.toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
+    const done = warmup + i + 1;
+    if (evalEvery > 0 && done % evalEvery === 0 && i + 1 < steps) point(done);
   }
   const after = memory(backend);
+  const valLossAfter = point(warmup + steps);
+  if (valLossBefore !== null) progress(tag, `validation loss ${valLossBefore.toFixed(4)} -> ${valLossAfter?.toFixed(4)}`);
 
   const params = model.parameters();
   let total = 0;
@@ -183,6 +237,7 @@ export async function trainRun(
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     artifact: { kind: trainee.artifactKind, bytes: files.reduce((s, f) => s + f.bytes, 0), files },
     lossFirst: finite(losses[0]), lossLast: finite(losses[losses.length - 1]), lossSteps: losses.length,
+    lr, init: init ?? null, valLossBefore, valLossAfter, evalWindows: evalIds ? evalWindows : 0, curve, trainMs,
     launchesPerStep: (after.kernelLaunches - before.kernelLaunches) / steps,
     readbacksPerStep: (after.readbacks - before.readbacks) / steps,
     uploadsPerStep: (after.uploads - before.uploads) / steps,
@@ -262,12 +317,17 @@ export async function w3Run(args: readonly string[]): Promise<W3Result> {
   };
 }
 
-async function main(args: string[]): Promise<void> {
+/** One worker measurement by its `--mode`; `progress` gets the log lines. */
+export async function runMode(args: readonly string[], progress: (tag: string, msg: string) => void = log): Promise<WorkerResult> {
   const mode = option(args, 'mode') ?? 'full';
-  let result: TrainResult | W3Result;
-  if (mode === 'full' || mode === 'lora') result = await trainRun(mode, args);
-  else if (mode === 'w3') result = await w3Run(args);
-  else throw new Error(`w2-worker: --mode must be full, lora or w3, got '${mode}'`);
+  if (mode === 'full' || mode === 'lora') return trainRun(mode, args, progress);
+  if (mode === 'w3') return w3Run(args);
+  if (mode === 'pretrain') return { kind: 'pretrain', info: await pretrainRun(args, (m) => progress('pretrain', m)) } satisfies PretrainResult;
+  throw new Error(`w2-worker: --mode must be full, lora, w3 or pretrain, got '${mode}'`);
+}
+
+async function main(args: string[]): Promise<void> {
+  const result = await runMode(args);
   process.stdout.write(`${RESULT_PREFIX}${JSON.stringify(result)}\n`);
 }
 
