@@ -35,7 +35,7 @@ export { runWorker } from './workers.ts';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
 
-/** Fine-tuning learning rates of the comparison (constant AdamW; LoRA's is higher, as usual). */
+/** Fine-tuning peak learning rates of the comparison (AdamW, warm-up + cosine; LoRA's is higher, as usual). */
 export const FINETUNE_LR = { full: 1e-3, lora: 5e-3 } as const;
 
 export interface SuiteOptions {

@@ -9,11 +9,13 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getBackend, manualSeed, tensor, tidy, writeFileAtomic } from '@lowrank/core';
+import { getBackend, manualSeed, tensor, tidy } from '@lowrank/core';
+import { writeFileAtomic } from '@lowrank/core/node';
 import {
-  AdamW, BatchSampler, LambdaLR, TransformerLM, cosineWithWarmup, evaluate, loadCheckpoint, restoreCheckpoint, saveCheckpoint,
+  AdamW, BatchSampler, LambdaLR, TransformerLM, cosineWithWarmup, evaluate, restoreCheckpoint,
   type Batch, type BatchSource, type LossModel, type TransformerConfig,
 } from '@lowrank/nn';
+import { loadCheckpoint, saveCheckpoint } from '@lowrank/nn/node';
 import { ADAMW, intOption, option, parseSize, workload } from './common.ts';
 import { evalWindowStarts, readTokens } from './corpus.ts';
 

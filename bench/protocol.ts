@@ -55,7 +55,7 @@ export interface TrainResult extends BackendRow {
   lossLast: number | null;
   /** Steps taken in total (warm-up + timed) when lossLast was read. */
   lossSteps: number;
-  /** AdamW learning rate (constant). */
+  /** AdamW peak learning rate (10% warm-up, then cosine to 10% of it). */
   lr: number;
   /** The base checkpoint the run started from (null: fresh random init). */
   init: string | null;

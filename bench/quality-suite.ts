@@ -400,7 +400,7 @@ function baseLine(r: QualityReport): string {
 
 function methodLine(r: QualityReport): string {
   const o = r.options;
-  return `Method: every run starts from the same base and trains ${o.steps} steps (batch ${r.workload.split('batch ')[1] ?? '?'}, AdamW, constant lr, weight decay 0.01) ` +
+  return `Method: every run starts from the same base and trains ${o.steps} steps (batch ${r.workload.split('batch ')[1] ?? '?'}, AdamW, weight decay 0.01, 10% warm-up then cosine to 10% of the peak lr) ` +
     `on ${r.data.train}; LoRA alpha = 2r, base frozen. Validation loss is the mean over the same ${o.evalWindows} fixed windows of ${r.data.val}, ` +
     `before training, every ${o.evalEvery} steps and after (outside the timed steps). Learning rates tried: full ${o.lrFull.join(', ')}; LoRA ${o.lrLora.join(', ')}; ` +
     'the lowest final validation loss is reported (chosen on the same windows, for every setting alike). Train time sums every step\'s wall time; ' +

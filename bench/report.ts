@@ -403,7 +403,7 @@ export function markdown(r: SuiteReport): string {
     `- Model ${r.workload}`,
     `- ${baseLine(r)}`,
     `- Data: ${r.data}`,
-    `- LoRA: r=${r.lora.r}, alpha=${r.lora.alpha} on ${r.lora.targets.join(', ')}, base frozen; AdamW weight decay 0.01, lr ${r.options.lrFull} full, ${r.options.lrLora} LoRA`,
+    `- LoRA: r=${r.lora.r}, alpha=${r.lora.alpha} on ${r.lora.targets.join(', ')}, base frozen; AdamW weight decay 0.01, peak lr ${r.options.lrFull} full, ${r.options.lrLora} LoRA (10% warm-up, cosine to 10%)`,
     `- Method: ${r.options.rounds} rounds of full then LoRA, each run in a fresh process starting from the same pre-trained base; warm-up steps, ` +
       'then timed steps, each in `tidy` (upload batch, forward, backward, AdamW); the timed region ends by reading the loss (`item()`). ' +
       'Each run reports its median step; the table shows the median of those per-run medians. Peak tensor bytes is the engine\'s `memory().peakBytes` ' +

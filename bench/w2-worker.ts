@@ -8,7 +8,7 @@
  *        [--checkpointing]  (TransformerLM.gradientCheckpointingEnable(): recompute block activations in backward)
  *        [--init base.ckpt] (start from these weights: the pre-trained base)
  *        [--eval-data val.bin --eval-windows 64 --eval-every 0]  (fixed-window validation loss before, after, every k steps)
- *        [--lr 3e-4] [--r 8 --alpha 16 --targets q_proj,v_proj]  (LoRA settings)
+ *        [--lr 3e-4] (AdamW peak lr: 10% warm-up, cosine to 10%) [--r 8 --alpha 16 --targets q_proj,v_proj]  (LoRA settings)
  *   node --import tsx bench/w2-worker.ts --mode pretrain --data ids.bin --out base.ckpt --info base.json [--steps --lr --seed --size]
  *
  * Train modes time `warmup` untimed then `steps` timed training steps (each in
@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getBackend, manualSeed, memory, noGrad, resetPeak, tensor, tidy, type Tensor } from '@lowrank/core';
-import { AdamW, BatchSampler, TransformerLM, type Batch, type LossModel } from '@lowrank/nn';
+import { AdamW, BatchSampler, LambdaLR, TransformerLM, cosineWithWarmup, type Batch, type LossModel } from '@lowrank/nn';
 import { saveCheckpoint } from '@lowrank/nn/node';
 import {
   ADAMW, LORA, backendInfo, flag, intOption, median, option, parseSize, stats, workload, type Workload,
@@ -130,6 +130,9 @@ export async function trainRun(
   const { model } = trainee;
   model.train();
   const opt = new AdamW(trainee.trainable, { lr, weightDecay: ADAMW.weightDecay });
+  // 10% linear warm-up, then cosine to 10% of lr, over every step (warm-up steps included): a fresh AdamW on a trained base needs the ramp.
+  const allSteps = warmup + steps;
+  const sched = new LambdaLR(opt, cosineWithWarmup({ warmupSteps: Math.max(1, Math.round(allSteps / 10)), totalSteps: allSteps, minRatio: 0.1 }));
   const sampler = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: w.config.blockSize, seed: seed + 1 });
   const buildMs = performance.now() - t0;
 
@@ -163,6 +166,7 @@ export async function trainRun(
     losses.push(step(b));
     const ms = performance.now() - s;
     trainMs += ms;
+    sched.step();
     progress(tag, `warm-up ${i + 1}/${warmup}: ${ms.toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
     if (evalEvery > 0 && (i + 1) % evalEvery === 0) point(i + 1);
   }
@@ -184,6 +188,7 @@ export async function trainRun(
       cpuTimes.push((cpu.user + cpu.system) / 1000);
     }
     trainMs += ms;
+    sched.step();
     if (i === 0) tensorsAfterFirst = memory(backend).liveTensors;
     progress(tag, `step ${i + 1}/${steps}: ${ms.toFixed(0)} ms, loss ${losses[losses.length - 1].toFixed(4)}`);
     const done = warmup + i + 1;

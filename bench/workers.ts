@@ -4,7 +4,7 @@
  * its stderr as progress and parses its one `RESULT <json>` line. Also builds
  * the pre-trained base when the cache lacks it.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RESULT_PREFIX, type WorkerResult } from './protocol.ts';
@@ -46,9 +46,26 @@ export async function runWorker(args: readonly string[], label: string, quiet = 
   return spawnWorker(args, label, quiet);
 }
 
+/** Live worker processes: a suite stopped with Ctrl-C or SIGTERM takes its worker down with it. */
+const children = new Set<ChildProcess>();
+let signalsHooked = false;
+
+function hookSignals(): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      for (const c of children) c.kill(sig);
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
+  }
+}
+
 function spawnWorker(args: readonly string[], label: string, quiet: boolean): Promise<WorkerResult> {
+  hookSignals();
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
     let stdout = '';
     let stderrTail = '';
     let pending = '';
@@ -62,6 +79,7 @@ function spawnWorker(args: readonly string[], label: string, quiet: boolean): Pr
     });
     child.on('error', reject);
     child.on('close', (code) => {
+      children.delete(child);
       if (pending.trim() && !quiet) process.stderr.write(`    ${pending}\n`);
       const line = stdout.split('\n').find((l) => l.startsWith(RESULT_PREFIX));
       if (code === 0 && line) {
