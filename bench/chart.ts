@@ -106,7 +106,7 @@ export function standardPanels(c: ChartInput): ChartPanel[] {
     { id: 'step-time', title: 'Step time (median ms)', format: fmtMs, groups: [c.stepMs], note: ratioNote(c.stepMs.full, c.stepMs.lora, c.stepTheory) },
     {
       id: 'peak-memory', title: 'Peak memory', format: fmtBytes, groups: [c.peakTensor, c.peakRss],
-      note: ratioNote(c.peakTensor.full, c.peakTensor.lora, c.memoryTheory).replace('LoRA/full', 'tensors LoRA/full'),
+      note: ratioNote(c.peakTensor.full, c.peakTensor.lora, c.memoryTheory).replace('LoRA/full', 'tensors LoRA/full').replace('theory', 'accounting'),
     },
     { id: 'trainable-params', title: 'Trainable params', format: fmtInt, groups: [c.trainable], note: ratioNote(c.trainable.full, c.trainable.lora, c.paramsTheory) },
     { id: 'checkpoint-bytes', title: 'Checkpoint bytes', format: fmtBytes, groups: [c.checkpoint], note: ratioNote(c.checkpoint.full, c.checkpoint.lora, c.checkpointTheory) },
@@ -133,6 +133,8 @@ export interface XYPanel {
   series: XYSeries[];
   /** Draw markers only (a point per run), no lines. */
   markersOnly?: boolean;
+  /** Start the x axis at 0 (so ratios read off the chart). */
+  xFromZero?: boolean;
 }
 
 const XY = { w: 460, h: 360, left: 58, right: 16, top: 50, bottom: 46 } as const;
@@ -158,7 +160,8 @@ function xyPanelSvg(p: XYPanel, x0: number, y0: number): string {
     const pad = (hi - lo) * padFrac;
     return [lo - pad, hi + pad];
   };
-  const [xlo, xhi] = span(pts.map((q) => q.x), 0.04);
+  const [xlo0, xhi] = span(pts.map((q) => q.x), 0.04);
+  const xlo = p.xFromZero ? Math.min(0, xlo0) : xlo0;
   const [ylo, yhi] = span(pts.map((q) => q.y), 0.06);
   const pw = XY.w - XY.left - XY.right;
   const ph = XY.h - XY.top - XY.bottom;

@@ -9,7 +9,7 @@
  *   npm run bench                      # W2 on cpu, 3 rounds
  *   npm run bench -- lora --size medium --backend gpu --steps 10
  *   (options: --size w2|medium|large, --backend cpu|gpu, --steps 20, --warmup 3, --rounds 3, --reps 50 (W3), --seed 0,
- *    --genre cr, --lr-full 1e-3, --lr-lora 5e-3, --pretrain-steps 600, --cache bench/.cache, --out bench/results)
+ *    --genre cr, --lr-full 2e-4, --lr-lora 3e-3, --pretrain-steps 600, --cache bench/.cache, --out bench/results)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -36,7 +36,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..');
 
 /** Fine-tuning peak learning rates of the comparison (AdamW, warm-up + cosine; LoRA's is higher, as usual). */
-export const FINETUNE_LR = { full: 1e-3, lora: 5e-3 } as const;
+export const FINETUNE_LR = { full: 2e-4, lora: 3e-3 } as const;
 
 export interface SuiteOptions {
   size: SizeName;

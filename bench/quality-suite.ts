@@ -9,8 +9,8 @@
  *
  *   npm run bench -- quality            # w2 on cpu, under 10 minutes on an idle 2-core machine
  *   npm run bench -- quality --quick    # tiny model, a few steps, runs in this process: the harness test
- *   (options: --steps 60, --ranks 1,2,4,8,16,64, --targets qv,all, --lr-full 5e-4,1e-3,2e-3,
- *    --lr-lora 2e-3,5e-3,1e-2, --eval-every 10, --eval-windows 64, --genre cr, --seed 0,
+ *   (options: --steps 60, --ranks 1,2,4,8,16,64, --targets qv,all, --lr-full 1e-4,2e-4,5e-4,
+ *    --lr-lora 1e-3,3e-3, --eval-every 10, --eval-windows 64, --genre cr, --seed 0,
  *    --pretrain-steps 600, --pretrain-lr 2e-3, --cache bench/.cache, --out bench/results, --size, --backend)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -87,8 +87,8 @@ export function parseQualityArgs(args: readonly string[]): QualityOptions {
     brownFiles: files === undefined ? (quick ? 2 : undefined) : intOption(args, 'brown-files', 1),
     ranks,
     targetSets,
-    lrFull: listOption(args, 'lr-full', quick ? [1e-3, 3e-3] : [5e-4, 1e-3, 2e-3], positive('lr-full')),
-    lrLora: listOption(args, 'lr-lora', quick ? [3e-3, 1e-2] : [2e-3, 5e-3, 1e-2], positive('lr-lora')),
+    lrFull: listOption(args, 'lr-full', quick ? [1e-3, 3e-3] : [1e-4, 2e-4, 5e-4], positive('lr-full')),
+    lrLora: listOption(args, 'lr-lora', quick ? [3e-3, 1e-2] : [1e-3, 3e-3], positive('lr-lora')),
     evalEvery: intOption(args, 'eval-every', quick ? 1 : 10, 0),
     evalWindows: intOption(args, 'eval-windows', quick ? 8 : 64),
     pretrainSteps: intOption(args, 'pretrain-steps', quick ? 20 : PRETRAIN.steps),
@@ -355,7 +355,7 @@ export function qualityChart(r: QualityReport): string {
     ],
     [
       { id: 'loss-vs-time', title: 'Validation loss vs training time', xLabel: 'training wall time (s)', yLabel: 'held-out validation loss (nats/char)', formatX: fmtTick, formatY: fmtLoss, series: time },
-      { id: 'loss-vs-memory', title: 'Validation loss vs peak tensor memory', xLabel: 'peak tensor bytes (MiB)', yLabel: 'final validation loss', formatX: fmtTick, formatY: fmtLoss, series: memory, markersOnly: true },
+      { id: 'loss-vs-memory', title: 'Validation loss vs peak tensor memory', xLabel: 'peak tensor bytes (MiB)', yLabel: 'final validation loss', formatX: fmtTick, formatY: fmtLoss, series: memory, markersOnly: true, xFromZero: true },
     ],
   );
 }
