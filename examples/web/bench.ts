@@ -70,7 +70,7 @@ try {
   const out = path.join(WEB_DIR, '..', '..', 'bench', 'results', `web-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   mkdirSync(out, { recursive: true });
   await d.page.screenshot({ path: path.join(out, 'page.png'), fullPage: true });
-  const report = { base: config, pretrainSeconds, jsBytes: server.jsBytes, bundles: Object.fromEntries(server.built.files.map((f) => [f.name, f.bytes.length])), rows, node };
+  const report = { base: config, pretrainSeconds, jsBytes: server.jsBytes, startBytes: server.built.startBytes, lazy: server.built.lazy, bundles: Object.fromEntries(server.built.files.map((f) => [f.name, f.bytes.length])), rows, node };
   writeFileSync(path.join(out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
   console.log(`base: ${config}`);
   console.log(`pre-training ${steps.pretrain} steps in the page: ${pretrainSeconds.toFixed(1)} s`);
@@ -79,7 +79,9 @@ try {
     const n = node[name];
     console.log(`| ${name} | ${r.steps} | ${r.firstMs.toFixed(0)} | ${r.medianMs.toFixed(1)} | ${Math.round(r.tokensPerSecond).toLocaleString('en-US')} | ${n ? `${n.medianMs.toFixed(1)} (${n.steps} steps)` : ''} |`);
   }
-  console.log(`page JavaScript: ${server.built.files.filter((f) => f.name.endsWith('.js')).map((f) => `${f.name} ${(f.bytes.length / 1024).toFixed(1)} KiB`).join(', ')}`);
+  const kib = (n: number): string => `${(n / 1024).toFixed(1)} KiB`;
+  const lazy = Object.entries(server.built.lazy).map(([n, b]) => `${n} ${kib(b)}`).join(', ');
+  console.log(`page JavaScript (minified): ${kib(server.built.startBytes)} loaded at start (main.js + worker.js); on demand: ${lazy}`);
   console.log(`wrote ${out}`);
 } finally {
   await d.close();

@@ -98,5 +98,6 @@ function portArg(argv: readonly string[]): number {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === path.join(WEB_DIR, 'server.ts')) {
   const s = await startServer({ port: portArg(process.argv.slice(2)) });
-  console.log(`lowrank web page: ${s.url}  (JavaScript ${(s.jsBytes / 1024).toFixed(0)} KiB; Ctrl-C stops)`);
+  const kib = (n: number): string => `${(n / 1024).toFixed(0)} KiB`;
+  console.log(`lowrank web page: ${s.url}  (JavaScript: ${kib(s.built.startBytes)} at start, ${kib(s.jsBytes)} with the on-demand chunks; Ctrl-C stops)`);
 }
