@@ -27,13 +27,20 @@ export class PageDriver {
     page.on('pageerror', (e) => this.errors.push(e.message));
   }
 
-  static async open(url: string): Promise<PageDriver> {
+  /**
+   * Opens `url` in a fresh profile. `webgl: false` disables the GPU and the software
+   * rasterizer (SwiftShader), so the page has no WebGL at all: what a browser without WebGL2 sees.
+   */
+  static async open(url: string, opts: { webgl?: boolean } = {}): Promise<PageDriver> {
+    const args = opts.webgl === false
+      ? [...CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-swiftshader'), '--disable-gpu', '--disable-software-rasterizer']
+      : CHROMIUM_ARGS;
     if (!existsSync(CHROMIUM)) {
       throw new Error(`Chromium not found at ${CHROMIUM}: install it with 'apt-get install -y chromium', or point LOWRANK_CHROMIUM at a Chromium binary`);
     }
     const userDir = mkdtempSync(path.join(tmpdir(), 'lowrank-chromium-'));
     const context = await chromium.launchPersistentContext(userDir, {
-      executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, acceptDownloads: true, viewport: { width: 1100, height: 900 },
+      executablePath: CHROMIUM, headless: true, args, acceptDownloads: true, viewport: { width: 1100, height: 900 },
     });
     const page = context.pages()[0] ?? (await context.newPage());
     const d = new PageDriver(context, page, userDir);

@@ -179,6 +179,27 @@ test('a broken model file and text with unknown characters give clear messages; 
   assert.deepEqual(d.errors, []);
 });
 
+test('without WebGL the gpu backend falls back to gpu.js\'s WebAssembly mode, says so, and still trains to Node\'s losses', async () => {
+  const plain = await PageDriver.open(server.url, { webgl: false });
+  try {
+    const file = { name: 'base-model.safetensors', mimeType: 'application/octet-stream', buffer: Buffer.from(await d.download('#download-base')) };
+    await plain.act(() => plain.page.setInputFiles('#base-file', file));
+    assert.match(await plain.message(), /loaded base-model\.safetensors/);
+    await plain.backend('gpu');
+    assert.match((await plain.page.textContent('#backend-mode')) ?? '', /gpu\.js mode: webasm/);
+    assert.ok(await plain.page.locator('#backend-note').isVisible(), 'the fallback note is visible');
+    assert.match((await plain.page.textContent('#backend-note')) ?? '', /WebGL2 is not available .* 'webasm' mode/);
+    await plain.fill({ 'tune-steps': 2, 'batch-size': SIZE.batchSize, seed: SIZE.seed, rank: SIZE.rank, lr: SIZE.lr });
+    await plain.click('#finetune');
+    const run = await plain.run('finetune-gpu');
+    assert.equal(run.backend.mode, 'webasm');
+    results.webasm = { losses: run.losses, stepMs: run.stepMs, lossDiff: assertClose(run.losses, nodeCpuLosses.slice(0, 2), LOSS_TOL, 'webasm fine-tuning losses') };
+    assert.deepEqual(plain.errors, []);
+  } finally {
+    await plain.close();
+  }
+});
+
 test('timings', () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   writeFileSync(path.join(ARTIFACTS, 'timings.json'), `${JSON.stringify(results, null, 2)}\n`);
