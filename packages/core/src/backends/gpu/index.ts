@@ -20,6 +20,15 @@ export interface GpuData {
   host: Int32Array | null;
   /** The cache entry of the kernel that made it (GL: it must outlive its textures). */
   owner?: { live: number };
+  /** Set when this storage is one lane of a packed buffer shared with its siblings: element i is buf[i * stride + index]. */
+  lane?: Lane;
+}
+
+/** One of `stride` results a fused kernel packed into one buffer; `shared.refs` siblings still hold it. */
+interface Lane {
+  stride: number;
+  index: number;
+  shared: { refs: number };
 }
 
 export interface GpuBackendOptions {
@@ -29,6 +38,9 @@ export interface GpuBackendOptions {
   /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
   maxKernels?: number;
 }
+
+/** Trailing sums longer than this take two passes (chunk sums, then their sum). */
+const CHUNKED_SUM = 4096;
 
 /** Largest int32 storage that keeps a host shadow for index validation. */
 const SHADOW_LIMIT = 1 << 22;
@@ -233,7 +245,52 @@ export class GpuBackend implements Backend {
 
   private bufOf(d: GpuData): DeviceBuffer {
     if (!d.buf) throw new Error('gpu backend: an empty or freed storage was passed to a kernel');
-    return d.buf;
+    if (d.lane) this.densify(d);
+    return d.buf as DeviceBuffer;
+  }
+
+  /**
+   * Runs a fused kernel whose output packs `k` results as lanes ([n, k]) and
+   * returns one storage per lane, all sharing the buffer (freed with the last).
+   */
+  private lanes(spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], k: number): GpuData[] {
+    const n = spec.size / k;
+    const r = this.exec(spec, args);
+    if (!r) return Array.from({ length: k }, () => this.wrap(null, n));
+    const shared = { refs: k };
+    if (r.owner) r.owner.live++;
+    return Array.from({ length: k }, (_, index) => {
+      this.liveBuffers++;
+      return { buf: r.out, size: n, host: null, owner: r.owner, lane: { stride: k, index, shared } };
+    });
+  }
+
+  /** The packed [n, 2] buffer when a and b are its lanes 0 and 1, for kernels that read it directly; else null. */
+  private packedPair(a: GpuData, b: GpuData): GpuData | null {
+    const la = a.lane;
+    const lb = b.lane;
+    if (!la || !lb || !a.buf || a.buf !== b.buf || la.stride !== 2 || la.index !== 0 || lb.index !== 1) return null;
+    return { buf: a.buf, size: a.size * 2, host: null };
+  }
+
+  /** Copies a lane out into a buffer of its own (for a kernel that reads plain storage). */
+  private densify(d: GpuData): void {
+    const lane = d.lane as Lane;
+    const whole: GpuData = { buf: d.buf, size: d.size * lane.stride, host: null };
+    const r = this.exec(src.strided(this.gen(), [d.size], [lane.stride], lane.index), [whole]);
+    this.dropBuffer(d);
+    d.lane = undefined;
+    d.buf = r ? r.out : null;
+    d.owner = r?.owner;
+    if (r?.owner) r.owner.live++;
+  }
+
+  /** Releases d's hold on its device buffer (deleted when no lane sibling holds it). */
+  private dropBuffer(d: GpuData): void {
+    const shared = d.lane?.shared;
+    if (shared && --shared.refs > 0) return;
+    if (d.buf) deleteBuffer(d.buf);
+    if (d.owner) d.owner.live--;
   }
 
   private tmpFree(d: GpuData | null): void {
@@ -262,18 +319,27 @@ export class GpuBackend implements Backend {
   download(data: unknown, dtype: DType, size: number): HostArray {
     const d = data as GpuData;
     if (dtype !== 'float32' && d.host) return d.host.slice(0, size);
-    const f = d.buf ? readBuffer(d.buf, size) : new Float32Array(size);
+    const f = d.buf ? this.readLane(d, size) : new Float32Array(size);
     if (dtype === 'float32') return f;
     const out = new Int32Array(size);
     for (let i = 0; i < size; i++) out[i] = Math.round(f[i]);
     return out;
   }
 
+  private readLane(d: GpuData, size: number): Float32Array {
+    const lane = d.lane;
+    if (!lane) return readBuffer(d.buf as DeviceBuffer, size);
+    const all = readBuffer(d.buf as DeviceBuffer, d.size * lane.stride);
+    const out = new Float32Array(size);
+    for (let i = 0; i < size; i++) out[i] = all[i * lane.stride + lane.index];
+    return out;
+  }
+
   free(data: unknown): void {
     const d = data as GpuData;
     if (!d.buf) return;
-    deleteBuffer(d.buf);
-    if (d.owner) d.owner.live--;
+    this.dropBuffer(d);
+    d.lane = undefined;
     d.owner = undefined;
     d.buf = null;
     d.host = null;
@@ -328,7 +394,18 @@ export class GpuBackend implements Backend {
 
   reduce(op: ReduceOp, x: GpuData, shape: Shape, axes: readonly number[]): GpuData {
     const keptSize = sizeOf(shape.filter((_, i) => !axes.includes(i)));
-    if (sizeOf(axes.map((a) => shape[a])) === 0) return this.fill(keptSize, op === 'sum' ? 0 : -Infinity, 'float32');
+    const R = sizeOf(axes.map((a) => shape[a]));
+    if (R === 0) return this.fill(keptSize, op === 'sum' ? 0 : -Infinity, 'float32');
+    const trailing = axes.every((a, i) => a === shape.length - axes.length + i);
+    if (op === 'sum' && trailing && R > CHUNKED_SUM) {
+      // NOTE: one float32 accumulator over 1e6 values drifts ~1%; sums of
+      // sqrt(R)-long chunks, then of the chunk sums, stay near float32 epsilon.
+      const chunk = Math.ceil(Math.sqrt(R));
+      const parts = this.run(src.chunkSums(this.gen(), keptSize, R, chunk), [x]);
+      const out = this.run(src.reduce(this.gen(), 'sum', [keptSize, Math.ceil(R / chunk)], [1]), [parts]);
+      this.free(parts);
+      return out;
+    }
     return this.run(src.reduce(this.gen(), op, shape, axes), [x]);
   }
 
@@ -429,15 +506,12 @@ export class GpuBackend implements Backend {
     return this.run(src.indexAdd(this.gen(), xShape, count, axis, maxDup), [dy, starts, perm]);
   }
 
-  private lse(x: GpuData, rows: number, cols: number): GpuData {
-    return this.run(src.rowLse(this.gen(), rows, cols), [x]);
-  }
-
   softmax(x: GpuData, rows: number, cols: number, log: boolean): GpuData {
     if (rows * cols === 0) return this.wrap(null, 0);
-    const lse = this.lse(x, rows, cols);
-    const y = this.run(src.softmaxApply(this.gen(), rows, cols, log), [x, lse]);
-    this.free(lse);
+    if (cols <= src.ONE_PASS_COLS) return this.run(src.softmaxRows(this.gen(), rows, cols, log, true), [x]);
+    const st = this.run(src.rowStats(this.gen(), rows, cols), [x]);
+    const y = this.run(src.softmaxRows(this.gen(), rows, cols, log, false), [x, st]);
+    this.free(st);
     return y;
   }
 
@@ -467,10 +541,8 @@ export class GpuBackend implements Backend {
     // PyTorch: a mean over zero valid targets is NaN.
     const mult = reduction === 'mean' ? (valid === 0 ? NaN : 1 / valid) : 1;
     if (rows === 0) return this.fill(1, reduction === 'mean' ? NaN : 0, 'float32');
-    const lse = this.lse(logits, rows, cols);
-    const per = this.run(src.ceRow(this.gen(), rows, cols, ignoreIndex), [logits, targets, lse]);
+    const per = this.run(src.ceRows(this.gen(), rows, cols, ignoreIndex), [logits, targets]);
     const out = this.run(src.sumScaled(this.gen(), rows, mult), [per]);
-    this.free(lse);
     this.free(per);
     return out;
   }
@@ -481,17 +553,19 @@ export class GpuBackend implements Backend {
     const valid = this.countValid(targets, rows, cols, ignoreIndex);
     if (rows * cols === 0) return this.wrap(null, 0);
     const mult = reduction === 'mean' ? 1 / valid : 1;
-    const lse = this.lse(logits, rows, cols);
-    const dx = this.run(src.ceGrad(this.gen(), rows, cols, ignoreIndex, mult), [logits, targets, lse, dy]);
-    this.free(lse);
+    if (cols <= src.ONE_PASS_COLS) return this.run(src.ceGradRows(this.gen(), rows, cols, ignoreIndex, mult, true), [logits, targets, dy]);
+    const st = this.run(src.rowStats(this.gen(), rows, cols), [logits]);
+    const dx = this.run(src.ceGradRows(this.gen(), rows, cols, ignoreIndex, mult, false), [logits, targets, dy, st]);
+    this.free(st);
     return dx;
   }
 
   layerNorm(x: GpuData, w: GpuData | null, b: GpuData | null, rows: number, cols: number, eps: number) {
-    const mean = this.run(src.rowMean(this.gen(), rows, cols), [x]);
-    const rstd = this.run(src.rowRstd(this.gen(), rows, cols, true, eps), [x, mean]);
-    const args = [x, mean, rstd, ...(w ? [w] : []), ...(b ? [b] : [])];
-    const y = this.run(src.normApply(this.gen(), rows, cols, true, !!w, !!b), args);
+    // Mean and rstd come from one dispatch, as two lanes of one buffer.
+    const [mean, rstd] = this.lanes(src.lnStats(this.gen(), rows, cols, eps), [x], 2);
+    const st = this.packedPair(mean, rstd);
+    const args = [x, ...(st ? [st] : [mean, rstd]), ...(w ? [w] : []), ...(b ? [b] : [])];
+    const y = this.run(src.normApplyStats(this.gen(), rows, cols, true, !!st, !!w, !!b), args);
     return { y, mean, rstd };
   }
 
@@ -499,35 +573,36 @@ export class GpuBackend implements Backend {
     x: GpuData, w: GpuData | null, mean: GpuData, rstd: GpuData, dy: GpuData, rows: number, cols: number,
     need: { x: boolean; w: boolean; b: boolean },
   ) {
-    let dx: GpuData | null = null;
-    if (need.x) {
-      const stat = [x, mean, rstd, dy, ...(w ? [w] : [])];
-      const sg = this.run(src.normRowSum(this.gen(), rows, cols, true, !!w, false), stat);
-      const sgh = this.run(src.normRowSum(this.gen(), rows, cols, true, !!w, true), stat);
-      dx = this.run(src.normDx(this.gen(), rows, cols, true, !!w), [x, mean, sg, rstd, dy, sgh, ...(w ? [w] : [])]);
-      this.free(sg);
-      this.free(sgh);
-    }
-    const dw = need.w ? this.run(src.normColSum(this.gen(), rows, cols, true, true), [x, mean, rstd, dy]) : null;
-    const db = need.b ? this.run(src.normColSum(this.gen(), rows, cols, true, false), [dy]) : null;
-    return { dx, dw, db };
+    const st = this.packedPair(mean, rstd);
+    const stats = st ? [st] : [mean, rstd];
+    return {
+      dx: need.x ? this.normDx(x, stats, w, dy, rows, cols, true) : null,
+      dw: need.w ? this.run(src.normColSum(this.gen(), rows, cols, true, !!st, true), [x, ...stats, dy]) : null,
+      db: need.b ? this.run(src.normColSum(this.gen(), rows, cols, true, !!st, false), [dy]) : null,
+    };
+  }
+
+  /** dx of a norm in two dispatches: packed row sums (sum g, sum g h), then dx. */
+  private normDx(x: GpuData, stats: GpuData[], w: GpuData | null, dy: GpuData, rows: number, cols: number, centered: boolean): GpuData {
+    const packed = centered && stats.length === 1;
+    const ws = w ? [w] : [];
+    const sums = this.run(src.normRowSums(this.gen(), rows, cols, centered, packed, !!w), [x, ...stats, dy, ...ws]);
+    const dx = this.run(src.normDxSums(this.gen(), rows, cols, centered, packed, !!w), [x, ...stats, dy, sums, ...ws]);
+    this.free(sums);
+    return dx;
   }
 
   rmsNorm(x: GpuData, w: GpuData | null, rows: number, cols: number, eps: number) {
-    const rstd = this.run(src.rowRstd(this.gen(), rows, cols, false, eps), [x]);
-    const y = this.run(src.normApply(this.gen(), rows, cols, false, !!w, false), [x, rstd, ...(w ? [w] : [])]);
+    const rstd = this.run(src.rmsRstd(this.gen(), rows, cols, eps), [x]);
+    const y = this.run(src.normApplyStats(this.gen(), rows, cols, false, false, !!w, false), [x, rstd, ...(w ? [w] : [])]);
     return { y, rstd };
   }
 
   rmsNormGrad(x: GpuData, w: GpuData | null, rstd: GpuData, dy: GpuData, rows: number, cols: number, need: { x: boolean; w: boolean }) {
-    let dx: GpuData | null = null;
-    if (need.x) {
-      const sgh = this.run(src.normRowSum(this.gen(), rows, cols, false, !!w, true), [x, rstd, dy, ...(w ? [w] : [])]);
-      dx = this.run(src.normDx(this.gen(), rows, cols, false, !!w), [x, rstd, dy, sgh, ...(w ? [w] : [])]);
-      this.free(sgh);
-    }
-    const dw = need.w ? this.run(src.normColSum(this.gen(), rows, cols, false, true), [x, rstd, dy]) : null;
-    return { dx, dw };
+    return {
+      dx: need.x ? this.normDx(x, [rstd], w, dy, rows, cols, false) : null,
+      dw: need.w ? this.run(src.normColSum(this.gen(), rows, cols, false, false, true), [x, rstd, dy]) : null,
+    };
   }
 
   private probs(q: GpuData, k: GpuData, lse: GpuData, bh: number, tq: number, tk: number, dk: number, scale: number, causal: boolean): GpuData {
@@ -553,9 +628,7 @@ export class GpuBackend implements Backend {
     let dQ: GpuData | null = null;
     let dK: GpuData | null = null;
     if (need.q || need.k) {
-      const delta = this.run(src.attnDelta(this.gen(), bh * tq, dv), [dout, out]);
-      const ds = this.run(src.attnDs(this.gen(), bh, tq, tk, dv, scale), [p, dout, v, delta]);
-      this.free(delta);
+      const ds = this.run(src.attnDsFused(this.gen(), bh, tq, tk, dv, scale), [p, dout, v, out]);
       if (need.q) dQ = this.run(src.bmm(this.gen(), bh, tq, tk, dk, false), [ds, k]);
       if (need.k) dK = this.run(src.bmm(this.gen(), bh, tk, tq, dk, true), [ds, q]);
       this.free(ds);
@@ -571,10 +644,11 @@ export class GpuBackend implements Backend {
     const hp: src.AdamParams = {
       beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
     };
-    const args = [p, g, m, v];
-    const np = this.run(src.adam(this.gen(), 'p', decoupled, size, hp), args);
-    const nm = this.run(src.adam(this.gen(), 'm', decoupled, size, hp), args);
-    const nv = this.run(src.adam(this.gen(), 'v', decoupled, size, hp), args);
+    // The new m and v come from one dispatch as two lanes of one buffer, which the next step reads directly.
+    const mv = this.packedPair(m, v);
+    const args = [p, g, ...(mv ? [mv] : [m, v])];
+    const np = this.run(src.adamParam(this.gen(), decoupled, !!mv, size, hp), args);
+    const [nm, nv] = this.lanes(src.adamMV(this.gen(), decoupled, !!mv, size, hp), args, 2);
     return { p: np, m: nm, v: nv };
   }
 }

@@ -334,29 +334,9 @@ export function indexAdd(g: CodeGen, xShape: Shape, count: number, axis: number,
   return spec('indexAdd', g, ['dy', 'starts', 'perm'], body, outer * n * inner, maxDup);
 }
 
-/**
- * Per-row log-sum-exp (max-subtracted) of x [rows, cols].
- * NOTE: gpu.js hoists the counter of a loop with a uniform bound out of the
- * loop, so two loops in one scope need different counter names.
- */
-export function rowLse(g: CodeGen, rows: number, cols: number): KernelSpec {
-  const base = `${T} * ${g.d(cols)}`;
-  const n = g.d(cols);
-  const body =
-    `let m = -Infinity;\nfor (let c = 0; c < ${n}; c++) { let v = x[${base} + c]; if (v > m) { m = v; } }\n` +
-    `let s = 0;\nfor (let c2 = 0; c2 < ${n}; c2++) { s += Math.exp(x[${base} + c2] - m); }\n` +
-    'return m + Math.log(s);\n';
-  return spec('rowLse', g, ['x'], body, rows, cols);
-}
-
 /** Row index r and column c of the current cell of a [rows, cols] output. */
 function rowCol(g: CodeGen, cols: number): string {
   return g.divmod('r', 'c', T, cols);
-}
-
-export function softmaxApply(g: CodeGen, rows: number, cols: number, log: boolean): KernelSpec {
-  const body = `${rowCol(g, cols)}let v = x[${T}] - lse[${g.int('r')}];\n` + (log ? 'return v;\n' : 'return Math.exp(v);\n');
-  return spec('softmaxApply', g, ['x', 'lse'], body, rows * cols);
 }
 
 /** Per-row sum of dy (log) or dy * y. */
@@ -372,89 +352,9 @@ export function softmaxGradApply(g: CodeGen, rows: number, cols: number, log: bo
   return spec('softmaxGradApply', g, ['y', 'dy', 'srow'], body, rows * cols);
 }
 
-/** Per-row NLL (0 for ignored rows) given the row lse. */
-export function ceRow(g: CodeGen, rows: number, cols: number, ignoreIndex: number): KernelSpec {
-  const body =
-    `let t = Math.floor(targets[${T}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n` +
-    `return lse[${T}] - logits[${g.lin([[T, cols], ['t', 1]])}];\n`;
-  return spec('ceRow', g, ['logits', 'targets', 'lse'], body, rows);
-}
-
 /** Sum of a vector of n values, times scale. */
 export function sumScaled(g: CodeGen, n: number, scale: number): KernelSpec {
   return spec('sumScaled', g, ['x'], `let s = 0;\nfor (let i = 0; i < ${g.d(n)}; i++) { s += x[i]; }\nreturn s * ${g.f(scale)};\n`, 1, n);
-}
-
-/** d logits: (softmax - onehot) * dy[0] * mult, zero on ignored rows. */
-export function ceGrad(g: CodeGen, rows: number, cols: number, ignoreIndex: number, mult: number): KernelSpec {
-  const body =
-    `${rowCol(g, cols)}let t = Math.floor(targets[${g.int('r')}] + 0.5);\n` +
-    `if (t == ${flt(ignoreIndex)}) { return 0; }\nlet sc = dy[0] * ${g.f(mult)};\n` +
-    `let v = Math.exp(logits[${T}] - lse[${g.int('r')}]) * sc;\nif (c == t) { v = v - sc; }\nreturn v;\n`;
-  return spec('ceGrad', g, ['logits', 'targets', 'lse', 'dy'], body, rows * cols);
-}
-
-export function rowMean(g: CodeGen, rows: number, cols: number): KernelSpec {
-  const n = g.d(cols);
-  return spec('rowMean', g, ['x'], `let s = 0;\nfor (let c = 0; c < ${n}; c++) { s += x[${T} * ${n} + c]; }\nreturn s / ${n};\n`, rows, cols);
-}
-
-/** 1 / sqrt(mean((x - mean)^2) + eps); without `mean`, the RMS form. */
-export function rowRstd(g: CodeGen, rows: number, cols: number, centered: boolean, eps: number): KernelSpec {
-  const n = g.d(cols);
-  const d = centered ? `x[${T} * ${n} + c] - mu` : `x[${T} * ${n} + c]`;
-  const body =
-    (centered ? `let mu = mean[${T}];\n` : '') +
-    `let s = 0;\nfor (let c = 0; c < ${n}; c++) { let d = ${d}; s += d * d; }\n` +
-    `return 1 / Math.sqrt(s / ${n} + ${g.f(eps)});\n`;
-  return spec('rowRstd', g, centered ? ['x', 'mean'] : ['x'], body, rows, cols);
-}
-
-/** (x - mean) * rstd * w + b over rows (mean absent: RMS norm). */
-export function normApply(g: CodeGen, rows: number, cols: number, centered: boolean, hasW: boolean, hasB: boolean): KernelSpec {
-  const args = ['x', ...(centered ? ['mean'] : []), 'rstd', ...(hasW ? ['w'] : []), ...(hasB ? ['b'] : [])];
-  const r = g.int('r');
-  const c = g.int('c');
-  let body = `${rowCol(g, cols)}let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rstd[${r}];\n`;
-  if (hasW) body += `h = h * w[${c}];\n`;
-  if (hasB) body += `h = h + b[${c}];\n`;
-  return spec('normApply', g, args, body + 'return h;\n', rows * cols);
-}
-
-/** Per-row sum of g = dy * w (gh: of g * h), h the normalized x. */
-export function normRowSum(g: CodeGen, rows: number, cols: number, centered: boolean, hasW: boolean, withH: boolean): KernelSpec {
-  const args = ['x', ...(centered ? ['mean'] : []), 'rstd', 'dy', ...(hasW ? ['w'] : [])];
-  const n = g.d(cols);
-  const at = `${T} * ${n} + c`;
-  let body = `let rs = rstd[${T}];\n${centered ? `let mu = mean[${T}];\n` : ''}let s = 0;\n`;
-  body += `for (let c = 0; c < ${n}; c++) {\nlet gv = dy[${at}]${hasW ? ' * w[c]' : ''};\n`;
-  if (withH) body += `let h = (x[${at}]${centered ? ' - mu' : ''}) * rs;\ns += gv * h;\n`;
-  else body += 's += gv;\n';
-  body += '}\nreturn s;\n';
-  return spec('normRowSum', g, args, body, rows, cols);
-}
-
-/** dx = rstd * (g - mean(g) - h * mean(g h)); the RMS form drops mean(g). */
-export function normDx(g: CodeGen, rows: number, cols: number, centered: boolean, hasW: boolean): KernelSpec {
-  const args = ['x', ...(centered ? ['mean', 'sg'] : []), 'rstd', 'dy', 'sgh', ...(hasW ? ['w'] : [])];
-  const r = g.int('r');
-  let body = `${rowCol(g, cols)}let rs = rstd[${r}];\n`;
-  const n = g.d(cols);
-  body += `let h = (x[${T}]${centered ? ` - mean[${r}]` : ''}) * rs;\n`;
-  body += `let gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
-  body += `return rs * (gv${centered ? ` - sg[${r}] / ${n}` : ''} - h * sgh[${r}] / ${n});\n`;
-  return spec('normDx', g, args, body, rows * cols);
-}
-
-/** Column sums over rows of dy * h (dw) or of dy (db). */
-export function normColSum(g: CodeGen, rows: number, cols: number, centered: boolean, withH: boolean): KernelSpec {
-  const args = withH ? ['x', ...(centered ? ['mean'] : []), 'rstd', 'dy'] : ['dy'];
-  const at = `r * ${g.d(cols)} + ${T}`;
-  let body = 'let s = 0;\n';
-  body += `for (let r = 0; r < ${g.d(rows)}; r++) {\n`;
-  body += withH ? `s += dy[${at}] * (x[${at}]${centered ? ' - mean[r]' : ''}) * rstd[r];\n` : `s += dy[${at}];\n`;
-  body += '}\nreturn s;\n';
-  return spec('normColSum', g, args, body, cols, rows);
 }
 
 /** Scores s = q_i . k_j * scale (a float uniform name), for row (h, i) and key j. */
@@ -501,23 +401,6 @@ export function bmm(g: CodeGen, bh: number, I: number, J: number, D: number, tra
   return spec('bmm', g, ['A', 'B'], body, bh * I * D, J);
 }
 
-/** delta[h, i] = sum_d dout * out. */
-export function attnDelta(g: CodeGen, rows: number, dv: number): KernelSpec {
-  const n = g.d(dv);
-  const body = `let s = 0;\nfor (let d = 0; d < ${n}; d++) { s += dout[${T} * ${n} + d] * out[${T} * ${n} + d]; }\nreturn s;\n`;
-  return spec('attnDelta', g, ['dout', 'out'], body, rows, dv);
-}
-
-/** dS = P * (dout_i . v_j - delta_i) * scale. */
-export function attnDs(g: CodeGen, bh: number, tq: number, tk: number, dv: number, scale: number): KernelSpec {
-  const { code, c } = g.coords(T, [bh, tq, tk]);
-  const [h, i, j] = c;
-  let body = `${code}let pv = P[${T}];\nif (pv == 0) { return 0; }\nlet s = 0;\n`;
-  body += `for (let d = 0; d < ${g.d(dv)}; d++) { s += dout[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}] * v[${g.lin([[h, tk * dv], [j, dv], ['d', 1]])}]; }\n`;
-  body += `return pv * (s - delta[${g.lin([[h, tq], [i, 1]])}]) * ${g.f(scale)};\n`;
-  return spec('attnDs', g, ['P', 'dout', 'v', 'delta'], body, bh * tq * tk, dv);
-}
-
 /** Adam hyperparameters as the kernels read them. */
 export interface AdamParams {
   beta1: number;
@@ -532,16 +415,198 @@ export interface AdamParams {
   decay: number;
 }
 
-/** Adam/AdamW, one output per kernel (`which`). */
-export function adam(cg: CodeGen, which: 'p' | 'm' | 'v', decoupled: boolean, size: number, h: AdamParams): KernelSpec {
+// ---- Fused kernels: several results per dispatch, packed as lanes ----
+
+/** Reads lane `lane` of a packed [n, 2] buffer `name` at row expression `r` (a variable). */
+function lane2(g: CodeGen, name: string, r: string, lane: 0 | 1): string {
+  return `${name}[${g.lin([[r, 2]], lane)}]`;
+}
+
+/**
+ * Code that declares `mu` (0 uncentered) and `rs` for row `r` from packed
+ * stats `st` or from `mean`/`rstd`; `rInt`: r is already an integer (a loop counter).
+ */
+function statReads(g: CodeGen, r: string, centered: boolean, packed: boolean, rInt = false): string {
+  if (packed) return `let mu = ${lane2(g, 'st', r, 0)};\nlet rs = ${lane2(g, 'st', r, 1)};\n`;
+  const at = rInt ? r : g.int(r);
+  return `${centered ? `let mu = mean[${at}];\n` : 'let mu = 0;\n'}let rs = rstd[${at}];\n`;
+}
+
+/**
+ * 1 / sqrt(mean((x - mu)^2) + eps) of row r into `rs`; when the squares
+ * overflow float32 (|x| near 2e19), the deviations are scaled by their
+ * largest magnitude first (eps is negligible there).
+ */
+function rstdCode(g: CodeGen, r: string, cols: number, eps: number): string {
+  const n = g.d(cols);
+  const at = (c: string): string => `x[${g.lin([[r, cols], [c, 1]])}]`;
+  return (
+    `let q = 0;\nfor (let c1 = 0; c1 < ${n}; c1++) { let d1 = ${at('c1')} - mu; q += d1 * d1; }\n` +
+    `let rs = 1 / Math.sqrt(q / ${n} + ${g.f(eps)});\n` +
+    'if (q > 3.0e38) {\n' +
+    `let mx = 0;\nfor (let c2 = 0; c2 < ${n}; c2++) { let a2 = Math.abs(${at('c2')} - mu); if (a2 > mx) { mx = a2; } }\n` +
+    `let q3 = 0;\nfor (let c3 = 0; c3 < ${n}; c3++) { let d3 = (${at('c3')} - mu) / mx; q3 += d3 * d3; }\n` +
+    `rs = 1 / (mx * Math.sqrt(q3 / ${n}));\n}\n`
+  );
+}
+
+/** layerNorm row statistics packed [rows, 2]: (mean, rstd), one dispatch. */
+export function lnStats(g: CodeGen, rows: number, cols: number, eps: number): KernelSpec {
+  const n = g.d(cols);
+  let body = g.divmod('r', 'l', T, 2);
+  body += `let s = 0;\nfor (let c = 0; c < ${n}; c++) { s += x[${g.lin([['r', cols], ['c', 1]])}]; }\nlet mu = s / ${n};\n`;
+  body += 'if (l == 0) { return mu; }\n';
+  body += rstdCode(g, 'r', cols, eps) + 'return rs;\n';
+  return spec('lnStats', g, ['x'], body, rows * 2, cols);
+}
+
+/** rmsNorm's 1 / sqrt(mean(x^2) + eps) per row (overflow-safe). */
+export function rmsRstd(g: CodeGen, rows: number, cols: number, eps: number): KernelSpec {
+  const body = `let r = ${T};\nlet mu = 0;\n${rstdCode(g, 'r', cols, eps)}return rs;\n`;
+  return spec('rmsRstd', g, ['x'], body, rows, cols);
+}
+
+/** (x - mu) * rs * w + b, the stats packed (layerNorm) or separate. */
+export function normApplyStats(
+  g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean, hasB: boolean,
+): KernelSpec {
+  const stats = packed ? ['st'] : [...(centered ? ['mean'] : []), 'rstd'];
+  const args = ['x', ...stats, ...(hasW ? ['w'] : []), ...(hasB ? ['b'] : [])];
+  let body = `${rowCol(g, cols)}${statReads(g, 'r', centered, packed)}let h = (x[${T}] - mu) * rs;\n`;
+  if (hasW) body += `h = h * w[${g.int('c')}];\n`;
+  if (hasB) body += `h = h + b[${g.int('c')}];\n`;
+  return spec('normApply', g, args, body + 'return h;\n', rows * cols);
+}
+
+/** Per-row sums packed [rows, 2]: (sum g, sum g h), g = dy * w, h the normalized x. */
+export function normRowSums(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean): KernelSpec {
+  const stats = packed ? ['st'] : [...(centered ? ['mean'] : []), 'rstd'];
+  const args = ['x', ...stats, 'dy', ...(hasW ? ['w'] : [])];
+  const n = g.d(cols);
+  const at = g.lin([['r', cols], ['c', 1]]);
+  let body = g.divmod('r', 'l', T, 2) + statReads(g, 'r', centered, packed);
+  body += `let s = 0;\nfor (let c = 0; c < ${n}; c++) {\nlet gv = dy[${at}]${hasW ? ' * w[c]' : ''};\n`;
+  body += `if (l == 1) { gv = gv * (x[${at}] - mu) * rs; }\ns += gv;\n}\nreturn s;\n`;
+  return spec('normRowSums', g, args, body, rows * 2, cols);
+}
+
+/** dx = rs * (g - mean(g) - h * mean(g h)) from packed row sums; the RMS form drops mean(g). */
+export function normDxSums(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean): KernelSpec {
+  const stats = packed ? ['st'] : [...(centered ? ['mean'] : []), 'rstd'];
+  const args = ['x', ...stats, 'dy', 'sums', ...(hasW ? ['w'] : [])];
+  const n = g.d(cols);
+  let body = `${rowCol(g, cols)}${statReads(g, 'r', centered, packed)}`;
+  body += `let h = (x[${T}] - mu) * rs;\nlet gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
+  const sg = centered ? ` - ${lane2(g, 'sums', 'r', 0)} / ${n}` : '';
+  body += `return rs * (gv${sg} - h * ${lane2(g, 'sums', 'r', 1)} / ${n});\n`;
+  return spec('normDx', g, args, body, rows * cols);
+}
+
+/** Column sums over rows of dy * h (dw) or of dy (db), the stats packed (layerNorm) or separate. */
+export function normColSum(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, withH: boolean): KernelSpec {
+  const stats = packed ? ['st'] : [...(centered ? ['mean'] : []), 'rstd'];
+  const args = withH ? ['x', ...stats, 'dy'] : ['dy'];
+  const at = `r * ${g.d(cols)} + ${T}`;
+  let body = `let s = 0;\nfor (let r = 0; r < ${g.d(rows)}; r++) {\n`;
+  body += withH ? `${statReads(g, 'r', centered, packed, true)}s += dy[${at}] * (x[${at}] - mu) * rs;\n` : `s += dy[${at}];\n`;
+  body += '}\nreturn s;\n';
+  return spec('normColSum', g, args, body, cols, rows);
+}
+
+/** Row max and sum of exp(x - max), packed [rows, 2]. */
+export function rowStats(g: CodeGen, rows: number, cols: number): KernelSpec {
+  const n = g.d(cols);
+  let body = g.divmod('r', 'l', T, 2);
+  body += `let m = -Infinity;\nfor (let c = 0; c < ${n}; c++) { let v = x[${g.lin([['r', cols], ['c', 1]])}]; if (v > m) { m = v; } }\n`;
+  body += 'if (l == 0) { return m; }\n';
+  body += `let s = 0;\nfor (let c2 = 0; c2 < ${n}; c2++) { s += Math.exp(x[${g.lin([['r', cols], ['c2', 1]])}] - m); }\nreturn s;\n`;
+  return spec('rowStats', g, ['x'], body, rows * 2, cols);
+}
+
+/** Declares m (row max) and s (sum of exp(x - m)) for row r: from packed stats, or computed in place. */
+function rowStatCode(g: CodeGen, r: string, cols: number, inline: boolean, x = 'x'): string {
+  if (!inline) return `let m = ${lane2(g, 'st', r, 0)};\nlet s = ${lane2(g, 'st', r, 1)};\n`;
+  const n = g.d(cols);
+  return (
+    `let m = -Infinity;\nfor (let c1 = 0; c1 < ${n}; c1++) { let v1 = ${x}[${g.lin([[r, cols], ['c1', 1]])}]; if (v1 > m) { m = v1; } }\n` +
+    `let s = 0;\nfor (let c2 = 0; c2 < ${n}; c2++) { s += Math.exp(${x}[${g.lin([[r, cols], ['c2', 1]])}] - m); }\n`
+  );
+}
+
+/** Rows this short are normalized in one pass: each cell recomputes its row's max and sum. */
+export const ONE_PASS_COLS = 256;
+
+/** softmax exp(x - m) / s or logSoftmax (x - m) - log s; `inline`: one pass, else from rowStats. */
+export function softmaxRows(g: CodeGen, rows: number, cols: number, log: boolean, inline: boolean): KernelSpec {
+  let body = rowCol(g, cols) + rowStatCode(g, 'r', cols, inline);
+  body += log ? `return (x[${T}] - m) - Math.log(s);\n` : `return Math.exp(x[${T}] - m) / s;\n`;
+  return spec('softmax', g, inline ? ['x'] : ['x', 'st'], body, rows * cols, inline ? cols : 1);
+}
+
+/** Per-row NLL (m - x_t) + log s (0 for ignored rows), the row stats computed in place. */
+export function ceRows(g: CodeGen, rows: number, cols: number, ignoreIndex: number): KernelSpec {
+  let body = `let r = ${T};\nlet t = Math.floor(targets[${T}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n`;
+  body += rowStatCode(g, 'r', cols, true, 'logits');
+  body += `return (m - logits[${g.lin([['r', cols], ['t', 1]])}]) + Math.log(s);\n`;
+  return spec('ceRows', g, ['logits', 'targets'], body, rows, cols);
+}
+
+/** d logits = (softmax - onehot) * dy[0] * mult, zero on ignored rows; `inline`: one pass. */
+export function ceGradRows(g: CodeGen, rows: number, cols: number, ignoreIndex: number, mult: number, inline: boolean): KernelSpec {
+  let body = `${rowCol(g, cols)}let t = Math.floor(targets[${g.int('r')}] + 0.5);\nif (t == ${flt(ignoreIndex)}) { return 0; }\n`;
+  body += rowStatCode(g, 'r', cols, inline, 'logits');
+  body += `let sc = dy[0] * ${g.f(mult)};\nlet pv = Math.exp(logits[${T}] - m) / s * sc;\nif (c == t) { pv = pv - sc; }\nreturn pv;\n`;
+  const args = inline ? ['logits', 'targets', 'dy'] : ['logits', 'targets', 'dy', 'st'];
+  return spec('ceGrad', g, args, body, rows * cols, inline ? cols : 1);
+}
+
+/** dS = P * (dout_i . v_j - dout_i . out_i) * scale, the row delta computed in place (no extra dispatch). */
+export function attnDsFused(g: CodeGen, bh: number, tq: number, tk: number, dv: number, scale: number): KernelSpec {
+  const { code, c } = g.coords(T, [bh, tq, tk]);
+  const [h, i, j] = c;
+  const n = g.d(dv);
+  let body = `${code}let pv = P[${T}];\nif (pv == 0) { return 0; }\nlet s = 0;\nlet dl = 0;\n`;
+  body += `for (let d = 0; d < ${n}; d++) {\nlet o = dout[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}];\n`;
+  body += `s += o * v[${g.lin([[h, tk * dv], [j, dv], ['d', 1]])}];\ndl += o * out[${g.lin([[h, tq * dv], [i, dv], ['d', 1]])}];\n}\n`;
+  body += `return pv * (s - dl) * ${g.f(scale)};\n`;
+  return spec('attnDs', g, ['P', 'dout', 'v', 'out'], body, bh * tq * tk, dv);
+}
+
+/**
+ * Adam's new m and v of element `i` (a lin term; `ii` the same as an index
+ * expression), from packed [n, 2] state `mv` or separate m, v; declares mi, vi.
+ */
+function adamMoments(cg: CodeGen, i: string, ii: string, packed: boolean, decoupled: boolean, h: AdamParams): string {
   const b1 = cg.f(h.beta1);
   const b2 = cg.f(h.beta2);
-  let body = `let gi = g[${T}];\n`;
-  if (!decoupled) body += `gi = gi + ${cg.f(h.weightDecay)} * w[${T}];\n`;
-  body += `let mi = ${b1} * m[${T}] + (1 - ${b1}) * gi;\n`;
-  body += `let vi = ${b2} * v[${T}] + (1 - ${b2}) * gi * gi;\n`;
-  if (which === 'm') body += 'return mi;\n';
-  else if (which === 'v') body += 'return vi;\n';
-  else body += `return w[${T}] * ${cg.f(h.decay)} - (${cg.f(h.stepSize)} * mi) / (Math.sqrt(vi) / ${cg.f(h.bc2Sqrt)} + ${cg.f(h.eps)});\n`;
-  return spec('adam', cg, ['w', 'g', 'm', 'v'], body, size);
+  const m0 = packed ? lane2(cg, 'mv', i, 0) : `m[${ii}]`;
+  const v0 = packed ? lane2(cg, 'mv', i, 1) : `v[${ii}]`;
+  let body = `let gi = g[${ii}];\n`;
+  if (!decoupled) body += `gi = gi + ${cg.f(h.weightDecay)} * w[${ii}];\n`;
+  body += `let mi = ${b1} * ${m0} + (1 - ${b1}) * gi;\nlet vi = ${b2} * ${v0} + (1 - ${b2}) * gi * gi;\n`;
+  return body;
+}
+
+/** Adam's new parameter (reads the old m, v). */
+export function adamParam(cg: CodeGen, decoupled: boolean, packed: boolean, size: number, h: AdamParams): KernelSpec {
+  let body = adamMoments(cg, T, T, packed, decoupled, h);
+  body += `return w[${T}] * ${cg.f(h.decay)} - (${cg.f(h.stepSize)} * mi) / (Math.sqrt(vi) / ${cg.f(h.bc2Sqrt)} + ${cg.f(h.eps)});\n`;
+  return spec('adamParam', cg, ['w', 'g', ...(packed ? ['mv'] : ['m', 'v'])], body, size);
+}
+
+/** Adam's new m and v in one dispatch, packed [size, 2]. */
+export function adamMV(cg: CodeGen, decoupled: boolean, packed: boolean, size: number, h: AdamParams): KernelSpec {
+  let body = cg.divmod('i', 'l', T, 2);
+  body += adamMoments(cg, 'i', cg.int('i'), packed, decoupled, h);
+  body += 'if (l == 0) { return mi; }\nreturn vi;\n';
+  return spec('adamMV', cg, ['w', 'g', ...(packed ? ['mv'] : ['m', 'v'])], body, size * 2);
+}
+
+/** Partial sums of contiguous chunks: out[o, k] = sum of x[o, k*chunk .. min(R, (k+1)*chunk)). */
+export function chunkSums(g: CodeGen, outer: number, R: number, chunk: number): KernelSpec {
+  const K = Math.ceil(R / chunk);
+  let body = g.divmod('o', 'k', T, K);
+  body += `let s = 0;\nlet j0 = k * ${g.d(chunk)};\nfor (let j = 0; j < ${g.d(chunk)}; j++) {\n`;
+  body += `if (j0 + j >= ${g.d(R)}) { break; }\ns += x[${g.lin([['o', R], ['k', chunk], ['j', 1]])}];\n}\nreturn s;\n`;
+  return spec('chunkSums', g, ['x'], body, outer * K, chunk);
 }
