@@ -49,17 +49,21 @@ export class CodeGen {
     return `${prefix}${this.n++}`;
   }
 
-  /** off + sum(term_k * stride_k), exactly in 32-bit integers; terms are variables, loop counters or this.thread.x. */
-  lin(terms: readonly (readonly [string, number])[], off = 0): string {
+  /**
+   * off + sum(term_k * stride_k), exactly in 32-bit integers; terms are
+   * variables, loop counters or this.thread.x. `uniformOff`: the offset is a
+   * uniform even when 0, so callers that vary it share one kernel.
+   */
+  lin(terms: readonly (readonly [string, number])[], off = 0, uniformOff = false): string {
     const live = terms.filter(([, st]) => st !== 0);
-    const o = off === 0 ? '0' : this.d(off);
+    const o = off === 0 && !uniformOff ? '0' : this.d(off);
     if (this.intCast === 'floor') {
       if (live.length === 0) return o;
       if (live.length > MAX_LIN) throw new Error(`gpu backend: index expression over ${live.length} axes (max ${MAX_LIN})`);
       return `lin${live.length}(${live.map(([v, st]) => `${v}, ${this.d(st)}`).join(', ')}, ${o})`;
     }
     const parts = live.map(([v, st]) => (st === 1 ? `(${v} | 0)` : `(${v} | 0) * ${this.d(st)}`));
-    if (off !== 0 || parts.length === 0) parts.push(o);
+    if (off !== 0 || uniformOff || parts.length === 0) parts.push(o);
     return parts.join(' + ');
   }
 

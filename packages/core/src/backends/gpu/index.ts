@@ -273,6 +273,12 @@ export class GpuBackend implements Backend {
     return { buf: a.buf, size: a.size * 2, host: null };
   }
 
+  /** A storage as a kernel argument read in place: its whole buffer, and where its elements sit in it. */
+  private laneArg(d: GpuData): { arg: GpuData; stride: number; index: number } {
+    if (!d.lane) return { arg: d, stride: 1, index: 0 };
+    return { arg: { buf: d.buf, size: d.size * d.lane.stride, host: null }, stride: d.lane.stride, index: d.lane.index };
+  }
+
   /** Copies a lane out into a buffer of its own (for a kernel that reads plain storage). */
   private densify(d: GpuData): void {
     const lane = d.lane as Lane;
@@ -644,11 +650,11 @@ export class GpuBackend implements Backend {
     const hp: src.AdamParams = {
       beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
     };
-    // The new m and v come from one dispatch as two lanes of one buffer, which the next step reads directly.
-    const mv = this.packedPair(m, v);
-    const args = [p, g, ...(mv ? [mv] : [m, v])];
-    const np = this.run(src.adamParam(this.gen(), decoupled, !!mv, size, hp), args);
-    const [nm, nv] = this.lanes(src.adamMV(this.gen(), decoupled, !!mv, size, hp), args, 2);
+    // The new m and v come from one dispatch as two lanes of one buffer, which the next step reads in place.
+    const [ma, va] = [this.laneArg(m), this.laneArg(v)];
+    const args = [p, g, ma.arg, va.arg];
+    const np = this.run(src.adamParam(this.gen(), decoupled, size, hp, ma, va), args);
+    const [nm, nv] = this.lanes(src.adamMV(this.gen(), decoupled, size, hp, ma, va), args, 2);
     return { p: np, m: nm, v: nv };
   }
 }

@@ -572,15 +572,22 @@ export function attnDsFused(g: CodeGen, bh: number, tq: number, tk: number, dv: 
   return spec('attnDs', g, ['P', 'dout', 'v', 'out'], body, bh * tq * tk, dv);
 }
 
+/** Where a kernel finds element i of a storage: buf[i * stride + index] (a lane of a packed buffer, or plain). */
+export interface LaneAt {
+  stride: number;
+  index: number;
+}
+
 /**
  * Adam's new m and v of element `i` (a lin term; `ii` the same as an index
- * expression), from packed [n, 2] state `mv` or separate m, v; declares mi, vi.
+ * expression); m and v are read through their lane strides as uniforms, so
+ * plain state (the first step) and packed state share one kernel. Declares mi, vi.
  */
-function adamMoments(cg: CodeGen, i: string, ii: string, packed: boolean, decoupled: boolean, h: AdamParams): string {
+function adamMoments(cg: CodeGen, i: string, ii: string, decoupled: boolean, h: AdamParams, m: LaneAt, v: LaneAt): string {
   const b1 = cg.f(h.beta1);
   const b2 = cg.f(h.beta2);
-  const m0 = packed ? lane2(cg, 'mv', i, 0) : `m[${ii}]`;
-  const v0 = packed ? lane2(cg, 'mv', i, 1) : `v[${ii}]`;
+  const m0 = `m[${cg.lin([[i, m.stride]], m.index, true)}]`;
+  const v0 = `v[${cg.lin([[i, v.stride]], v.index, true)}]`;
   let body = `let gi = g[${ii}];\n`;
   if (!decoupled) body += `gi = gi + ${cg.f(h.weightDecay)} * w[${ii}];\n`;
   body += `let mi = ${b1} * ${m0} + (1 - ${b1}) * gi;\nlet vi = ${b2} * ${v0} + (1 - ${b2}) * gi * gi;\n`;
@@ -588,18 +595,18 @@ function adamMoments(cg: CodeGen, i: string, ii: string, packed: boolean, decoup
 }
 
 /** Adam's new parameter (reads the old m, v). */
-export function adamParam(cg: CodeGen, decoupled: boolean, packed: boolean, size: number, h: AdamParams): KernelSpec {
-  let body = adamMoments(cg, T, T, packed, decoupled, h);
+export function adamParam(cg: CodeGen, decoupled: boolean, size: number, h: AdamParams, m: LaneAt, v: LaneAt): KernelSpec {
+  let body = adamMoments(cg, T, T, decoupled, h, m, v);
   body += `return w[${T}] * ${cg.f(h.decay)} - (${cg.f(h.stepSize)} * mi) / (Math.sqrt(vi) / ${cg.f(h.bc2Sqrt)} + ${cg.f(h.eps)});\n`;
-  return spec('adamParam', cg, ['w', 'g', ...(packed ? ['mv'] : ['m', 'v'])], body, size);
+  return spec('adamParam', cg, ['w', 'g', 'm', 'v'], body, size);
 }
 
 /** Adam's new m and v in one dispatch, packed [size, 2]. */
-export function adamMV(cg: CodeGen, decoupled: boolean, packed: boolean, size: number, h: AdamParams): KernelSpec {
+export function adamMV(cg: CodeGen, decoupled: boolean, size: number, h: AdamParams, m: LaneAt, v: LaneAt): KernelSpec {
   let body = cg.divmod('i', 'l', T, 2);
-  body += adamMoments(cg, 'i', cg.int('i'), packed, decoupled, h);
+  body += adamMoments(cg, 'i', cg.int('i'), decoupled, h, m, v);
   body += 'if (l == 0) { return mi; }\nreturn vi;\n';
-  return spec('adamMV', cg, ['w', 'g', ...(packed ? ['mv'] : ['m', 'v'])], body, size * 2);
+  return spec('adamMV', cg, ['w', 'g', 'm', 'v'], body, size * 2);
 }
 
 /** Partial sums of contiguous chunks: out[o, k] = sum of x[o, k*chunk .. min(R, (k+1)*chunk)). */
