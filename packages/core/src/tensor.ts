@@ -217,6 +217,8 @@ export class Tensor {
   sum(axis: Axis = null, keepdim = false): Tensor { return ops.sum(this, axis, keepdim); }
   mean(axis: Axis = null, keepdim = false): Tensor { return ops.mean(this, axis, keepdim); }
   max(axis: Axis = null, keepdim = false): Tensor { return ops.max(this, axis, keepdim); }
+  min(axis: Axis = null, keepdim = false): Tensor { return ops.min(this, axis, keepdim); }
+  clamp(min?: number | null, max?: number | null): Tensor { return ops.clamp(this, min, max); }
   var(axis: Axis = null, keepdim = false, unbiased = true): Tensor { return ops.variance(this, axis, keepdim, unbiased); }
   reshape(shape: readonly number[]): Tensor { return ops.reshape(this, shape); }
   view(shape: readonly number[]): Tensor { return ops.view(this, shape); }

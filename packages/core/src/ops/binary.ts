@@ -1,9 +1,9 @@
 import type { BinaryOp } from '../backend.ts';
-import { attach } from '../autograd.ts';
+import { attach, release } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { broadcastShapes, fmt, shapesEqual } from '../shape.ts';
 import { full, type Tensor } from '../tensor.ts';
-import { affine, log, powScalar } from './elementwise.ts';
+import { affine, log, neg, powScalar } from './elementwise.ts';
 import { backendOf, requireDtype, requireFloat, result } from './util.ts';
 
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, name: string = op): Tensor {
@@ -91,6 +91,37 @@ export function maximum(a: Tensor, b: Tensor): Tensor {
     return g;
   };
   return attach('maximum', y, [a, b], (dy) => [() => masked(true)(dy), () => masked(false)(dy)]);
+}
+
+/** Elementwise minimum, -maximum(-a, -b): NaN in either input gives NaN (torch.minimum). */
+export function minimum(a: Tensor, b: Tensor): Tensor {
+  requireFloat('minimum', a, b);
+  const na = neg(a);
+  const nb = neg(b);
+  const m = maximum(na, nb);
+  const y = neg(m);
+  release(na, nb, m);
+  return y;
+}
+
+/**
+ * torch.clamp with number bounds (either may be omitted); NaN stays NaN and the
+ * gradient passes where lo <= x <= hi: `clamp(x, -1, 1)`
+ */
+export function clamp(x: Tensor, lo?: number | null, hi?: number | null): Tensor {
+  requireFloat('clamp', x);
+  if (lo == null && hi == null) throw new Error('clamp: give at least one of min and max');
+  if ((lo != null && Number.isNaN(lo)) || (hi != null && Number.isNaN(hi))) throw new Error(`clamp: bounds must not be NaN, got min ${lo}, max ${hi}`);
+  let y = x;
+  for (const [bound, op] of [[lo, maximum], [hi, minimum]] as const) {
+    if (bound == null) continue;
+    const c = full([], bound, { backend: x.backend.name });
+    const next = op(y, c);
+    release(c);
+    if (y !== x) release(y);
+    y = next;
+  }
+  return y;
 }
 
 /** 1 where a == b, else 0 (float32, no gradient). */

@@ -1,10 +1,10 @@
 import type { ReduceOp } from '../backend.ts';
-import { attach, releaseAfterBackward } from '../autograd.ts';
+import { attach, release, releaseAfterBackward } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { fmt, normalizeAxes, sizeOf, type Shape } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { eq, mul, sub } from './binary.ts';
-import { affine } from './elementwise.ts';
+import { affine, neg } from './elementwise.ts';
 import { expand, reshape } from './shape.ts';
 import { requireFloat, result } from './util.ts';
 
@@ -51,7 +51,7 @@ export function mean(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   return y;
 }
 
-/** Maximum over axes (values only); the gradient flows to the argmax. */
+/** Maximum over axes (values only); the gradient flows to the argmax; NaN anywhere in a slice gives NaN (torch.amax). */
 export function max(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   requireFloat('max', x);
   const axes = normalizeAxes('max', axis, x.rank);
@@ -68,6 +68,17 @@ export function max(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
       return g;
     },
   ]);
+}
+
+/** Minimum over axes (values only), -max(-x); NaN anywhere in a slice gives NaN, as torch.amin. */
+export function min(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
+  requireFloat('min', x);
+  if (x.size === 0) throw new Error(`min: cannot reduce an empty tensor of shape ${fmt(x.shape)}`);
+  const nx = neg(x);
+  const m = max(nx, axis, keepdim);
+  const y = neg(m);
+  release(nx, m);
+  return y;
 }
 
 /** Variance over axes; unbiased (N-1) by default like torch.var. */

@@ -67,7 +67,8 @@ const unaryFns: Record<UnaryOp, (x: number) => number> = {
   log: Math.log,
   tanh: Math.tanh,
   sigmoid,
-  relu: (x) => (x > 0 ? x : 0),
+  // NOTE: NaN propagates, as in PyTorch (a plain `x > 0 ? x : 0` maps NaN to 0).
+  relu: (x) => (x > 0 || x !== x ? x : 0),
   gelu: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
   silu: (x) => x * sigmoid(x),
 };
@@ -80,7 +81,8 @@ const unaryGradFns: Record<UnaryOp, (x: number, y: number, dy: number) => number
   log: (x, _y, dy) => dy / x,
   tanh: (_x, y, dy) => dy * (1 - y * y),
   sigmoid: (_x, y, dy) => dy * y * (1 - y),
-  relu: (x, _y, dy) => (x > 0 ? dy : 0),
+  // PyTorch's threshold_backward: the gradient passes unless x <= 0 (so it passes at NaN).
+  relu: (x, _y, dy) => (x <= 0 ? 0 : dy),
   gelu: (x, _y, dy) => dy * geluGrad(x),
   silu: (x, _y, dy) => {
     const s = sigmoid(x);
@@ -94,7 +96,8 @@ const binaryFns: Record<BinaryOp, (a: number, b: number) => number> = {
   mul: (a, b) => a * b,
   div: (a, b) => a / b,
   pow: Math.pow,
-  maximum: (a, b) => (a >= b ? a : b),
+  // NaN in either operand gives NaN, as torch.maximum.
+  maximum: (a, b) => (a >= b || a !== a ? a : b),
   eq: (a, b) => (a === b ? 1 : 0),
   gt: (a, b) => (a > b ? 1 : 0),
 };
@@ -287,7 +290,7 @@ export class CpuBackend implements Backend {
         let acc = init;
         const o = r * cols;
         if (op === 'sum') for (let c = 0; c < cols; c++) acc += x[o + c];
-        else for (let c = 0; c < cols; c++) if (x[o + c] > acc) acc = x[o + c];
+        else for (let c = 0; c < cols; c++) if (x[o + c] > acc || x[o + c] !== x[o + c]) acc = x[o + c];
         out[r] = acc;
       }
       return out;
@@ -300,7 +303,7 @@ export class CpuBackend implements Backend {
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
         if (op === 'sum') for (let c = 0; c < cols; c++) out[c] += x[o + c];
-        else for (let c = 0; c < cols; c++) if (x[o + c] > out[c]) out[c] = x[o + c];
+        else for (let c = 0; c < cols; c++) if (x[o + c] > out[c] || x[o + c] !== x[o + c]) out[c] = x[o + c];
       }
       return out;
     }
@@ -314,7 +317,7 @@ export class CpuBackend implements Backend {
     forEachRow(shape, [outStrides], (row, [oo]) => {
       const xi = row * cols;
       if (op === 'sum') for (let c = 0; c < cols; c++) out[oo + c * co] += x[xi + c];
-      else for (let c = 0; c < cols; c++) if (x[xi + c] > out[oo + c * co]) out[oo + c * co] = x[xi + c];
+      else for (let c = 0; c < cols; c++) if (x[xi + c] > out[oo + c * co] || x[xi + c] !== x[xi + c]) out[oo + c * co] = x[xi + c];
     });
     return out;
   }

@@ -6,8 +6,8 @@ export function softmaxRows(alloc: Alloc, x: FArr, rows: number, cols: number, l
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     if (log) {
-      const lse = rowLogSumExp(x, o, cols);
-      for (let c = 0; c < cols; c++) y[o + c] = x[o + c] - lse;
+      const [m, logS] = rowMaxLogSum(x, o, cols);
+      for (let c = 0; c < cols; c++) y[o + c] = x[o + c] - m - logS;
       continue;
     }
     // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4; each exp is taken once.
@@ -57,13 +57,17 @@ function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: numbe
   return n;
 }
 
-/** log(sum(exp(x))) over one row; NOTE: max-subtracted so it stays finite for |x| ~ 1e4. */
-function rowLogSumExp(x: FArr, o: number, cols: number): number {
+/**
+ * The row max m and log(sum(exp(x - m))) of one row: logsumexp = m + logS.
+ * NOTE: callers subtract m and logS separately: at |x| ~ 1e30, m + logS rounds to m,
+ * and x - (m + logS) would lose the log(n) entirely.
+ */
+function rowMaxLogSum(x: FArr, o: number, cols: number): [number, number] {
   let m = -Infinity;
   for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
   let s = 0;
   for (let c = 0; c < cols; c++) s += Math.exp(x[o + c] - m);
-  return m + Math.log(s);
+  return [m, Math.log(s)];
 }
 
 export function crossEntropyRows(
@@ -75,7 +79,8 @@ export function crossEntropyRows(
     const t = targets[r];
     if (t === ignoreIndex) continue;
     const o = r * cols;
-    total += rowLogSumExp(logits, o, cols) - logits[o + t];
+    const [m, logS] = rowMaxLogSum(logits, o, cols);
+    total += m - logits[o + t] + logS;
   }
   // PyTorch: a mean over zero valid targets is NaN.
   const out = alloc(1);
@@ -93,8 +98,8 @@ export function crossEntropyGradRows(
     const t = targets[r];
     if (t === ignoreIndex) continue;
     const o = r * cols;
-    const lse = rowLogSumExp(logits, o, cols);
-    for (let c = 0; c < cols; c++) dx[o + c] = Math.exp(logits[o + c] - lse) * scale;
+    const [m, logS] = rowMaxLogSum(logits, o, cols);
+    for (let c = 0; c < cols; c++) dx[o + c] = Math.exp(logits[o + c] - m - logS) * scale;
     dx[o + t] -= scale;
   }
   return dx;

@@ -38,7 +38,8 @@ function unaryCode(g: CodeGen, op: UnaryOp, x: string, y: string): string {
       const [c, s] = sigmoidCode(g, x);
       return `${c}let ${y} = ${s};\n`;
     }
-    case 'relu': return `let ${y} = 0;\nif (${x} > 0) { ${y} = ${x}; }\n`;
+    // NOTE: NaN propagates (x != x) as in PyTorch; best effort where a GLSL compiler folds it.
+    case 'relu': return `let ${y} = 0;\nif (${x} > 0 || ${x} != ${x}) { ${y} = ${x}; }\n`;
     case 'gelu': {
       // NOTE: tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
       const u = g.fresh('u');
@@ -72,7 +73,7 @@ export function unaryGrad(g: CodeGen, op: UnaryOp, hasX: boolean, hasY: boolean,
     case 'log': need(hasX, 'x'); body += 'return d / a;\n'; break;
     case 'tanh': need(hasY, 'y'); body += 'return d * (1 - b * b);\n'; break;
     case 'sigmoid': need(hasY, 'y'); body += 'return d * b * (1 - b);\n'; break;
-    case 'relu': need(hasX, 'x'); body += 'if (a > 0) { return d; }\nreturn 0;\n'; break;
+    case 'relu': need(hasX, 'x'); body += 'if (a <= 0) { return 0; }\nreturn d;\n'; break;
     case 'gelu': {
       need(hasX, 'x');
       // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
@@ -127,7 +128,7 @@ function binaryCode(g: CodeGen, op: BinaryOp, a: string, b: string): string {
       const [c, y] = powCode(g, a, b);
       return `${c}return ${y};\n`;
     }
-    case 'maximum': return `if (${a} >= ${b}) { return ${a}; }\nreturn ${b};\n`;
+    case 'maximum': return `if (${a} >= ${b} || ${a} != ${a}) { return ${a}; }\nreturn ${b};\n`;
     case 'eq': return `if (${a} == ${b}) { return 1; }\nreturn 0;\n`;
     case 'gt': return `if (${a} > ${b}) { return 1; }\nreturn 0;\n`;
   }
@@ -163,7 +164,7 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
   const st = stridesOf(shape);
   const init = op === 'sum' ? 'let acc = 0;\n' : 'let acc = -Infinity;\n';
   const accumulate = (v: string): string =>
-    op === 'sum' ? `acc += ${v};\n` : `let w = ${v};\nif (w > acc) { acc = w; }\n`;
+    op === 'sum' ? `acc += ${v};\n` : `let w = ${v};\nif (w > acc || w != w) { acc = w; }\n`;
   const trailing = axes.every((a, i) => a === rank - axes.length + i);
   let body = init;
   if (trailing) {
