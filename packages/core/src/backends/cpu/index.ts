@@ -112,6 +112,8 @@ export class CpuBackend implements Backend {
   private readonly F: FloatCtor;
   private readonly pool = new Map<number, FArr[]>();
   private pooledBytes = 0;
+  /** Arrays `alloc` handed out (poolable sizes only): `free` takes back these and nothing else. */
+  private readonly issued = new WeakSet<FArr>();
 
   constructor(readonly name = 'cpu', precision: 'float32' | 'float64' = 'float32') {
     this.F = precision === 'float64' ? Float64Array : Float32Array;
@@ -123,9 +125,14 @@ export class CpuBackend implements Backend {
   }
 
   upload(values: ArrayLike<number>, dtype: DType): Arr {
-    const out = allocFor(this.F, dtype, values.length);
+    const out = this.allocDtype(dtype, values.length);
     out.set(values);
     return out;
+  }
+
+  /** Float storage comes from the pool (so that what `free` keeps is reused); int storage is fresh. */
+  private allocDtype(dtype: DType, n: number): Arr {
+    return dtype === 'float32' ? this.alloc(n) : allocFor(this.F, dtype, n);
   }
 
   download(data: unknown, _dtype: DType, size: number): HostArray {
@@ -135,10 +142,13 @@ export class CpuBackend implements Backend {
   /**
    * Keeps large float arrays for reuse: a training step frees and allocates
    * the same sizes every step, and recycling them spares V8 the full garbage
-   * collections that fresh ArrayBuffers trigger.
+   * collections that fresh ArrayBuffers trigger. Only arrays this pool handed
+   * out come back: pooling fresh ones (that no alloc ever took from the pool)
+   * grew the pool, and RSS, by their size every step until the cap.
    */
   free(data: unknown): void {
-    if (!(data instanceof this.F) || data.length < POOL_MIN_LENGTH) return;
+    if (!(data instanceof this.F) || !this.issued.has(data)) return;
+    this.issued.delete(data);
     if (this.pooledBytes + data.byteLength > POOL_MAX_BYTES) return;
     const list = this.pool.get(data.length);
     if (list) list.push(data);
@@ -148,20 +158,26 @@ export class CpuBackend implements Backend {
 
   /** A zeroed float array of n elements, recycled when one of that length was freed. */
   readonly alloc = (n: number): FArr => {
-    const recycled = this.pool.get(n)?.pop();
-    if (!recycled) return new this.F(n);
-    this.pooledBytes -= recycled.byteLength;
-    return recycled.fill(0);
+    if (n < POOL_MIN_LENGTH) return new this.F(n);
+    let out = this.pool.get(n)?.pop();
+    if (out) {
+      this.pooledBytes -= out.byteLength;
+      out.fill(0);
+    } else {
+      out = new this.F(n);
+    }
+    this.issued.add(out);
+    return out;
   };
 
   fill(size: number, value: number, dtype: DType): Arr {
-    const out = allocFor(this.F, dtype, size);
+    const out = this.allocDtype(dtype, size);
     if (value !== 0) out.fill(value);
     return out;
   }
 
   cast(x: Arr, size: number, to: DType): Arr {
-    const out = allocFor(this.F, to, size);
+    const out = this.allocDtype(to, size);
     if (to === 'bool') for (let i = 0; i < size; i++) out[i] = x[i] !== 0 ? 1 : 0;
     else if (to === 'float32' || x instanceof Int32Array) out.set(x.subarray(0, size));
     else for (let i = 0; i < size; i++) out[i] = Math.trunc(x[i]);
