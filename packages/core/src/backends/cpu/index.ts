@@ -131,9 +131,7 @@ export class CpuBackend implements Backend {
   }
 
   /** Float storage comes from the pool (so that what `free` keeps is reused); int storage is fresh. */
-  private allocDtype(dtype: DType, n: number): Arr {
-    return dtype === 'float32' ? this.alloc(n) : allocFor(this.F, dtype, n);
-  }
+  private readonly allocDtype = (dtype: DType, n: number): Arr => (dtype === 'float32' ? this.alloc(n) : allocFor(this.F, dtype, n));
 
   download(data: unknown, _dtype: DType, size: number): HostArray {
     return (data as Arr).slice(0, size);
