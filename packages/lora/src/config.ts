@@ -1,3 +1,5 @@
+import { compileNamePattern, type NamePattern } from './pattern.ts';
+
 /** Which modules get a LoRA adapter (PEFT's `target_modules`). */
 export type TargetModules = readonly string[] | string | RegExp;
 
@@ -41,9 +43,42 @@ export interface LoraConfigInput {
 
 const BIASES: readonly LoraBias[] = ['none', 'all', 'lora_only'];
 
+/** PEFT's TaskType values. */
+export const TASK_TYPES: readonly string[] = ['CAUSAL_LM', 'SEQ_CLS', 'SEQ_2_SEQ_LM', 'TOKEN_CLS', 'QUESTION_ANS', 'FEATURE_EXTRACTION'];
+
+/** Every option LoraConfig accepts (LoraConfigInput's keys). */
+export const LORA_CONFIG_FIELDS: readonly (keyof LoraConfigInput)[] = [
+  'r', 'loraAlpha', 'loraDropout', 'targetModules', 'bias', 'modulesToSave', 'initLoraWeights', 'useRslora',
+  'rankPattern', 'alphaPattern', 'baseModelNameOrPath', 'inferenceMode', 'taskType',
+];
+
+/** How a parse names its source and fields in errors (adapter_config.json uses snake_case keys). */
+export interface ConfigErrorContext {
+  /** Prefix of every message, e.g. the file path; default 'LoraConfig'. */
+  source?: string;
+  /** The name a field has in the source; default the camelCase field itself. */
+  fieldName?: (field: keyof LoraConfigInput) => string;
+}
+
+/** A null-prototype copy of a pattern map, so keys like `__proto__` or `toString` are plain keys. */
+function patternMap(v: unknown, field: string, bad: (f: string, want: string, got: unknown) => never): Record<string, number> {
+  const out = Object.create(null) as Record<string, number>;
+  if (v === undefined || v === null) return out;
+  if (typeof v !== 'object' || Array.isArray(v)) bad(field, 'an object of pattern -> number', v);
+  for (const k of Object.keys(v as object)) out[k] = (v as Record<string, number>)[k];
+  return out;
+}
+
+function camelSuggestion(key: string): string {
+  const camel = key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  const hit = LORA_CONFIG_FIELDS.find((f) => f === camel || f.toLowerCase() === key.replace(/_/g, '').toLowerCase());
+  return hit ? ` (did you mean '${hit}'?)` : '';
+}
+
 /**
  * A validated LoRA configuration with PEFT's field semantics and defaults.
- * Errors name the field and the bad value.
+ * Errors name the field and the bad value; an unknown option is an error
+ * (PEFT's snake_case names suggest their camelCase spelling here).
  *
  * @example const cfg = new LoraConfig({ r: 8, loraAlpha: 16, targetModules: ['q_proj', 'v_proj'] });
  */
@@ -62,10 +97,21 @@ export class LoraConfig {
   readonly inferenceMode: boolean;
   readonly taskType: string;
 
-  constructor(input: LoraConfigInput = {}) {
+  constructor(input: LoraConfigInput = {}, ctx: ConfigErrorContext = {}) {
+    const source = ctx.source ?? 'LoraConfig';
+    const fields = LORA_CONFIG_FIELDS as readonly string[];
+    const rename = ctx.fieldName;
+    const name = (f: string): string =>
+      rename ? f.replace(/^[A-Za-z]+/, (head) => (fields.includes(head) ? rename(head as keyof LoraConfigInput) : head)) : f;
     const bad = (field: string, want: string, got: unknown): never => {
-      throw new Error(`LoraConfig: ${field} must be ${want}, got ${show(got)}`);
+      throw new Error(`${source}: ${name(field)} must be ${want}, got ${show(got)}`);
     };
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) bad('the config', 'an object of options', input);
+    const unknown = Object.keys(input).filter((k) => !fields.includes(k));
+    if (unknown.length) {
+      throw new Error(`${source}: unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `'${k}'${camelSuggestion(k)}`).join(', ')}; ` +
+        `options are ${LORA_CONFIG_FIELDS.join(', ')}`);
+    }
     const r = input.r ?? 8;
     if (!(Number.isInteger(r) && r >= 1)) bad('r', 'a positive integer', r);
     const loraAlpha = input.loraAlpha ?? 8;
@@ -74,10 +120,10 @@ export class LoraConfig {
     if (!(typeof loraDropout === 'number' && loraDropout >= 0 && loraDropout < 1)) bad('loraDropout', 'in [0, 1)', loraDropout);
     const targetModules = input.targetModules ?? ['q_proj', 'v_proj'];
     if (targetModules instanceof RegExp) {
-      // any RegExp is fine
+      // a RegExp comes from the caller's own code, not from a file: matched as given
     } else if (typeof targetModules === 'string') {
       if (targetModules === '') bad('targetModules', 'a non-empty string, list or RegExp', targetModules);
-      if (targetModules !== 'all-linear') compilePattern(targetModules, 'targetModules');
+      if (targetModules !== 'all-linear') compilePattern(targetModules, name('targetModules'), source);
     } else if (Array.isArray(targetModules)) {
       if (targetModules.length === 0) bad('targetModules', 'a non-empty list', targetModules);
       for (const t of targetModules) {
@@ -99,16 +145,24 @@ export class LoraConfig {
     }
     const useRslora = input.useRslora ?? false;
     if (typeof useRslora !== 'boolean') bad('useRslora', 'a boolean', useRslora);
-    const rankPattern = { ...(input.rankPattern ?? {}) };
-    for (const [k, v] of Object.entries(rankPattern)) {
-      compilePattern(k, `rankPattern key`);
+    const rankPattern = patternMap(input.rankPattern, 'rankPattern', bad);
+    for (const k of Object.keys(rankPattern)) {
+      compilePattern(k, `${name('rankPattern')} key`, source);
+      const v = rankPattern[k];
       if (!(Number.isInteger(v) && v >= 1)) bad(`rankPattern['${k}']`, 'a positive integer', v);
     }
-    const alphaPattern = { ...(input.alphaPattern ?? {}) };
-    for (const [k, v] of Object.entries(alphaPattern)) {
-      compilePattern(k, `alphaPattern key`);
+    const alphaPattern = patternMap(input.alphaPattern, 'alphaPattern', bad);
+    for (const k of Object.keys(alphaPattern)) {
+      compilePattern(k, `${name('alphaPattern')} key`, source);
+      const v = alphaPattern[k];
       if (typeof v !== 'number' || !Number.isFinite(v)) bad(`alphaPattern['${k}']`, 'a finite number', v);
     }
+    const baseModelNameOrPath = input.baseModelNameOrPath ?? null;
+    if (baseModelNameOrPath !== null && typeof baseModelNameOrPath !== 'string') bad('baseModelNameOrPath', 'a string or null', baseModelNameOrPath);
+    const inferenceMode = input.inferenceMode ?? false;
+    if (typeof inferenceMode !== 'boolean') bad('inferenceMode', 'a boolean', inferenceMode);
+    const taskType = input.taskType ?? 'CAUSAL_LM';
+    if (!TASK_TYPES.includes(taskType)) bad('taskType', `one of PEFT's task types ${TASK_TYPES.join(', ')}`, taskType);
     this.r = r;
     this.loraAlpha = loraAlpha;
     this.loraDropout = loraDropout;
@@ -119,9 +173,9 @@ export class LoraConfig {
     this.useRslora = useRslora;
     this.rankPattern = Object.freeze(rankPattern);
     this.alphaPattern = Object.freeze(alphaPattern);
-    this.baseModelNameOrPath = input.baseModelNameOrPath ?? null;
-    this.inferenceMode = input.inferenceMode ?? false;
-    this.taskType = input.taskType ?? 'CAUSAL_LM';
+    this.baseModelNameOrPath = baseModelNameOrPath;
+    this.inferenceMode = inferenceMode;
+    this.taskType = taskType;
   }
 
   /**
@@ -189,26 +243,19 @@ function fullMatch(re: RegExp): RegExp {
   return new RegExp(`^(?:${re.source})$`, re.flags.replace(/[gy]/g, ''));
 }
 
-const patternCache = new Map<string, RegExp>();
-
-function compilePattern(source: string, field: string): RegExp {
-  let re = patternCache.get(source);
-  if (re) return re;
-  try {
-    re = new RegExp(`^(?:${source})$`);
-  } catch (err) {
-    throw new Error(`LoraConfig: ${field} ${show(source)} is not a valid regular expression (${(err as Error).message})`);
-  }
-  patternCache.set(source, re);
-  return re;
+// NOTE: string patterns may come from untrusted adapter_config.json files: matched in linear time (pattern.ts), never by RegExp.
+function compilePattern(source: string, field: string, prefix = 'LoraConfig'): NamePattern {
+  return compileNamePattern(source, field, prefix);
 }
 
 function show(v: unknown): string {
   if (v instanceof RegExp) return String(v);
-  if (typeof v === 'string') return `'${v}'`;
+  if (typeof v === 'string') return `'${v.length > 80 ? `${v.slice(0, 80)}...` : v}'`;
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'undefined' || typeof v === 'symbol' || typeof v === 'function') return String(v);
   try {
-    return JSON.stringify(v) ?? String(v);
+    const json = JSON.stringify(v) ?? String(v);
+    return json.length > 120 ? `${json.slice(0, 120)}...` : json;
   } catch {
-    return String(v);
+    return Object.prototype.toString.call(v);
   }
 }

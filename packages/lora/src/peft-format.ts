@@ -1,5 +1,5 @@
 import { noGrad, tensor, type RawTensor, type Tensor } from '@lowrank/core';
-import { LoraConfig, type InitLoraWeights, type LoraBias, type LoraConfigInput } from './config.ts';
+import { LoraConfig, type LoraConfigInput } from './config.ts';
 import type { LoraModel } from './tuner.ts';
 
 /** Prefix of every key in a PEFT adapter file (PeftModel -> base_model (LoraModel) -> model). */
@@ -62,51 +62,55 @@ const INERT_KEYS = new Set([
   'use_qalora', 'alora_invocation_tokens', 'arrow_config', 'ensure_weight_tying',
 ]);
 
+/** adapter_config.json key -> LoraConfig field. */
+const PEFT_KEYS: ReadonlyMap<string, keyof LoraConfigInput> = new Map<string, keyof LoraConfigInput>([
+  ['r', 'r'], ['lora_alpha', 'loraAlpha'], ['lora_dropout', 'loraDropout'], ['target_modules', 'targetModules'],
+  ['bias', 'bias'], ['modules_to_save', 'modulesToSave'], ['init_lora_weights', 'initLoraWeights'], ['use_rslora', 'useRslora'],
+  ['rank_pattern', 'rankPattern'], ['alpha_pattern', 'alphaPattern'], ['base_model_name_or_path', 'baseModelNameOrPath'],
+  ['inference_mode', 'inferenceMode'], ['task_type', 'taskType'],
+]);
+const SNAKE_OF = new Map([...PEFT_KEYS].map(([snake, camel]) => [camel, snake]));
+
 /**
  * Reads an `adapter_config.json` object into a LoraConfig; unknown keys are
- * ignored with a warning, features this package lacks (DoRA, fan_in_fan_out,
- * layers_to_transform, ...) are errors.
+ * ignored with one warning naming them, features this package lacks (DoRA,
+ * fan_in_fan_out, layers_to_transform, ...) are errors. Errors name the
+ * source (`opts.source`, default 'adapter_config.json') and the JSON key.
  * @example const cfg = loraConfigFromPeftJson(JSON.parse(readFileSync('adapter_config.json', 'utf8')));
  */
-export function loraConfigFromPeftJson(json: unknown, opts: ReadOptions = {}): LoraConfig {
+export function loraConfigFromPeftJson(json: unknown, opts: ReadOptions & { source?: string } = {}): LoraConfig {
   const warn = opts.onWarning ?? ((m: string) => console.warn(m));
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('adapter_config.json: expected a JSON object');
-  const j = json as Record<string, unknown>;
-  if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`adapter_config.json: peft_type must be 'LORA', got ${JSON.stringify(j.peft_type)}`);
-  if (j.use_dora === true) throw new Error('adapter_config.json: use_dora true (DoRA) is not supported');
-  if (j.fan_in_fan_out === true) throw new Error('adapter_config.json: fan_in_fan_out true (Conv1D weights) is not supported');
+  const src = opts.source ?? 'adapter_config.json';
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${src}: expected a JSON object, got ${json === null ? 'null' : Array.isArray(json) ? 'an array' : typeof json}`);
+  // Own keys only, into a null-prototype map: '__proto__' or 'toString' are keys like any other.
+  const j = Object.create(null) as Record<string, unknown>;
+  for (const k of Object.keys(json)) j[k] = (json as Record<string, unknown>)[k];
+  const str = (v: unknown): string => JSON.stringify(v)?.slice(0, 120) ?? String(v);
+  if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`${src}: peft_type must be 'LORA', got ${str(j.peft_type)}`);
+  if (j.use_dora === true) throw new Error(`${src}: use_dora true (DoRA) is not supported`);
+  if (j.fan_in_fan_out === true) throw new Error(`${src}: fan_in_fan_out true (Conv1D weights) is not supported`);
   for (const k of ['layers_to_transform', 'layers_pattern', 'layer_replication', 'exclude_modules', 'trainable_token_indices', 'target_parameters'] as const) {
     const v = j[k];
     if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) {
-      throw new Error(`adapter_config.json: ${k} ${JSON.stringify(v)} is not supported`);
+      throw new Error(`${src}: ${k} ${str(v)} is not supported`);
     }
   }
-  if (j.lora_bias === true) throw new Error('adapter_config.json: lora_bias true is not supported');
-  const known: Record<string, (v: unknown, into: LoraConfigInput) => void> = {
-    r: (v, c) => (c.r = v as number),
-    lora_alpha: (v, c) => (c.loraAlpha = v as number),
-    lora_dropout: (v, c) => (c.loraDropout = v as number),
-    target_modules: (v, c) => {
-      if (v !== null) c.targetModules = v as string | string[];
-    },
-    bias: (v, c) => (c.bias = v as LoraBias),
-    modules_to_save: (v, c) => (c.modulesToSave = v as string[] | null),
-    init_lora_weights: (v, c) => (c.initLoraWeights = v as InitLoraWeights),
-    use_rslora: (v, c) => (c.useRslora = v as boolean),
-    rank_pattern: (v, c) => (c.rankPattern = (v ?? {}) as Record<string, number>),
-    alpha_pattern: (v, c) => (c.alphaPattern = (v ?? {}) as Record<string, number>),
-    base_model_name_or_path: (v, c) => (c.baseModelNameOrPath = v as string | null),
-    inference_mode: (v, c) => (c.inferenceMode = v as boolean),
-    task_type: (v, c) => (c.taskType = (v ?? 'CAUSAL_LM') as string),
-  };
-  const input: LoraConfigInput = {};
+  if (j.lora_bias === true) throw new Error(`${src}: lora_bias true is not supported`);
+  const input: Record<string, unknown> = {};
   const unknown: string[] = [];
-  for (const [k, v] of Object.entries(j)) {
-    if (known[k]) known[k](v, input);
-    else if (!INERT_KEYS.has(k)) unknown.push(k);
+  for (const k of Object.keys(j)) {
+    const field = PEFT_KEYS.get(k);
+    const v = j[k];
+    if (field === undefined) {
+      if (!INERT_KEYS.has(k)) unknown.push(k);
+      continue;
+    }
+    // PEFT writes null for "not set" in these; the LoraConfig default applies.
+    if (v === null && (field === 'targetModules' || field === 'rankPattern' || field === 'alphaPattern' || field === 'taskType')) continue;
+    input[field] = v;
   }
-  if (unknown.length) warn(`adapter_config.json: ignoring unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}`);
-  return new LoraConfig(input);
+  if (unknown.length) warn(`${src}: ignoring unknown key(s) ${unknown.map((k) => `'${k}'`).join(', ')}`);
+  return new LoraConfig(input as LoraConfigInput, { source: src, fieldName: (f) => SNAKE_OF.get(f) ?? f });
 }
 
 function rawOf(t: Tensor): RawTensor {
