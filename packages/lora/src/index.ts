@@ -9,3 +9,5 @@ export {
   type AdapterFileSource, type AdapterFiles, type LoadOptions, type SaveOptions,
 } from './io.ts';
 export * from './accounting.ts';
+export * from './load.ts';
+export * from './pattern.ts';

@@ -136,9 +136,12 @@ export class LoraLinear extends Module {
     if (this.mergedAdapters.includes(adapterName)) {
       throw new Error(`LoraLinear: adapter '${adapterName}' is merged; unmerge() before deleting it`);
     }
+    const dropped = [this.loraA.get(adapterName).weight, this.loraB.get(adapterName).weight];
     for (const dict of ['lora_A', 'lora_B', 'lora_dropout'] as const) {
       this.register(dict, (this.getSubmodule(dict) as ModuleDict).without(adapterName));
     }
+    // The adapter's tensors belong to no module any more: free them (a deleted adapter counted live before).
+    for (const t of dropped) t.dispose();
     delete this.r[adapterName];
     delete this.loraAlpha[adapterName];
     delete this.scaling[adapterName];
@@ -246,7 +249,9 @@ export class ModulesToSaveWrapper extends Module {
   /** Drops an adapter's copy. */
   deleteCopy(adapterName: string): void {
     if (!this.modulesToSave.has(adapterName)) return;
+    const dropped = this.modulesToSave.get(adapterName).parameters();
     this.register('modules_to_save', this.modulesToSave.without(adapterName));
+    for (const t of dropped) t.dispose();
     if (this.activeAdapter === adapterName) this.activeAdapter = this.modulesToSave.keys()[0] ?? null;
   }
 
@@ -260,6 +265,11 @@ export class ModulesToSaveWrapper extends Module {
     const m = this.current() as unknown as { forward: (...a: never[]) => unknown };
     return m.forward(...args);
   }
+}
+
+/** Whether `copyModule` can copy m (checked before any adapter is injected). */
+export function canCopyModule(m: Module): boolean {
+  return m instanceof Linear || m instanceof Embedding || m instanceof LayerNorm || m instanceof RMSNorm;
 }
 
 /**

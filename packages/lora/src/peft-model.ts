@@ -27,9 +27,10 @@ type ForwardOf<M extends Module> = M['forward'];
 export class PeftModel<M extends Module = Module> extends Module {
   baseModel: LoraModel<M>;
 
-  constructor(model: M, config: LoraConfig | LoraConfigInput, adapterName = 'default') {
+  /** `fill` runs on the tuner after injection; if it throws, `model` is left as it was (see LoraModel). */
+  constructor(model: M, config: LoraConfig | LoraConfigInput, adapterName = 'default', fill?: (tuner: LoraModel<M>) => void) {
     super();
-    this.baseModel = this.register('base_model', new LoraModel(model, config, adapterName));
+    this.baseModel = this.register('base_model', new LoraModel(model, config, adapterName, fill));
   }
 
   /** Runs the adapted model's forward with the same arguments. @example peft.forward(ids, { targets }) */

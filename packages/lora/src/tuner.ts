@@ -1,7 +1,7 @@
 import { add, concat, mul, noGrad, tidy, type Tensor } from '@lowrank/core';
 import { Linear, Module } from '@lowrank/nn';
-import { LoraConfig, matchesTarget, type LoraConfigInput } from './config.ts';
-import { LoraLinear, ModulesToSaveWrapper } from './layer.ts';
+import { LoraConfig, getPatternKey, matchesTarget, type LoraConfigInput } from './config.ts';
+import { LoraLinear, ModulesToSaveWrapper, canCopyModule } from './layer.ts';
 
 /** A module that LoRA would wrap, with the settings it would get. */
 export interface TargetPlan {
@@ -69,9 +69,20 @@ export function planTargets(model: Module, config: LoraConfig): TargetPlan[] {
   return matched.map(([name, m]) => {
     const lin = m as Linear | LoraLinear;
     const s = config.layerSettings(name);
+    const values = s.r * Math.max(lin.inFeatures, lin.outFeatures);
+    if (values > MAX_ADAPTER_VALUES) {
+      const key = getPatternKey(Object.keys(config.rankPattern), name);
+      throw new Error(
+        `getPeftModel: ${key === null ? 'r' : `rankPattern['${key}']`} = ${s.r} for '${name}' ` +
+        `would give a ${s.r} x ${Math.max(lin.inFeatures, lin.outFeatures)} adapter matrix (${values.toExponential(2)} values, limit ${MAX_ADAPTER_VALUES.toExponential(2)})`,
+      );
+    }
     return { name, module: lin, inFeatures: lin.inFeatures, outFeatures: lin.outFeatures, r: s.r, alpha: s.alpha, scaling: s.scaling };
   });
 }
+
+/** Largest lora_A / lora_B (2^28 values, 1 GiB of float32): a rank beyond it is a typo or a hostile file, not a model. */
+export const MAX_ADAPTER_VALUES = 2 ** 28;
 
 function describeTargets(config: LoraConfig): string {
   const t = config.targetModules;
@@ -86,7 +97,17 @@ function modulesToSavePlan(model: Module, config: LoraConfig): [string, Module][
   const hits = candidateModules(model).filter(([n]) => n !== '' && names.some((k) => n === k || n.endsWith(`.${k}`)));
   const missing = names.filter((k) => !hits.some(([n]) => n === k || n.endsWith(`.${k}`)));
   if (missing.length) throw new Error(`getPeftModel: modulesToSave ${missing.map((k) => `'${k}'`).join(', ')} matched no module`);
+  const uncopyable = hits.find(([, m]) => !(m instanceof ModulesToSaveWrapper) && !canCopyModule(m));
+  if (uncopyable) {
+    throw new Error(`getPeftModel: modulesToSave '${uncopyable[0]}' is a ${uncopyable[1].constructor.name}; supported: Linear, Embedding, LayerNorm, RMSNorm (modules with weights)`);
+  }
   return hits;
+}
+
+/** The first LoRA layer or modules_to_save wrapper inside a model, or null. */
+function firstLoraModule(model: Module): string | null {
+  const hit = model.namedModules().find(([, m]) => m instanceof LoraLinear || m instanceof ModulesToSaveWrapper);
+  return hit ? hit[0] : null;
 }
 
 /**
@@ -102,13 +123,21 @@ export class LoraModel<M extends Module = Module> extends Module {
   activeAdapters: string[];
   private readonly originalRequiresGrad = new Map<Tensor, boolean>();
 
-  constructor(model: M, config: LoraConfig | LoraConfigInput, adapterName = 'default') {
+  /**
+   * `fill` runs once the adapter is injected (loading its tensors, say); if it
+   * throws, the model is left exactly as it was and the error propagates.
+   */
+  constructor(model: M, config: LoraConfig | LoraConfigInput, adapterName = 'default', fill: (tuner: LoraModel<M>) => void = () => undefined) {
     super();
     const cfg = config instanceof LoraConfig ? config : new LoraConfig(config);
+    const held = firstLoraModule(model);
+    if (held !== null) {
+      throw new Error(`getPeftModel: the model already holds LoRA layers (at '${held}'); add adapters with addAdapter() on its PeftModel, or unload() it first`);
+    }
     for (const p of model.parameters()) this.originalRequiresGrad.set(p, p.requiresGrad);
     this.model = this.register('model', model);
     this.activeAdapters = [adapterName];
-    this.inject(adapterName, cfg);
+    this.injectThen(adapterName, cfg, () => fill(this));
   }
 
   forward(...args: never[]): unknown {
@@ -126,30 +155,73 @@ export class LoraModel<M extends Module = Module> extends Module {
     return this.model.namedModules().filter((e): e is [string, ModulesToSaveWrapper] => e[1] instanceof ModulesToSaveWrapper);
   }
 
-  /** Adds an adapter to every module its config targets (checks all before changing anything). */
+  /**
+   * Adds an adapter to every module its config targets. Everything is checked
+   * before the first change; if a later step throws anyway, the model is put back.
+   */
   inject(adapterName: string, config: LoraConfig): void {
+    this.injectThen(adapterName, config, () => undefined);
+  }
+
+  /**
+   * `inject`, then `fill` (e.g. loading the adapter's tensors); if either throws, every
+   * change is undone: modules unwrapped, new tensors disposed, requiresGrad flags,
+   * active adapters and `peftConfig` as before.
+   */
+  injectThen(adapterName: string, config: LoraConfig, fill: () => void): void {
     checkAdapterName(adapterName);
     if (this.peftConfig[adapterName]) throw new Error(`addAdapter: an adapter named '${adapterName}' already exists`);
     const plan = planTargets(this.model, config);
     const saves = modulesToSavePlan(this.model, config);
     const clash = saves.find(([n]) => plan.some((p) => p.name === n));
     if (clash) throw new Error(`getPeftModel: '${clash[0]}' is both a LoRA target and in modulesToSave`);
-    for (const t of plan) {
-      const settings = {
-        r: t.r, loraAlpha: t.alpha, scaling: t.scaling, loraDropout: config.loraDropout, initLoraWeights: config.initLoraWeights,
-      };
-      if (t.module instanceof LoraLinear) t.module.updateLayer(adapterName, settings);
-      else this.model.setSubmodule(t.name, new LoraLinear(t.module, adapterName, settings));
-    }
-    for (const [name, m] of saves) {
-      if (m instanceof ModulesToSaveWrapper) m.addCopy(adapterName);
-      else {
-        for (const p of m.parameters()) if (!this.originalRequiresGrad.has(p)) this.originalRequiresGrad.set(p, p.requiresGrad);
-        this.model.setSubmodule(name, new ModulesToSaveWrapper(m, adapterName));
+    const flags = new Map(this.model.parameters().map((p): [Tensor, boolean] => [p, p.requiresGrad]));
+    const active = [...this.activeAdapters];
+    const undo: (() => void)[] = [];
+    try {
+      for (const t of plan) {
+        const settings = {
+          r: t.r, loraAlpha: t.alpha, scaling: t.scaling, loraDropout: config.loraDropout, initLoraWeights: config.initLoraWeights,
+        };
+        if (t.module instanceof LoraLinear) {
+          const layer = t.module;
+          layer.updateLayer(adapterName, settings);
+          undo.push(() => layer.deleteAdapter(adapterName));
+        } else {
+          const base = t.module;
+          const layer = new LoraLinear(base, adapterName, settings);
+          this.model.setSubmodule(t.name, layer);
+          undo.push(() => {
+            this.model.setSubmodule(t.name, base);
+            layer.deleteAdapter(adapterName);
+          });
+        }
       }
+      for (const [name, m] of saves) {
+        if (m instanceof ModulesToSaveWrapper) {
+          m.addCopy(adapterName);
+          undo.push(() => m.deleteCopy(adapterName));
+        } else {
+          for (const p of m.parameters()) if (!this.originalRequiresGrad.has(p)) this.originalRequiresGrad.set(p, p.requiresGrad);
+          const w = new ModulesToSaveWrapper(m, adapterName);
+          this.model.setSubmodule(name, w);
+          undo.push(() => {
+            this.model.setSubmodule(name, m);
+            w.deleteCopy(adapterName);
+          });
+        }
+      }
+      this.peftConfig[adapterName] = config;
+      this.setAdapter(this.activeAdapters.filter((a) => this.peftConfig[a]));
+      fill();
+    } catch (err) {
+      for (const u of undo.reverse()) u();
+      delete this.peftConfig[adapterName];
+      this.activeAdapters = active;
+      for (const [, layer] of this.loraLayers()) layer.activeAdapters = active.filter((a) => layer.loraA.has(a));
+      for (const [p, f] of flags) p.requiresGrad_(f);
+      throw err;
     }
-    this.peftConfig[adapterName] = config;
-    this.setAdapter(this.activeAdapters.filter((a) => this.peftConfig[a]));
   }
 
   /**
