@@ -1,14 +1,13 @@
 import {
   decodeCheckpoint, decodeSafetensors, encodeCheckpoint, encodeSafetensors, getFileHost, isRawTensor,
-  type CheckpointValue, type FileHost, type RawTensor, type Tensor,
+  type CheckpointValue, type FileHost, type RawTensor,
 } from '@lowrank/core';
 import { TransformerLM, type Module } from '@lowrank/nn';
 import type { LoraConfig } from './config.ts';
-import type { LoraModel } from './tuner.ts';
 import {
-  PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, setPeftModelStateDict, toTransformersLayout,
-  type ReadOptions,
+  PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, toTransformersLayout, type ReadOptions,
 } from './peft-format.ts';
+import { addAdapterFromTensors } from './load.ts';
 import { PeftModel } from './peft-model.ts';
 
 /** Native adapter file name inside its directory. */
@@ -195,27 +194,41 @@ interface ReadAdapter {
   savedName?: string;
 }
 
+function isMap(v: CheckpointValue | undefined): v is { [key: string]: CheckpointValue } {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !isRawTensor(v);
+}
+
 async function readNative(src: FileReader, opts: ReadOptions): Promise<ReadAdapter> {
   const file = src.label(ADAPTER_FILE);
-  const top = decodeCheckpoint(await src.read(ADAPTER_FILE));
-  if (typeof top !== 'object' || top === null || Array.isArray(top) || isRawTensor(top) || top.kind !== NATIVE_KIND) {
-    throw new Error(`${file}: not a lowrank LoRA adapter file`);
+  let top: CheckpointValue;
+  try {
+    top = decodeCheckpoint(await src.read(ADAPTER_FILE));
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`);
   }
-  const t = top as Record<string, CheckpointValue>;
-  const config = loraConfigFromPeftJson(t.config, opts);
+  if (!isMap(top) || top.kind !== NATIVE_KIND) throw new Error(`${file}: not a lowrank LoRA adapter file (kind '${NATIVE_KIND}')`);
+  const config = loraConfigFromPeftJson(top.config, { ...opts, source: `${file} (config)` });
   const tensors = new Map<string, RawTensor>();
-  const modules = (t.modules ?? {}) as Record<string, Record<string, CheckpointValue>>;
-  for (const [m, ab] of Object.entries(modules)) {
-    for (const [which, v] of Object.entries(ab)) {
+  const modules = top.modules ?? {};
+  const extra = top.extra ?? {};
+  if (!isMap(modules)) throw new Error(`${file}: 'modules' must be a map of module path -> { lora_A, lora_B }`);
+  if (!isMap(extra)) throw new Error(`${file}: 'extra' must be a map of name -> tensor`);
+  for (const m of Object.keys(modules)) {
+    const ab = modules[m];
+    if (!isMap(ab)) throw new Error(`${file}: modules['${m}'] must be a map { lora_A, lora_B }`);
+    for (const which of Object.keys(ab)) {
+      const v = ab[which];
+      if (which !== 'lora_A' && which !== 'lora_B') throw new Error(`${file}: modules['${m}'] has '${which}', expected lora_A and lora_B`);
       if (!isRawTensor(v)) throw new Error(`${file}: ${m}.${which} is not a tensor`);
       tensors.set(`${m}.${which}.weight`, v);
     }
   }
-  for (const [k, v] of Object.entries((t.extra ?? {}) as Record<string, CheckpointValue>)) {
-    if (!isRawTensor(v)) throw new Error(`${file}: ${k} is not a tensor`);
+  for (const k of Object.keys(extra)) {
+    const v = extra[k];
+    if (!isRawTensor(v)) throw new Error(`${file}: extra '${k}' is not a tensor`);
     tensors.set(k, v);
   }
-  return { config, tensors, savedName: typeof t.adapterName === 'string' ? t.adapterName : undefined };
+  return { config, tensors, savedName: typeof top.adapterName === 'string' ? top.adapterName : undefined };
 }
 
 async function readPeft(src: FileReader, opts: ReadOptions): Promise<ReadAdapter> {
@@ -226,8 +239,14 @@ async function readPeft(src: FileReader, opts: ReadOptions): Promise<ReadAdapter
   } catch (err) {
     throw new Error(`${src.label(PEFT_CONFIG_FILE)}: not valid JSON (${(err as Error).message})`);
   }
-  const config = loraConfigFromPeftJson(json, opts);
-  const { tensors } = decodeSafetensors(await src.read(PEFT_WEIGHTS_FILE));
+  const config = loraConfigFromPeftJson(json, { ...opts, source: src.label(PEFT_CONFIG_FILE) });
+  const weights = src.label(PEFT_WEIGHTS_FILE);
+  let tensors: Map<string, RawTensor>;
+  try {
+    ({ tensors } = decodeSafetensors(await src.read(PEFT_WEIGHTS_FILE)));
+  } catch (err) {
+    throw new Error(`${weights}: ${(err as Error).message}`);
+  }
   return { config, tensors };
 }
 
@@ -245,34 +264,9 @@ export async function loadAdapterInto(
   const src = readerFor(from, format === 'native' ? 'loadAdapter' : 'loadPeftAdapter');
   const read = format === 'native' ? await readNative(src, opts) : await readPeft(src, opts);
   const config = read.config.with({ inferenceMode: !(opts.isTrainable ?? false) });
-  if (model instanceof PeftModel) {
-    const name = opts.adapterName ?? read.savedName ?? 'default';
-    const tuner: LoraModel = model.baseModel;
-    const before = new Map<string, Module>(tuner.model.namedModules());
-    const flags = new Map<Tensor, boolean>(tuner.model.parameters().map((p): [Tensor, boolean] => [p, p.requiresGrad]));
-    const active = [...tuner.activeAdapters];
-    model.addAdapter(name, config);
-    try {
-      setPeftModelStateDict(tuner, read.tensors, name);
-    } catch (err) {
-      tuner.deleteAdapter(name);
-      // Layers wrapped only for this adapter get their original module back.
-      for (const [n, l] of tuner.loraLayers()) if (before.get(n) !== l) tuner.model.setSubmodule(n, l.baseLayer);
-      for (const [n, w] of tuner.saveWrappers()) if (before.get(n) !== w) tuner.model.setSubmodule(n, w.originalModule);
-      tuner.setAdapter(active);
-      for (const [p, f] of flags) p.requiresGrad_(f);
-      throw err;
-    }
-    return model;
-  }
-  const peft = new PeftModel(model, config, opts.adapterName ?? 'default');
-  try {
-    setPeftModelStateDict(peft.baseModel, read.tensors, opts.adapterName ?? 'default');
-  } catch (err) {
-    peft.unload();
-    throw err;
-  }
-  return peft;
+  const name = opts.adapterName ?? (model instanceof PeftModel ? read.savedName : undefined) ?? 'default';
+  const what = `adapter from ${src.label(format === 'native' ? ADAPTER_FILE : PEFT_WEIGHTS_FILE)}`;
+  return addAdapterFromTensors(model, config, read.tensors, name, what);
 }
 
 /**

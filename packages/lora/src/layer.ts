@@ -64,9 +64,9 @@ export class LoraLinear extends Module {
   loraDropout: ModuleDict<Dropout>;
   loraA: ModuleDict<Linear>;
   loraB: ModuleDict<Linear>;
-  readonly r: Record<string, number> = {};
-  readonly loraAlpha: Record<string, number> = {};
-  readonly scaling: Record<string, number> = {};
+  readonly r: Record<string, number> = Object.create(null) as Record<string, number>;
+  readonly loraAlpha: Record<string, number> = Object.create(null) as Record<string, number>;
+  readonly scaling: Record<string, number> = Object.create(null) as Record<string, number>;
   /** Adapters added to the output (unless merged or disabled). */
   activeAdapters: string[];
   /** When true the layer is exactly its base layer. */

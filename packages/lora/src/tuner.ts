@@ -119,7 +119,7 @@ function firstLoraModule(model: Module): string | null {
  */
 export class LoraModel<M extends Module = Module> extends Module {
   model: M;
-  readonly peftConfig: Record<string, LoraConfig> = {};
+  readonly peftConfig: Record<string, LoraConfig> = Object.create(null) as Record<string, LoraConfig>; // adapter names are keys, even "__proto__"
   activeAdapters: string[];
   private readonly originalRequiresGrad = new Map<Tensor, boolean>();
 
