@@ -103,7 +103,7 @@ async function checkAdapter(adapter: PeftFiles, tol: number, what: string): Prom
   const json = JSON.parse(new TextDecoder().decode(adapter.config)) as Record<string, unknown>;
   assert.equal(json.peft_type, 'LORA');
   assert.equal(json.r, SIZE.rank);
-  const peft = loadPeft(base, adapter, 'cpu');
+  const peft = await loadPeft(base, adapter, 'cpu');
   const ids = probeIds(encodeText(tokenizer, tuneText, base.config.blockSize, true), base.config.blockSize);
   const node = logitsOf(peft, ids, base.config.blockSize);
   return assertClose(Array.from(await d.logits(tuneText)), Array.from(node), tol, what);

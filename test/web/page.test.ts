@@ -79,7 +79,7 @@ describe('web page recipe', () => {
     assert.throws(() => encodeText(tok, 'the fox', 8, false), /7 usable characters; training needs at least 10/);
   });
 
-  test('a fine-tuned adapter saved as PEFT files reloads onto the base with the same logits', () => {
+  test('a fine-tuned adapter saved as PEFT files reloads onto the base with the same logits', async () => {
     const base = smallBase();
     const ids = encodeText(new CharTokenizer(base.vocab), TEXT, base.config.blockSize, false);
     const run = loraRun(base, ids, { steps: 3, batchSize: 2, lr: 0.05, seed: 4 }, pageLora(2), 'cpu');
@@ -90,10 +90,10 @@ describe('web page recipe', () => {
     assert.deepEqual([json.peft_type, json.r, json.lora_alpha, json.target_modules], ['LORA', 2, 4, ['q_proj', 'v_proj']]);
     const probe = probeIds(ids, base.config.blockSize);
     const trained = logitsOf(peft, probe, base.config.blockSize);
-    const reloaded = logitsOf(loadPeft(base, files, 'cpu'), probe, base.config.blockSize);
+    const reloaded = logitsOf(await loadPeft(base, files, 'cpu'), probe, base.config.blockSize);
     assert.deepEqual(reloaded, trained);
-    assert.notDeepEqual(trained, logitsOf(loadPeft(base, peftFiles(loraRun(base, ids, { steps: 0, batchSize: 2, lr: 0, seed: 4 }, pageLora(2), 'cpu').model as PeftModel<TransformerLM>), 'cpu'), probe, base.config.blockSize));
-    assert.throws(() => loadPeft(base, { ...files, config: new TextEncoder().encode('{') }, 'cpu'), /adapter_config\.json: not JSON/);
-    assert.throws(() => loadPeft(base, { ...files, weights: files.weights.subarray(0, 20) }, 'cpu'), /adapter_model\.safetensors: /);
+    assert.notDeepEqual(trained, logitsOf(await loadPeft(base, peftFiles(loraRun(base, ids, { steps: 0, batchSize: 2, lr: 0, seed: 4 }, pageLora(2), 'cpu').model as PeftModel<TransformerLM>), 'cpu'), probe, base.config.blockSize));
+    await assert.rejects(loadPeft(base, { ...files, config: new TextEncoder().encode('{') }, 'cpu'), /adapter_config\.json/);
+    await assert.rejects(loadPeft(base, { ...files, weights: files.weights.subarray(0, 20) }, 'cpu'), /adapter_model\.safetensors/);
   });
 });

@@ -5,9 +5,7 @@ import { decodeSafetensors, encodeSafetensors, manualSeed, noGrad, tensor, tidy,
 import {
   AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, type Module, type TransformerConfig,
 } from '@lowrank/nn';
-import {
-  LoraConfig, PeftModel, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, setPeftModelStateDict,
-} from '@lowrank/lora';
+import { LoraConfig, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftModel, encodePeftAdapter, loadPeftAdapter } from '@lowrank/lora';
 
 /** The small model the page pre-trains: sizes the user may change. */
 export interface BaseSpec {
@@ -199,33 +197,18 @@ export interface PeftFiles {
   weights: Uint8Array;
 }
 
+/** The adapter's PEFT files, from the library's in-memory writer. */
 export function peftFiles(peft: PeftModel): PeftFiles {
-  const name = peft.activeAdapter;
-  const targets = peft.baseModel.loraLayers().filter(([, l]) => l.loraA.has(name)).map(([n]) => n);
-  const json = loraConfigToPeftJson(peft.peftConfig[name], targets, true);
-  return {
-    config: new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`),
-    weights: encodeSafetensors(adapterTensors(peft.baseModel, name), { format: 'pt' }),
-  };
+  const files = encodePeftAdapter(peft);
+  return { config: files[PEFT_CONFIG_FILE], weights: files[PEFT_WEIGHTS_FILE] };
 }
 
-/** A PEFT adapter (the two files' bytes) on a fresh copy of the base; errors name the file. */
-export function loadPeft(base: BaseModel, files: PeftFiles, backend: string): PeftModel<TransformerLM> {
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder().decode(files.config));
-  } catch (e) {
-    throw new Error(`adapter_config.json: not JSON (${(e as Error).message})`);
-  }
-  const config = loraConfigFromPeftJson(json, { onWarning: () => {} }).with({ inferenceMode: true });
-  let tensors: Map<string, RawTensor>;
-  try {
-    tensors = decodeSafetensors(files.weights).tensors;
-  } catch (e) {
-    throw new Error(`adapter_model.safetensors: ${(e as Error).message}`);
-  }
-  const peft = new PeftModel(instantiate(base, 'cpu'), config);
-  setPeftModelStateDict(peft.baseModel, tensors, 'default');
+/**
+ * A PEFT adapter (the two files' bytes) on a fresh copy of the base, through the
+ * library's in-memory loader; a bad file is an error naming it, and nothing is kept.
+ */
+export async function loadPeft(base: BaseModel, files: PeftFiles, backend: string): Promise<PeftModel<TransformerLM>> {
+  const peft = await loadPeftAdapter(instantiate(base, 'cpu'), { [PEFT_CONFIG_FILE]: files.config, [PEFT_WEIGHTS_FILE]: files.weights }, 'default', { onWarning: () => {} });
   if (backend !== 'cpu') peft.to(backend);
   return peft;
 }

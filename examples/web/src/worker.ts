@@ -90,12 +90,12 @@ async function drive(run: Run, phase: Progress['phase']): Promise<RunSummary> {
   return { phase, backend, losses: [...run.losses], stepMs: [...run.stepMs], stopped: !run.done, tokensPerStep };
 }
 
-function modelFor(useAdapter: boolean): TransformerLM | PeftModel<TransformerLM> {
+async function modelFor(useAdapter: boolean): Promise<TransformerLM | PeftModel<TransformerLM>> {
   const b = requireBase().base;
   const key = `${backend.name}:${useAdapter && adapter ? 'adapter' : 'base'}`;
   if (cached?.key === key) return cached.model;
   dropCache();
-  const model = useAdapter && adapter ? loadPeft(b, adapter, backend.name) : instantiate(b, backend.name);
+  const model = useAdapter && adapter ? await loadPeft(b, adapter, backend.name) : instantiate(b, backend.name);
   cached = { key, model };
   return model;
 }
@@ -152,26 +152,26 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     return { run: summary, adapter: files, trainable };
   },
 
-  loadAdapter(req) {
+  async loadAdapter(req) {
     const b = requireBase().base;
-    const peft = loadPeft(b, req.files, backend.name); // throws before anything changes
+    const peft = await loadPeft(b, req.files, backend.name); // throws before anything changes
     dropCache();
     adapter = req.files;
     cached = { key: `${backend.name}:adapter`, model: peft };
     return { trainable: peft.getNbTrainableParameters().trainable };
   },
 
-  generate(req) {
+  async generate(req) {
     const tok = requireBase().tokenizer;
-    const model = modelFor(req.useAdapter);
+    const model = await modelFor(req.useAdapter);
     const lm = 'getBaseModel' in model ? model.getBaseModel() : model;
     return { text: generateText(lm, tok, req.prompt, { maxNewTokens: req.maxNewTokens, temperature: req.temperature, topK: 20, seed: req.seed }) };
   },
 
-  probe(req) {
+  async probe(req) {
     const { base: b, tokenizer: tok } = requireBase();
     const ids = probeIds(encodeText(tok, req.text, b.config.blockSize, true), b.config.blockSize);
-    return { logits: logitsOf(modelFor(req.useAdapter), ids, b.config.blockSize), ids };
+    return { logits: logitsOf(await modelFor(req.useAdapter), ids, b.config.blockSize), ids };
   },
 
   stop() {
