@@ -72,7 +72,8 @@ out.gpuJsAfterGpu = gpuJsLoaded();
 console.log(JSON.stringify(out));
 `;
 
-const CONSUMER_TS = `
+// A Node project in TypeScript: both entries of every package (it has @types/node, as Node projects do).
+const NODE_CONSUMER_TS = `
 import { tensor, type Tensor, type Backend, initBackend } from '@lowrank/core';
 import { writeFileAtomic } from '@lowrank/core/node';
 import { TransformerLM, gptTiny, serializeCheckpoint, type TransformerConfig } from '@lowrank/nn';
@@ -94,6 +95,25 @@ export async function demo(): Promise<number> {
   await savePretrained(peft, 'out');
   const step: number = (await loadCheckpoint('ckpt.msgpack')).step;
   return step + weights.byteLength + x.size + gpu.bytesPerElement('float32');
+}
+`;
+
+// A browser project in TypeScript: the main entries only, DOM types and no Node types at all.
+const BROWSER_CONSUMER_TS = `
+import { initBackend, type Tensor } from '@lowrank/core';
+import { BpeTokenizer, TransformerLM, gptTiny, parseCheckpoint, serializeCheckpoint } from '@lowrank/nn';
+import { PeftModel, getPeftModel } from '@lowrank/lora';
+
+export async function page(input: HTMLInputElement): Promise<Blob> {
+  await initBackend('gpu');
+  const tok: BpeTokenizer = await BpeTokenizer.load('gpt2');
+  const model = new TransformerLM(gptTiny());
+  const files = Object.fromEntries([...(input.files ?? [])].map((f): [string, File] => [f.name, f]));
+  const peft: PeftModel<TransformerLM> = await PeftModel.fromPretrained(model, files);
+  const again = getPeftModel(new TransformerLM(gptTiny()), { r: 2, targetModules: ['q_proj'] });
+  const logits: Tensor = again.forward(new TransformerLM(gptTiny()).parameters()[0]).logits;
+  parseCheckpoint(serializeCheckpoint({ model, step: tok.vocabSize + logits.size }));
+  return new Blob([peft.toFiles('peft')['adapter_model.safetensors']]);
 }
 `;
 
@@ -132,8 +152,11 @@ describe('packages as a user installs them', () => {
     assert.equal(tarballs.length, pkgs.length, `one tarball per package: ${tarballs.join(', ')}`);
     writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
     // --omit=optional: gpu.js's optional headless-gl is not wanted here (and never built: --ignore-scripts).
+    // @types/node at the version the repository uses, so the npm cache has it.
+    const typesNode = (JSON.parse(readFileSync(path.join(repoRoot, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string }).version;
     await sh(npm, [
-      'install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', '--omit=optional', '--loglevel=error', ...tarballs,
+      'install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts', '--omit=optional', '--loglevel=error',
+      ...tarballs, `@types/node@${typesNode}`,
     ], app);
   });
 
@@ -162,13 +185,17 @@ describe('packages as a user installs them', () => {
     console.log(`plain node: losses ${out.losses.map((l) => l.toFixed(4)).join(', ')}, gpu backend mode ${out.gpuMode}`);
   });
 
-  test('(b) a .ts consumer type-checks with a stock strict tsconfig (no @types/node, no skipLibCheck)', async () => {
-    writeFileSync(path.join(app, 'consumer.ts'), CONSUMER_TS);
-    writeFileSync(path.join(app, 'tsconfig.json'), JSON.stringify({
-      compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false },
-      files: ['consumer.ts'],
+  test('(b) .ts consumers type-check with stock strict tsconfigs (Node: both entries; browser: main entries, no Node types)', async () => {
+    const tsc = path.join(repoRoot, 'node_modules/typescript/bin/tsc');
+    const strict = { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false };
+    writeFileSync(path.join(app, 'node-consumer.ts'), NODE_CONSUMER_TS);
+    writeFileSync(path.join(app, 'tsconfig.node.json'), JSON.stringify({ compilerOptions: { ...strict, types: ['node'] }, files: ['node-consumer.ts'] }));
+    await sh(process.execPath, [tsc, '-p', 'tsconfig.node.json'], app);
+    writeFileSync(path.join(app, 'browser-consumer.ts'), BROWSER_CONSUMER_TS);
+    writeFileSync(path.join(app, 'tsconfig.browser.json'), JSON.stringify({
+      compilerOptions: { ...strict, lib: ['ES2022', 'DOM', 'DOM.Iterable'], types: [] }, files: ['browser-consumer.ts'],
     }));
-    await sh(process.execPath, [path.join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], app);
+    await sh(process.execPath, [tsc, '-p', 'tsconfig.browser.json'], app);
   });
 
   test('(c) a browser entry bundles with esbuild, no plugins; no node:* module reaches it', async () => {
