@@ -9,6 +9,13 @@ export interface FileHost {
   readFile(path: string): Promise<Uint8Array>;
   /** Atomic: the old file stays intact until the new one is complete. */
   writeFile(path: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Optional: writes several files into dir as one unit (a reader sees the old
+   * set or the new set, even after a crash). Without it, files are written one by one.
+   */
+  writeFileSet?(dir: string, files: Readonly<Record<string, Uint8Array>>): Promise<void>;
+  /** Optional: reads files of a set written by `writeFileSet`, checked to belong together. */
+  openFileSet?(dir: string): Promise<{ read(name: string): Promise<Uint8Array> }>;
   /** Creates a directory and its parents (no error if it exists). */
   mkdir(path: string): Promise<void>;
   join(...parts: string[]): string;

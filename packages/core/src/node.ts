@@ -7,4 +7,7 @@ import { nodeFileHost } from './node/fs.ts';
 
 setFileHost(nodeFileHost);
 
-export { nodeFileHost, writeFileAtomic, writeFileAtomicSync, type AtomicWriteSource } from './node/fs.ts';
+export {
+  MANIFEST_FILE, nodeFileHost, openFileSet, removeStaleTemps, writeFileAtomic, writeFileAtomicSync, writeFileSet,
+  type AtomicWriteSource, type FileSet,
+} from './node/fs.ts';

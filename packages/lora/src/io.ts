@@ -128,16 +128,17 @@ export function adapterToFiles(peft: PeftModel, format: 'native' | 'peft', opts:
   return format === 'native' ? { [ADAPTER_FILE]: encodeNativeAdapter(peft, opts) } : encodePeftAdapter(peft, opts);
 }
 
-/** Writes files into dir (created if needed) through a file host, each atomically; returns their paths. */
+/**
+ * Writes files into dir (created if needed) through a file host; several files go
+ * as one unit where the host can (`writeFileSet`: Node's does), so a crash never
+ * leaves a new config beside old weights. Returns their paths.
+ */
 export async function writeAdapterDir(host: FileHost, dir: string, files: AdapterFiles): Promise<string[]> {
   await host.mkdir(dir);
-  const paths: string[] = [];
-  for (const [name, bytes] of Object.entries(files)) {
-    const p = host.join(dir, name);
-    await host.writeFile(p, bytes);
-    paths.push(p);
-  }
-  return paths;
+  const names = Object.keys(files);
+  if (names.length > 1 && host.writeFileSet) await host.writeFileSet(dir, files);
+  else for (const name of names) await host.writeFile(host.join(dir, name), files[name]);
+  return names.map((name) => host.join(dir, name));
 }
 
 /**
@@ -160,7 +161,14 @@ export async function savePeftFiles(peft: PeftModel, dir: string, opts: SaveOpti
 }
 
 function dirReader(host: FileHost, dir: string): FileReader {
-  return { read: (name) => host.readFile(host.join(dir, name)), label: (name) => host.join(dir, name) };
+  // One view of the set per load, so every file comes from the same save.
+  let set: Promise<{ read(name: string): Promise<Uint8Array> }> | null = null;
+  const read = (name: string): Promise<Uint8Array> => {
+    if (!host.openFileSet) return host.readFile(host.join(dir, name));
+    set ??= host.openFileSet(dir);
+    return set.then((s) => s.read(name));
+  };
+  return { read, label: (name) => host.join(dir, name) };
 }
 
 async function toBytes(v: Uint8Array | ArrayBuffer | Blob): Promise<Uint8Array> {
