@@ -62,7 +62,15 @@ export class Rng {
   }
 
   setState(state: readonly number[]): void {
-    if (state.length !== 5) throw new Error(`Rng.setState: expected 5 numbers, got ${state.length}`);
+    const words = Array.isArray(state) ? state.slice(0, 4) : [];
+    if (!Array.isArray(state) || state.length !== 5 || !words.every((w) => Number.isInteger(w) && w >= 0 && w < 2 ** 32)) {
+      throw new Error(`Rng.setState: expected 4 uint32 integers and a number, got ${JSON.stringify(state)}`);
+    }
+    // NOTE: xoshiro never reaches the all-zero state and never leaves it: randn would loop forever.
+    if (words.every((w) => w === 0)) throw new Error('Rng.setState: the all-zero state is invalid');
+    if (typeof state[4] !== 'number' || state[4] === Infinity || state[4] === -Infinity) {
+      throw new Error(`Rng.setState: the cached normal must be a finite number or NaN, got ${String(state[4])}`);
+    }
     for (let i = 0; i < 4; i++) this.s[i] = state[i] >>> 0;
     this.spare = Number.isNaN(state[4]) ? null : state[4];
   }

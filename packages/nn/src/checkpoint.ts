@@ -80,26 +80,84 @@ export function serializeCheckpoint(s: CheckpointInput): Uint8Array<ArrayBuffer>
   return bytes.buffer instanceof ArrayBuffer ? (bytes as Uint8Array<ArrayBuffer>) : new Uint8Array(bytes);
 }
 
-/** Decodes and verifies checkpoint bytes. @example parseCheckpoint(encodeCheckpoint(checkpointValue(s))) */
+/** Decodes and verifies checkpoint bytes: structure, checksum, then every value's type and range. @example parseCheckpoint(encodeCheckpoint(checkpointValue(s))) */
 export function parseCheckpoint(bytes: Uint8Array): Checkpoint {
   const v = decodeCheckpoint(bytes);
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || isRawTensor(v)) throw new Error('expected a map at the top level');
-  const o = v as { [key: string]: CheckpointValue };
-  if (o.kind !== KIND) throw new Error(`kind is ${JSON.stringify(o.kind)}, expected '${KIND}'`);
+  if (!isMap(v)) throw new Error('expected a map at the top level');
+  const o = v;
+  if (o.kind !== KIND) throw new Error(`kind is ${show(o.kind)}, expected '${KIND}'`);
   const { sha256, ...body } = o;
   if (typeof sha256 !== 'string' || digest(body) !== sha256) {
     throw new Error('checksum mismatch: the file is corrupted (SHA-256 of its contents differs from the stored one)');
   }
-  if (typeof o.step !== 'number' || !Array.isArray(o.rng)) throw new Error('missing step or rng state');
-  return {
-    step: o.step,
+  const ckpt: Checkpoint = {
+    step: o.step as number,
     model: o.model as unknown as Record<string, RawTensor>,
-    optimizer: o.optimizer as unknown as OptimizerStateDict | null,
-    scheduler: o.scheduler as unknown as Checkpoint['scheduler'],
+    optimizer: (o.optimizer ?? null) as unknown as OptimizerStateDict | null,
+    scheduler: (o.scheduler ?? null) as unknown as Checkpoint['scheduler'],
     rng: o.rng as number[],
-    sampler: (o.sampler as number[] | null) ?? null,
+    sampler: (o.sampler ?? null) as number[] | null,
     extra: o.extra ?? null,
   };
+  const problems = checkCheckpoint(ckpt);
+  if (problems.length) throw new Error(`invalid value(s):\n  ${problems.join('\n  ')}`);
+  return ckpt;
+}
+
+function isMap(v: unknown): v is { [key: string]: CheckpointValue } {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !isRawTensor(v);
+}
+
+function show(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  try {
+    return (JSON.stringify(v) ?? String(v)).slice(0, 80);
+  } catch {
+    return String(v);
+  }
+}
+
+const isUint32 = (x: unknown): boolean => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x < 2 ** 32;
+
+/** Problems with a generator state of `n` uint32 words (plus, for core's Rng, a cached normal). */
+function checkGeneratorState(s: unknown, what: string, withSpare: boolean): string[] {
+  const n = withSpare ? 5 : 4;
+  if (!Array.isArray(s) || s.length !== n) return [`${what} must be ${n} numbers, got ${show(s)}`];
+  const words = s.slice(0, 4);
+  if (!words.every(isUint32)) return [`${what} must hold uint32 integers, got ${show(words)}`];
+  if (words.every((w) => w === 0)) return [`${what} is all zeros (xoshiro never leaves that state: the file is crafted or corrupt)`];
+  if (withSpare && !(typeof s[4] === 'number' && (Number.isNaN(s[4]) || Number.isFinite(s[4])))) return [`${what}[4] (cached normal) must be a number, got ${show(s[4])}`];
+  return [];
+}
+
+/** Every value's type and range, without touching any model: what `parseCheckpoint` and `restoreCheckpoint` check. */
+export function checkCheckpoint(c: Checkpoint): string[] {
+  const p: string[] = [];
+  if (!(Number.isSafeInteger(c.step) && c.step >= 0)) p.push(`step must be a non-negative integer, got ${show(c.step)}`);
+  if (!isMap(c.model)) p.push('model must be a map of parameter name -> tensor');
+  else for (const [k, t] of Object.entries(c.model)) if (!isRawTensor(t)) p.push(`model['${k}'] is not a tensor`);
+  p.push(...checkGeneratorState(c.rng, 'rng', true));
+  if (c.sampler !== null) p.push(...checkGeneratorState(c.sampler, 'sampler', false));
+  if (c.scheduler !== null) {
+    const s = c.scheduler as unknown;
+    if (!isMap(s)) p.push('scheduler must be a map { lastStep, baseLrs }');
+    else {
+      if (!(Number.isSafeInteger(s.lastStep) && (s.lastStep as number) >= 0)) p.push(`scheduler.lastStep must be a non-negative integer, got ${show(s.lastStep)}`);
+      if (!Array.isArray(s.baseLrs) || !s.baseLrs.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0)) {
+        p.push(`scheduler.baseLrs must be finite non-negative numbers, got ${show(s.baseLrs)}`);
+      }
+    }
+  }
+  if (c.optimizer !== null) {
+    const o = c.optimizer as unknown;
+    if (!isMap(o) || typeof o.type !== 'string' || !Array.isArray(o.groups) || !isMap(o.state)) p.push('optimizer must be a map { type, groups, state }');
+    else if (!o.groups.every((g) => isMap(g) && isMap(g.hyper) && Array.isArray(g.params) && g.params.every((i) => Number.isSafeInteger(i) && (i as number) >= 0))) {
+      p.push('optimizer.groups must be maps { hyper, params: indices }');
+    } else if (!Object.values(o.state).every((st) => isMap(st) && Object.values(st).every((x) => typeof x === 'number' || isRawTensor(x)))) {
+      p.push('optimizer.state must map parameter index -> { name: number | tensor }');
+    }
+  }
+  return p;
 }
 
 /**
@@ -107,24 +165,44 @@ export function parseCheckpoint(bytes: Uint8Array): Checkpoint {
  * @example const step = restoreCheckpoint(await loadCheckpoint(path), { model, optimizer, sampler });
  */
 export function restoreCheckpoint(ckpt: Checkpoint, t: RestoreTargets): number {
-  const sd: Record<string, RawTensor> = { ...ckpt.model };
+  // Everything is checked first; the first write happens only once nothing can fail.
+  const problems = checkCheckpoint(ckpt);
+  const sd: Record<string, RawTensor> = isMap(ckpt.model) ? { ...ckpt.model } : {};
   // Tied weights are saved once: fill their other keys from the first one.
   const firstKey = new Map(t.model.namedParameters().map(([k, p]) => [p, k]));
   for (const [k, p] of Object.entries(t.model.stateDict())) {
     const canonical = firstKey.get(p);
     if (!(k in sd) && canonical !== undefined && canonical in sd) sd[k] = sd[canonical];
   }
-  t.model.loadStateDict(sd);
+  const modelError = t.model.checkStateDict(sd);
+  if (modelError) problems.push(modelError);
   if (t.optimizer) {
-    if (!ckpt.optimizer) throw new Error('restoreCheckpoint: the checkpoint holds no optimizer state');
-    t.optimizer.loadStateDict(ckpt.optimizer);
+    if (!ckpt.optimizer) problems.push('the checkpoint holds no optimizer state');
+    else problems.push(...t.optimizer.checkStateDict(ckpt.optimizer));
   }
-  if (t.scheduler && ckpt.scheduler) t.scheduler.loadStateDict(ckpt.scheduler);
+  if (t.scheduler && ckpt.scheduler && ckpt.scheduler.baseLrs?.length !== t.scheduler.baseLrs.length) {
+    problems.push(`scheduler: ${ckpt.scheduler.baseLrs?.length} base lrs saved, ${t.scheduler.baseLrs.length} here`);
+  }
+  if (t.sampler && !ckpt.sampler) problems.push('the checkpoint holds no sampler state');
+  if (problems.length) throw new Error(`restoreCheckpoint: nothing was restored:\n  ${problems.join('\n  ')}`);
+  // The sampler validates its own state format; it goes first so that its refusal changes nothing.
+  const samplerBefore = t.sampler?.getState();
   if (t.sampler) {
-    if (!ckpt.sampler) throw new Error('restoreCheckpoint: the checkpoint holds no sampler state');
-    t.sampler.setState(ckpt.sampler);
+    try {
+      t.sampler.setState(ckpt.sampler!);
+    } catch (err) {
+      throw new Error(`restoreCheckpoint: nothing was restored: sampler: ${(err as Error).message}`);
+    }
   }
-  if (t.rng ?? true) globalRng.setState(ckpt.rng);
+  try {
+    t.model.loadStateDict(sd);
+    if (t.optimizer) t.optimizer.loadStateDict(ckpt.optimizer!);
+    if (t.scheduler && ckpt.scheduler) t.scheduler.loadStateDict(ckpt.scheduler);
+    if (t.rng ?? true) globalRng.setState(ckpt.rng);
+  } catch (err) {
+    if (t.sampler && samplerBefore) t.sampler.setState(samplerBefore);
+    throw err;
+  }
   return ckpt.step;
 }
 

@@ -129,6 +129,30 @@ export abstract class Module {
    * @example model.loadStateDict(fixture.stateDict)
    */
   loadStateDict(sd: Record<string, StateValue>, opts: LoadStateDictOptions = {}): LoadStateDictResult {
+    const error = this.checkStateDict(sd, opts);
+    if (error) throw new Error(error);
+    const own = this.stateDict();
+    const missingKeys = Object.keys(own).filter((k) => !Object.hasOwn(sd, k));
+    const unexpectedKeys = Object.keys(sd).filter((k) => !Object.hasOwn(own, k));
+    noGrad(() => {
+      for (const [k, v] of Object.entries(sd)) {
+        const p = own[k];
+        if (!p) continue;
+        const src = v instanceof Tensor
+          ? clone(v.backend === p.backend ? v : v.to(p.backend.name))
+          : tensor(Float32Array.from(v.data), { shape: [...p.shape], backend: p.backend.name });
+        p.assign(src);
+        src.dispose();
+      }
+    });
+    return { missingKeys, unexpectedKeys };
+  }
+
+  /**
+   * What `loadStateDict` would reject (missing/unexpected keys, shapes, values), as one
+   * message, or null; changes nothing. @example const err = model.checkStateDict(sd)
+   */
+  checkStateDict(sd: Record<string, StateValue>, opts: LoadStateDictOptions = {}): string | null {
     const strict = opts.strict ?? true;
     const own = this.stateDict();
     const missingKeys = Object.keys(own).filter((k) => !Object.hasOwn(sd, k));
@@ -144,21 +168,7 @@ export abstract class Module {
     if (strict && missingKeys.length) errors.push(`Missing key(s): ${missingKeys.map((k) => `'${k}'`).join(', ')}`);
     if (strict && unexpectedKeys.length) errors.push(`Unexpected key(s): ${unexpectedKeys.map((k) => `'${k}'`).join(', ')}`);
     if (problems.length) errors.push(`Size mismatch / invalid value(s):\n${problems.join('\n')}`);
-    if (errors.length) {
-      throw new Error(`Error(s) in loading state_dict for ${this.constructor.name}:\n${errors.join('\n')}`);
-    }
-    noGrad(() => {
-      for (const [k, v] of Object.entries(sd)) {
-        const p = own[k];
-        if (!p) continue;
-        const src = v instanceof Tensor
-          ? clone(v.backend === p.backend ? v : v.to(p.backend.name))
-          : tensor(Float32Array.from(v.data), { shape: [...p.shape], backend: p.backend.name });
-        p.assign(src);
-        src.dispose();
-      }
-    });
-    return { missingKeys, unexpectedKeys };
+    return errors.length ? `Error(s) in loading state_dict for ${this.constructor.name}:\n${errors.join('\n')}` : null;
   }
 
   /** Training mode on (or off) for this module and every descendant. @example model.train() */

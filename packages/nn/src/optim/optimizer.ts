@@ -127,17 +127,36 @@ export abstract class Optimizer<H extends BaseHyper> {
   }
 
   /**
-   * Restores `stateDict()` output (same parameters, same order); validates all before changing anything.
-   * @example opt.loadStateDict(saved)
+   * What `loadStateDict` would reject, changing nothing: optimizer kind, group and
+   * state shapes, and every saved hyperparameter's type (as the current one) and range
+   * (this optimizer's own validation), so `lr: "fast"` or NaN never reaches a step.
+   * @example opt.checkStateDict(saved) // []
    */
-  loadStateDict(sd: OptimizerStateDict): void {
+  checkStateDict(sd: OptimizerStateDict): string[] {
     const problems: string[] = [];
     if (sd.type !== this.constructor.name) problems.push(`saved by ${sd.type}, loading into ${this.constructor.name}`);
     if (sd.groups.length !== this.paramGroups.length) problems.push(`${sd.groups.length} param groups saved, ${this.paramGroups.length} here`);
     const all = this.paramGroups.flatMap((g) => g.params);
     sd.groups.forEach((g, i) => {
       const mine = this.paramGroups[i];
-      if (mine && g.params.length !== mine.params.length) problems.push(`group ${i}: ${g.params.length} params saved, ${mine.params.length} here`);
+      if (!mine) return;
+      if (g.params.length !== mine.params.length) problems.push(`group ${i}: ${g.params.length} params saved, ${mine.params.length} here`);
+      const cur = mine.hyper as unknown as Record<string, unknown>;
+      for (const [k, v] of Object.entries(g.hyper)) {
+        const want = cur[k];
+        const ok = Array.isArray(want)
+          ? Array.isArray(v) && v.length === want.length && v.every((x) => typeof x === 'number' && Number.isFinite(x))
+          : typeof v === typeof want && (typeof v !== 'number' || Number.isFinite(v));
+        if (want === undefined) problems.push(`group ${i}: unknown hyperparameter '${k}'`);
+        else if (!ok) problems.push(`group ${i}: hyperparameter '${k}' must be ${Array.isArray(want) ? `${want.length} finite numbers` : `a finite ${typeof want}`}, got ${JSON.stringify(v) ?? String(v)}`);
+      }
+      if (problems.length === 0) {
+        try {
+          this.validate({ ...mine.hyper, ...(g.hyper as unknown as Partial<H>) });
+        } catch (err) {
+          problems.push(`group ${i}: ${(err as Error).message}`);
+        }
+      }
     });
     for (const [key, s] of Object.entries(sd.state)) {
       const p = all[Number(key)];
@@ -146,12 +165,25 @@ export abstract class Optimizer<H extends BaseHyper> {
         continue;
       }
       for (const [name, v] of Object.entries(s)) {
-        if (typeof v === 'number') continue;
+        if (typeof v === 'number') {
+          if (!Number.isFinite(v)) problems.push(`state ${key}.${name}: ${v} is not finite`);
+          continue;
+        }
         const n = v.shape.reduce((a, b) => a * b, 1);
         if (n !== p.size || v.data.length !== n) problems.push(`state ${key}.${name}: shape [${v.shape}] does not fit ${p.describe()}`);
       }
     }
+    return problems;
+  }
+
+  /**
+   * Restores `stateDict()` output (same parameters, same order); validates all before changing anything.
+   * @example opt.loadStateDict(saved)
+   */
+  loadStateDict(sd: OptimizerStateDict): void {
+    const problems = this.checkStateDict(sd);
     if (problems.length) throw new Error(`${this.constructor.name}.loadStateDict:\n  ${problems.join('\n  ')}`);
+    const all = this.paramGroups.flatMap((g) => g.params);
     sd.groups.forEach((g, i) => {
       this.paramGroups[i].hyper = { ...this.paramGroups[i].hyper, ...(g.hyper as unknown as Partial<H>) };
     });
