@@ -11,6 +11,35 @@ import {
 export interface DecodeSafetensorsOptions {
   /** Largest accepted JSON header, in bytes (default 100 MB, as in the reference implementation). */
   maxHeaderBytes?: number;
+  /** Most tensors one file may declare (default 100,000; a 70B-parameter model's largest shard holds under 1,000). */
+  maxTensors?: number;
+}
+
+/** Deepest JSON nesting a valid header needs: {name: {shape: [..]}} is 3 levels. */
+const MAX_HEADER_DEPTH = 4;
+
+/**
+ * Throws unless the JSON text nests at most `max` levels and declares at most `maxEntries`
+ * tensors (commas at depth 1), scanning once before JSON.parse, which would build a 5M-deep
+ * structure or 500k entries first (seconds and hundreds of MB).
+ */
+function checkDepth(text: string, max: number, maxEntries: number): void {
+  let depth = 0;
+  let entries = 1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) throw new Error(`safetensors: header JSON nests deeper than ${max} levels (a valid header needs 3)`);
+    } else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && depth === 1 && ++entries > maxEntries + 1) {
+      throw new Error(`safetensors: header declares more than the limit of ${maxEntries} tensors`);
+    }
+  }
 }
 
 /** Tensors and `__metadata__` of a decoded safetensors file. */
@@ -209,6 +238,8 @@ export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOpti
   } catch {
     throw new Error('safetensors: header is not valid UTF-8');
   }
+  const maxTensors = opts.maxTensors ?? 100_000;
+  checkDepth(text, MAX_HEADER_DEPTH, maxTensors);
   let header: unknown;
   try {
     header = JSON.parse(text);
