@@ -91,7 +91,7 @@ describe('tutorial 5: counting and memory', () => {
 describe('tutorial 6: PEFT interop', () => {
   test('PEFT files, HF key layout, round trip, an adapter PEFT wrote', async () => {
     const { claims: c, out } = await quick(t6.main);
-    assert.deepEqual(c.files, ['adapter_config.json', 'adapter_model.safetensors'], out);
+    assert.deepEqual(c.files, ['adapter_config.json', 'adapter_model.safetensors', 'lowrank-manifest.json'], out);
     assert.equal(c.config.peft_type, 'LORA');
     assert.equal(c.config.r, 4);
     assert.deepEqual(c.config.target_modules, ['q_proj', 'v_proj']);
