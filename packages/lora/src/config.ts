@@ -39,6 +39,12 @@ export interface LoraConfigInput {
   inferenceMode?: boolean;
   /** Recorded in `adapter_config.json` (default `CAUSAL_LM`). */
   taskType?: string;
+  /**
+   * PEFT's `fan_in_fan_out`: the adapted weights are stored `[in, out]`
+   * (transformers' Conv1D, GPT-2). Set from the layers when the adapter is
+   * injected, as PEFT does (default false).
+   */
+  fanInFanOut?: boolean;
 }
 
 const BIASES: readonly LoraBias[] = ['none', 'all', 'lora_only'];
@@ -49,7 +55,7 @@ export const TASK_TYPES: readonly string[] = ['CAUSAL_LM', 'SEQ_CLS', 'SEQ_2_SEQ
 /** Every option LoraConfig accepts (LoraConfigInput's keys). */
 export const LORA_CONFIG_FIELDS: readonly (keyof LoraConfigInput)[] = [
   'r', 'loraAlpha', 'loraDropout', 'targetModules', 'bias', 'modulesToSave', 'initLoraWeights', 'useRslora',
-  'rankPattern', 'alphaPattern', 'baseModelNameOrPath', 'inferenceMode', 'taskType',
+  'rankPattern', 'alphaPattern', 'baseModelNameOrPath', 'inferenceMode', 'taskType', 'fanInFanOut',
 ];
 
 /** How a parse names its source and fields in errors (adapter_config.json uses snake_case keys). */
@@ -96,6 +102,7 @@ export class LoraConfig {
   readonly baseModelNameOrPath: string | null;
   readonly inferenceMode: boolean;
   readonly taskType: string;
+  readonly fanInFanOut: boolean;
 
   constructor(input: LoraConfigInput = {}, ctx: ConfigErrorContext = {}) {
     const source = ctx.source ?? 'LoraConfig';
@@ -176,6 +183,9 @@ export class LoraConfig {
     this.baseModelNameOrPath = baseModelNameOrPath;
     this.inferenceMode = inferenceMode;
     this.taskType = taskType;
+    const fanInFanOut = input.fanInFanOut ?? false;
+    if (typeof fanInFanOut !== 'boolean') bad('fanInFanOut', 'a boolean', fanInFanOut);
+    this.fanInFanOut = fanInFanOut;
   }
 
   /**
@@ -193,6 +203,7 @@ export class LoraConfig {
       bias: this.bias, modulesToSave: this.modulesToSave, initLoraWeights: this.initLoraWeights,
       useRslora: this.useRslora, rankPattern: this.rankPattern, alphaPattern: this.alphaPattern,
       baseModelNameOrPath: this.baseModelNameOrPath, inferenceMode: this.inferenceMode, taskType: this.taskType,
+      fanInFanOut: this.fanInFanOut,
     };
   }
 

@@ -2,7 +2,9 @@ import {
   decodeCheckpoint, decodeSafetensors, encodeCheckpoint, encodeSafetensors, getFileHost, isRawTensor,
   type CheckpointValue, type FileHost, type RawTensor,
 } from '@lowrank/core';
-import { TransformerLM, type Module } from '@lowrank/nn';
+import {
+  PreTrainedModel, TransformerLM, openSource, sourceResolverNames, type Module, type ModelSource, type SourceInput,
+} from '@lowrank/nn';
 import type { LoraConfig } from './config.ts';
 import {
   PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, toTransformersLayout, type ReadOptions,
@@ -107,8 +109,9 @@ export function encodePeftAdapter(peft: PeftModel, opts: SaveOptions = {}): Adap
   const [adapter, cfg] = pickAdapter(peft, opts.adapterName);
   const json = loraConfigToPeftJson(cfg, targetNames(peft, adapter), true);
   let tensors = adapterTensors(peft.baseModel, adapter);
-  if (opts.layout === 'transformers') {
-    const base = peft.baseModel.model;
+  const base = peft.baseModel.model;
+  // A Hugging Face architecture already has transformers' module paths: nothing to rename.
+  if (opts.layout === 'transformers' && !(base instanceof PreTrainedModel)) {
     if (!(base instanceof TransformerLM) || base.config.flavour !== 'llama') {
       throw new Error("savePretrained: layout 'transformers' needs a llama-flavour TransformerLM (GPT-2 checkpoints fuse q, k, v into c_attn)");
     }
@@ -192,8 +195,32 @@ function memoryReader(files: AdapterFileSource): FileReader {
   };
 }
 
-function readerFor(from: string | AdapterFileSource, caller: string): FileReader {
-  return typeof from === 'string' ? dirReader(getFileHost(caller), from) : memoryReader(from);
+/** Where an adapter can come from: a directory path, files in memory, or any model source (a base URL, a ModelSource, a Hub id). */
+export type AdapterInput = string | URL | AdapterFileSource | ModelSource;
+
+function sourceReader(src: ModelSource): FileReader {
+  return {
+    read: async (name) => {
+      const bytes = await src.read(name);
+      if (!bytes) throw new Error(`${src.describe}: ${name} not found (expected the PEFT adapter's ${name === PEFT_CONFIG_FILE ? 'config' : 'files'})`);
+      return bytes;
+    },
+    label: (name) => `${src.describe}/${name}`,
+  };
+}
+
+function isModelSource(v: unknown): v is ModelSource {
+  return typeof v === 'object' && v !== null && !(v instanceof Map) && typeof (v as ModelSource).read === 'function';
+}
+
+async function readerFor(from: AdapterInput, caller: string): Promise<FileReader> {
+  if (from instanceof URL || isModelSource(from)) return sourceReader(await openSource(from as SourceInput));
+  if (typeof from === 'string') {
+    // With @lowrank/nn/node (directories) or for URLs and Hub ids, nn's openSource decides; else the installed file host.
+    if (/^https?:\/\//i.test(from) || sourceResolverNames().includes('directory')) return sourceReader(await openSource(from));
+    return dirReader(getFileHost(caller), from);
+  }
+  return memoryReader(from);
 }
 
 interface ReadAdapter {
@@ -267,9 +294,9 @@ async function readPeft(src: FileReader, opts: ReadOptions): Promise<ReadAdapter
  * @example const peft = await loadAdapterInto(model, { 'adapter_config.json': cfgFile, 'adapter_model.safetensors': weightsFile }, 'peft');
  */
 export async function loadAdapterInto(
-  model: Module, from: string | AdapterFileSource, format: 'native' | 'peft', opts: LoadOptions = {},
+  model: Module, from: AdapterInput, format: 'native' | 'peft', opts: LoadOptions = {},
 ): Promise<PeftModel> {
-  const src = readerFor(from, format === 'native' ? 'loadAdapter' : 'loadPeftAdapter');
+  const src = await readerFor(from, format === 'native' ? 'loadAdapter' : 'loadPeftAdapter');
   const read = format === 'native' ? await readNative(src, opts) : await readPeft(src, opts);
   const config = read.config.with({ inferenceMode: !(opts.isTrainable ?? false) });
   const name = opts.adapterName ?? (model instanceof PeftModel ? read.savedName : undefined) ?? 'default';
@@ -282,7 +309,7 @@ export async function loadAdapterInto(
  * already is a PeftModel gets it as one more adapter (prefer `peft.loadPeftAdapter`).
  * @example const peft = await loadPeftAdapter(model, 'fixtures/peft/llama-tiny');
  */
-export async function loadPeftAdapter<M extends Module>(model: M, dir: string | AdapterFileSource, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel<M>> {
+export async function loadPeftAdapter<M extends Module>(model: M, dir: AdapterInput, adapterName?: string, opts: Omit<LoadOptions, 'adapterName'> = {}): Promise<PeftModel<M>> {
   return (await loadAdapterInto(model, dir, 'peft', { ...opts, adapterName })) as PeftModel<M>;
 }
 
@@ -290,7 +317,7 @@ export async function loadPeftAdapter<M extends Module>(model: M, dir: string | 
  * Loads a native `adapter.lowrank` directory onto a model.
  * @example const peft = await loadAdapter(model, 'out/adapter');
  */
-export async function loadAdapter<M extends Module>(model: M, dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<PeftModel<M>> {
+export async function loadAdapter<M extends Module>(model: M, dir: AdapterInput, opts: LoadOptions = {}): Promise<PeftModel<M>> {
   return (await loadAdapterInto(model, dir, 'native', opts)) as PeftModel<M>;
 }
 

@@ -2,8 +2,11 @@ import {
   add, matmul, mul, noGrad, release, reshape, sub, tidy, type Tensor,
 } from '@lowrank/core';
 import {
-  Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
+  Conv1D, Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
 } from '@lowrank/nn';
+
+/** The layers LoRA adapts: a Linear (weight `[out, in]`) or transformers' Conv1D (weight `[in, out]`, GPT-2). */
+export type LoraBaseLayer = Linear | Conv1D;
 import type { InitLoraWeights } from './config.ts';
 
 /**
@@ -52,15 +55,16 @@ export interface LoraLayerSettings {
 }
 
 /**
- * A Linear with LoRA adapters. It wraps the original layer (`base_layer`,
+ * A Linear (or Conv1D) with LoRA adapters. It wraps the original layer (`base_layer`,
  * never modified except by `merge`) and adds, per adapter name, `lora_A`
  * (`[r, in]`) and `lora_B` (`[out, r]`):
  * y = base(x) + dropout(x) @ A^T @ B^T * scaling, as two small matmuls (B A is never formed in forward).
+ * For a Conv1D base (PEFT's `fan_in_fan_out`), merging adds (B A)^T * scaling to its `[in, out]` weight.
  *
  * @example const q = new LoraLinear(new Linear(16, 16), 'default', { r: 4, loraAlpha: 8, scaling: 2, loraDropout: 0, initLoraWeights: true });
  */
 export class LoraLinear extends Module {
-  baseLayer: Linear;
+  baseLayer: LoraBaseLayer;
   loraDropout: ModuleDict<Dropout>;
   loraA: ModuleDict<Linear>;
   loraB: ModuleDict<Linear>;
@@ -74,10 +78,13 @@ export class LoraLinear extends Module {
   /** Adapters folded into the base weight, in merge order (unmerge pops them). */
   readonly mergedAdapters: string[] = [];
 
-  constructor(base: Linear, adapterName: string, settings: LoraLayerSettings) {
+  constructor(base: LoraBaseLayer, adapterName: string, settings: LoraLayerSettings) {
     super();
-    if (!(base instanceof Linear)) throw new Error(`LoraLinear: the base layer must be a Linear, got ${(base as Module).constructor.name}`);
+    if (!(base instanceof Linear || base instanceof Conv1D)) {
+      throw new Error(`LoraLinear: the base layer must be a Linear or Conv1D, got ${(base as Module).constructor.name}`);
+    }
     this.baseLayer = this.register('base_layer', base);
+    this.training = base.training;
     this.loraDropout = this.register('lora_dropout', new ModuleDict<Dropout>());
     this.loraA = this.register('lora_A', new ModuleDict<Linear>());
     this.loraB = this.register('lora_B', new ModuleDict<Linear>());
@@ -91,6 +98,11 @@ export class LoraLinear extends Module {
 
   get outFeatures(): number {
     return this.baseLayer.outFeatures;
+  }
+
+  /** True for a Conv1D base, whose weight is stored `[in, out]` (PEFT's fan_in_fan_out). */
+  get fanInFanOut(): boolean {
+    return this.baseLayer instanceof Conv1D;
   }
 
   get merged(): boolean {
@@ -118,9 +130,12 @@ export class LoraLinear extends Module {
       normal_(a.weight, 0, 1 / s.r);
       constant_(b.weight, 0);
     }
+    // New modules follow the wrapped layer's mode: an adapter injected into an eval-mode model runs without dropout.
+    const drop = new Dropout(s.loraDropout);
+    for (const m of [a, b, drop]) m.training = this.baseLayer.training;
     this.registerIn('lora_A', adapterName, a);
     this.registerIn('lora_B', adapterName, b);
-    this.registerIn('lora_dropout', adapterName, new Dropout(s.loraDropout));
+    this.registerIn('lora_dropout', adapterName, drop);
     this.r[adapterName] = s.r;
     this.loraAlpha[adapterName] = s.loraAlpha;
     this.scaling[adapterName] = s.scaling;
@@ -176,11 +191,16 @@ export class LoraLinear extends Module {
   }
 
   /**
-   * scaling * B @ A (`[out, in]`), outside autograd; the caller owns the result.
+   * scaling * B @ A in the base weight's layout (`[out, in]`; `[in, out]` =
+   * (B A)^T for a Conv1D base), outside autograd; the caller owns the result.
    * @example const delta = layer.deltaWeight('default');
    */
   deltaWeight(adapterName: string): Tensor {
-    return noGrad(() => tidy(() => mul(matmul(this.loraB.get(adapterName).weight, this.loraA.get(adapterName).weight), this.scaling[adapterName])));
+    const a = this.loraA.get(adapterName).weight; // [r, in]
+    const b = this.loraB.get(adapterName).weight; // [out, r]
+    const s = this.scaling[adapterName];
+    // (B A)^T = A^T B^T: the transposes are read in place by the matmul.
+    return noGrad(() => tidy(() => mul(this.fanInFanOut ? matmul(a, b, { transposeA: true, transposeB: true }) : matmul(b, a), s)));
   }
 
   /**
@@ -273,17 +293,18 @@ export function canCopyModule(m: Module): boolean {
 }
 
 /**
- * A fresh copy (new parameter tensors, same values) of a Linear, Embedding, LayerNorm or RMSNorm.
+ * A fresh copy (new parameter tensors, same values) of a Linear, Conv1D, Embedding, LayerNorm or RMSNorm.
  * @example const head2 = copyModule(model.lmHead);
  */
 export function copyModule(m: Module): Module {
   let out: Module;
   const backend = m.parameters()[0]?.backend.name;
   if (m instanceof Linear) out = new Linear(m.inFeatures, m.outFeatures, { bias: m.bias !== null, backend });
+  else if (m instanceof Conv1D) out = new Conv1D(m.inFeatures, m.outFeatures, { bias: m.bias !== null, backend });
   else if (m instanceof Embedding) out = new Embedding(m.numEmbeddings, m.embeddingDim, { backend });
   else if (m instanceof LayerNorm) out = new LayerNorm(m.dim, m.eps, { bias: m.bias !== null, backend });
   else if (m instanceof RMSNorm) out = new RMSNorm(m.dim, m.eps, { backend });
-  else throw new Error(`modulesToSave: cannot copy a ${m.constructor.name} (supported: Linear, Embedding, LayerNorm, RMSNorm)`);
+  else throw new Error(`modulesToSave: cannot copy a ${m.constructor.name} (supported: Linear, Conv1D, Embedding, LayerNorm, RMSNorm)`);
   out.loadStateDict(m.stateDict());
   out.training = m.training;
   return out;

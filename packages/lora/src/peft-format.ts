@@ -31,7 +31,7 @@ export function loraConfigToPeftJson(cfg: LoraConfig, targetNames: readonly stri
     auto_mapping: null,
     base_model_name_or_path: cfg.baseModelNameOrPath,
     bias: cfg.bias,
-    fan_in_fan_out: false,
+    fan_in_fan_out: cfg.fanInFanOut,
     inference_mode: inferenceMode,
     init_lora_weights: cfg.initLoraWeights,
     layers_pattern: null,
@@ -57,7 +57,7 @@ export function loraConfigToPeftJson(cfg: LoraConfig, targetNames: readonly stri
 /** Keys PEFT writes that carry no meaning here when they hold their defaults. */
 const INERT_KEYS = new Set([
   'auto_mapping', 'layers_pattern', 'loftq_config', 'megatron_config', 'megatron_core', 'revision', 'peft_type',
-  'fan_in_fan_out', 'use_dora', 'layers_to_transform', 'layer_replication', 'runtime_config', 'eva_config',
+  'use_dora', 'layers_to_transform', 'layer_replication', 'runtime_config', 'eva_config',
   'exclude_modules', 'lora_bias', 'trainable_token_indices', 'corda_config', 'qalora_group_size', 'target_parameters',
   'use_qalora', 'alora_invocation_tokens', 'arrow_config', 'ensure_weight_tying',
 ]);
@@ -67,14 +67,15 @@ const PEFT_KEYS: ReadonlyMap<string, keyof LoraConfigInput> = new Map<string, ke
   ['r', 'r'], ['lora_alpha', 'loraAlpha'], ['lora_dropout', 'loraDropout'], ['target_modules', 'targetModules'],
   ['bias', 'bias'], ['modules_to_save', 'modulesToSave'], ['init_lora_weights', 'initLoraWeights'], ['use_rslora', 'useRslora'],
   ['rank_pattern', 'rankPattern'], ['alpha_pattern', 'alphaPattern'], ['base_model_name_or_path', 'baseModelNameOrPath'],
-  ['inference_mode', 'inferenceMode'], ['task_type', 'taskType'],
+  ['inference_mode', 'inferenceMode'], ['task_type', 'taskType'], ['fan_in_fan_out', 'fanInFanOut'],
 ]);
 const SNAKE_OF = new Map([...PEFT_KEYS].map(([snake, camel]) => [camel, snake]));
 
 /**
  * Reads an `adapter_config.json` object into a LoraConfig; unknown keys are
  * ignored with one warning naming them, features this package lacks (DoRA,
- * fan_in_fan_out, layers_to_transform, ...) are errors. Errors name the
+ * layers_to_transform, ...) are errors; `fan_in_fan_out` (GPT-2's Conv1D) is read,
+ * and the adapted layers' type decides it at injection, as in PEFT. Errors name the
  * source (`opts.source`, default 'adapter_config.json') and the JSON key.
  * @example const cfg = loraConfigFromPeftJson(JSON.parse(readFileSync('adapter_config.json', 'utf8')));
  */
@@ -88,7 +89,6 @@ export function loraConfigFromPeftJson(json: unknown, opts: ReadOptions & { sour
   const str = (v: unknown): string => JSON.stringify(v)?.slice(0, 120) ?? String(v);
   if (j.peft_type !== undefined && j.peft_type !== 'LORA') throw new Error(`${src}: peft_type must be 'LORA', got ${str(j.peft_type)}`);
   if (j.use_dora === true) throw new Error(`${src}: use_dora true (DoRA) is not supported`);
-  if (j.fan_in_fan_out === true) throw new Error(`${src}: fan_in_fan_out true (Conv1D weights) is not supported`);
   for (const k of ['layers_to_transform', 'layers_pattern', 'layer_replication', 'exclude_modules', 'trainable_token_indices', 'target_parameters'] as const) {
     const v = j[k];
     if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) {

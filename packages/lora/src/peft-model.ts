@@ -4,7 +4,7 @@ import { LoraConfig, type LoraConfigInput } from './config.ts';
 import { LoraModel, type CombinationType } from './tuner.ts';
 import {
   adapterToFiles, loadAdapterInto, savePeftFiles, saveNativeFile,
-  type AdapterFileSource, type AdapterFiles, type LoadOptions, type SaveOptions,
+  type AdapterFiles, type AdapterInput, type LoadOptions, type SaveOptions,
 } from './io.ts';
 
 /** `{ trainable, total }` parameter counts (tied weights once). */
@@ -171,7 +171,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * Loads a native adapter file as a new adapter (default: the saved name).
    * @example await peft.loadAdapter('out/adapter', { adapterName: 'other' });
    */
-  async loadAdapter(dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<void> {
+  async loadAdapter(dir: AdapterInput, opts: LoadOptions = {}): Promise<void> {
     await loadAdapterInto(this, dir, 'native', opts);
   }
 
@@ -188,16 +188,16 @@ export class PeftModel<M extends Module = Module> extends Module {
    * Loads a PEFT-format adapter as a new adapter of this model.
    * @example await peft.loadPeftAdapter('out/peft', { adapterName: 'other' });
    */
-  async loadPeftAdapter(dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<void> {
+  async loadPeftAdapter(dir: AdapterInput, opts: LoadOptions = {}): Promise<void> {
     await loadAdapterInto(this, dir, 'peft', opts);
   }
 
   /**
-   * PEFT's PeftModel.from_pretrained: wraps `model` with the adapter saved in dir
-   * (PEFT format; frozen unless `isTrainable`).
+   * PEFT's PeftModel.from_pretrained: wraps `model` with the PEFT adapter at
+   * `source` (a directory, files in memory, a base URL, a Hub id or a ModelSource; frozen unless `isTrainable`).
    * @example const peft = await PeftModel.fromPretrained(model, 'fixtures/peft/llama-tiny');
    */
-  static async fromPretrained<T extends Module>(model: T, dir: string | AdapterFileSource, opts: LoadOptions = {}): Promise<PeftModel<T>> {
+  static async fromPretrained<T extends Module>(model: T, dir: AdapterInput, opts: LoadOptions = {}): Promise<PeftModel<T>> {
     return (await loadAdapterInto(model, dir, 'peft', opts)) as PeftModel<T>;
   }
 }

@@ -1,13 +1,13 @@
 import { add, concat, mul, noGrad, tidy, type Tensor } from '@lowrank/core';
-import { Linear, Module } from '@lowrank/nn';
+import { Conv1D, Linear, Module } from '@lowrank/nn';
 import { LoraConfig, getPatternKey, matchesTarget, type LoraConfigInput } from './config.ts';
 import { LoraLinear, ModulesToSaveWrapper, canCopyModule } from './layer.ts';
 
 /** A module that LoRA would wrap, with the settings it would get. */
 export interface TargetPlan {
   name: string;
-  /** The Linear itself (or the LoraLinear already wrapping it). */
-  module: Linear | LoraLinear;
+  /** The Linear / Conv1D itself (or the LoraLinear already wrapping it). */
+  module: Linear | Conv1D | LoraLinear;
   inFeatures: number;
   outFeatures: number;
   r: number;
@@ -34,8 +34,8 @@ export function candidateModules(model: Module): [string, Module][] {
   return out;
 }
 
-function isLinearLike(m: Module): m is Linear | LoraLinear {
-  return m instanceof Linear || m instanceof LoraLinear;
+function isLinearLike(m: Module): m is Linear | Conv1D | LoraLinear {
+  return m instanceof Linear || m instanceof Conv1D || m instanceof LoraLinear;
 }
 
 /**
@@ -64,10 +64,10 @@ export function planTargets(model: Module, config: LoraConfig): TargetPlan[] {
   const bad = matched.filter(([, m]) => !isLinearLike(m));
   if (bad.length) {
     const [name, m] = bad[0];
-    throw new Error(`getPeftModel: target module '${name}' is a ${m.constructor.name}, not a Linear; LoRA supports Linear layers only`);
+    throw new Error(`getPeftModel: target module '${name}' is a ${m.constructor.name}, not a Linear; LoRA supports Linear (and Conv1D) layers only`);
   }
   return matched.map(([name, m]) => {
-    const lin = m as Linear | LoraLinear;
+    const lin = m as Linear | Conv1D | LoraLinear;
     const s = config.layerSettings(name);
     const values = s.r * Math.max(lin.inFeatures, lin.outFeatures);
     if (values > MAX_ADAPTER_VALUES) {
@@ -172,6 +172,9 @@ export class LoraModel<M extends Module = Module> extends Module {
     checkAdapterName(adapterName);
     if (this.peftConfig[adapterName]) throw new Error(`addAdapter: an adapter named '${adapterName}' already exists`);
     const plan = planTargets(this.model, config);
+    // NOTE: as PEFT, the layer type decides fan_in_fan_out: true for Conv1D, false for Linear.
+    const conv = plan.some((t) => t.module instanceof Conv1D || (t.module instanceof LoraLinear && t.module.fanInFanOut));
+    if (conv !== config.fanInFanOut) config = config.with({ fanInFanOut: conv });
     const saves = modulesToSavePlan(this.model, config);
     const clash = saves.find(([n]) => plan.some((p) => p.name === n));
     if (clash) throw new Error(`getPeftModel: '${clash[0]}' is both a LoRA target and in modulesToSave`);

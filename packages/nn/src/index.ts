@@ -12,3 +12,4 @@ export {
 } from './checkpoint.ts';
 export * from './train.ts';
 export * from './pretrained/tokenizer.ts';
+export * from './pretrained/index.ts';

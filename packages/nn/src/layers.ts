@@ -41,6 +41,38 @@ export class Linear extends Module {
 }
 
 /**
+ * transformers' Conv1D (GPT-2's projections): y = x @ W + b with W stored
+ * `[in, out]` (the transpose of a Linear's), read in place by the matmul, no
+ * transposed copy. Init N(0, 0.02), zero bias, as GPT-2.
+ * @example const cAttn = new Conv1D(768, 3 * 768); const qkv = cAttn.forward(x); // [..., 768] -> [..., 2304]
+ */
+export class Conv1D extends Module {
+  weight: Tensor;
+  bias: Tensor | null;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LayerOptions & { bias?: boolean } = {}) {
+    super();
+    this.weight = this.registerParameter('weight', zeros([inFeatures, outFeatures], { backend: opts.backend }));
+    normal_(this.weight, 0, 0.02);
+    this.bias = (opts.bias ?? true) ? this.registerParameter('bias', zeros([outFeatures], { backend: opts.backend })) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    const inF = this.inFeatures;
+    if (x.shape[x.rank - 1] !== inF) throw new Error(`Conv1D: input ${x.describe()} does not fit weight [${inF}, ${this.outFeatures}] (expected [..., ${inF}])`);
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, inF]); // [..., in] -> [N, in]
+    const y = matmul(x2, this.weight); // [N, in] @ [in, out]
+    if (x2 !== x) release(x2);
+    const yb = this.bias ? add(y, this.bias) : y;
+    if (yb !== y) release(y);
+    if (x.rank === 2) return yb;
+    const out = reshape(yb, [...x.shape.slice(0, -1), this.outFeatures]); // [..., out]
+    release(yb);
+    return out;
+  }
+}
+
+/**
  * A lookup table `[numEmbeddings, dim]`, init N(0, 1) like PyTorch.
  * @example const wte = new Embedding(65, 128); const h = wte.forward(ids); // [B, T] -> [B, T, 128]
  */

@@ -9,3 +9,10 @@ export { loadCheckpoint, saveCheckpoint } from './node/checkpoint.ts';
 export { brownDir, loadBrown } from './node/brown.ts';
 export { hubCacheDir, hubSource, isHubId } from './node/hub.ts';
 export type { DownloadProgress, HubOptions } from './node/hub.ts';
+
+// Local directories as model sources and sinks for fromPretrained / savePretrained.
+import { registerFileSystem } from './node/pretrained-fs.ts';
+
+registerFileSystem();
+
+export { directorySink, directorySource, registerFileSystem } from './node/pretrained-fs.ts';

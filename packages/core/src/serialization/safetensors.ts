@@ -133,7 +133,8 @@ export function encodeSafetensors(
   return out;
 }
 
-interface HeaderEntry {
+/** One tensor's entry in a safetensors header (offsets relative to the data section). */
+export interface SafetensorsEntry {
   name: string;
   fileDtype: string;
   shape: number[];
@@ -146,7 +147,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function parseEntry(name: string, info: unknown, dataLen: number): HeaderEntry {
+function parseEntry(name: string, info: unknown, dataLen: number): SafetensorsEntry {
   const what = `safetensors tensor '${name}'`;
   if (!isPlainObject(info)) throw new Error(`${what}: header entry must be an object`);
   const { dtype, shape, data_offsets: offsets } = info;
@@ -176,7 +177,8 @@ function parseEntry(name: string, info: unknown, dataLen: number): HeaderEntry {
   return { name, fileDtype: dtype, shape: shape as number[], numel, begin, end };
 }
 
-function f16ToF32Bits(h: number): number {
+/** The float32 bit pattern of an IEEE half (exact: every half is a float32). */
+export function f16ToF32Bits(h: number): number {
   const sign = (h & 0x8000) << 16;
   const exp = (h >> 10) & 0x1f;
   const mant = h & 0x3ff;
@@ -193,7 +195,7 @@ function f16ToF32Bits(h: number): number {
   return (sign | (e << 23) | ((m & 0x3ff) << 13)) >>> 0;
 }
 
-function readTensor(e: HeaderEntry, data: Uint8Array): RawTensor {
+function readTensor(e: SafetensorsEntry, data: Uint8Array): RawTensor {
   const { fileDtype, numel, begin } = e;
   const shape = [...e.shape];
   if (fileDtype === 'F32' || fileDtype === 'I32') {
@@ -212,29 +214,46 @@ function readTensor(e: HeaderEntry, data: Uint8Array): RawTensor {
   return { dtype: 'float32', shape, data: out };
 }
 
-/**
- * Parses a safetensors file. The header is fully validated before any tensor
- * is allocated: header length within the file and under `maxHeaderBytes`,
- * valid UTF-8 JSON, known dtypes, byte length == product(shape) * itemsize,
- * offsets in range, contiguous and non-overlapping, covering the data section
- * exactly. F32 and I32 are read as is; F16, BF16 and F64 are converted to
- * float32. Data is copied into fresh, aligned typed arrays.
- *
- * @example const { tensors, metadata } = decodeSafetensors(readFileSync('adapter_model.safetensors'));
- */
-export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOptions = {}): SafetensorsContents {
-  const maxHeader = opts.maxHeaderBytes ?? SAFETENSORS_MAX_HEADER_BYTES;
-  if (bytes.length < 8) throw new Error(`safetensors: file is ${bytes.length} bytes, too small to hold the 8-byte header length`);
-  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
-  if (n > BigInt(maxHeader)) throw new Error(`safetensors: header length ${n} exceeds the limit of ${maxHeader} bytes`);
-  if (n > BigInt(bytes.length - 8)) {
-    throw new Error(`safetensors: header length ${n} exceeds the ${bytes.length - 8} bytes that follow it (truncated file?)`);
-  }
-  const headerLen = Number(n);
+/** A validated safetensors header: its entries (in file order), metadata and where the data starts. */
+export interface SafetensorsHeader {
+  entries: SafetensorsEntry[];
+  metadata: Record<string, string>;
+  /** Byte offset of the data section in the file (8 + header length). */
+  dataStart: number;
+}
 
+/**
+ * The 8-byte little-endian header length at the start of a safetensors file,
+ * checked against the file size and `maxHeaderBytes` (to read a header alone:
+ * the first 8 bytes, then this many).
+ * @example const n = safetensorsHeaderLength(first8, fileSize);
+ */
+export function safetensorsHeaderLength(first8: Uint8Array, fileSize: number, opts: DecodeSafetensorsOptions = {}): number {
+  const maxHeader = opts.maxHeaderBytes ?? SAFETENSORS_MAX_HEADER_BYTES;
+  if (fileSize < 8 || first8.length < 8) throw new Error(`safetensors: file is ${fileSize} bytes, too small to hold the 8-byte header length`);
+  const n = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (n > BigInt(maxHeader)) throw new Error(`safetensors: header length ${n} exceeds the limit of ${maxHeader} bytes`);
+  if (n > BigInt(fileSize - 8)) {
+    throw new Error(`safetensors: header length ${n} exceeds the ${fileSize - 8} bytes that follow it (truncated file?)`);
+  }
+  return Number(n);
+}
+
+/**
+ * Parses and validates a safetensors header without touching tensor data:
+ * `head` holds at least the first 8 + header-length bytes of a file of
+ * `fileSize` bytes (the whole file, or a prefix read on its own; null when the
+ * size is unknown, which skips the end-of-data checks). Checks as
+ * {@link decodeSafetensors} does: known dtypes, byte lengths, offsets
+ * contiguous, non-overlapping and covering the data section exactly.
+ * @example const { entries, dataStart } = parseSafetensorsHeader(bytes);
+ */
+export function parseSafetensorsHeader(head: Uint8Array, fileSize: number | null = head.length, opts: DecodeSafetensorsOptions = {}): SafetensorsHeader {
+  const headerLen = safetensorsHeaderLength(head, fileSize ?? head.length, opts);
+  if (head.length < 8 + headerLen) throw new Error(`safetensors: header needs ${8 + headerLen} bytes, got ${head.length}`);
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(8, 8 + headerLen));
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(head.subarray(8, 8 + headerLen));
   } catch {
     throw new Error('safetensors: header is not valid UTF-8');
   }
@@ -248,9 +267,10 @@ export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOpti
   }
   if (!isPlainObject(header)) throw new Error('safetensors: header must be a JSON object');
 
-  const data = bytes.subarray(8 + headerLen);
+  // NOTE: with an unknown file size (a header read on its own), the data section ends where the last tensor does.
+  const dataLen = fileSize === null ? Number.MAX_SAFE_INTEGER : fileSize - 8 - headerLen;
   let metadata: Record<string, string> = {};
-  const entries: HeaderEntry[] = [];
+  const entries: SafetensorsEntry[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === METADATA_KEY) {
       if (!isPlainObject(info)) throw new Error(`safetensors: '${METADATA_KEY}' must be an object of strings`);
@@ -260,12 +280,12 @@ export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOpti
       metadata = Object.fromEntries(Object.entries(info as Record<string, string>));
       continue;
     }
-    entries.push(parseEntry(name, info, data.length));
+    entries.push(parseEntry(name, info, dataLen));
   }
 
   entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let covered = 0;
-  let prev: HeaderEntry | undefined;
+  let prev: SafetensorsEntry | undefined;
   for (const e of entries) {
     if (e.begin < covered) {
       throw new Error(`safetensors tensor '${e.name}': data_offsets [${e.begin}, ${e.end}] overlap tensor '${prev!.name}' [${prev!.begin}, ${prev!.end}]`);
@@ -276,10 +296,26 @@ export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOpti
     covered = e.end;
     prev = e;
   }
-  if (covered !== data.length) {
-    throw new Error(`safetensors: tensors cover ${covered} bytes but the data section holds ${data.length} (trailing or missing bytes)`);
+  if (fileSize !== null && covered !== dataLen) {
+    throw new Error(`safetensors: tensors cover ${covered} bytes but the data section holds ${dataLen} (trailing or missing bytes)`);
   }
+  return { entries, metadata, dataStart: 8 + headerLen };
+}
 
+/**
+ * Parses a safetensors file. The header is fully validated before any tensor
+ * is allocated (see {@link parseSafetensorsHeader}): header length within the
+ * file and under `maxHeaderBytes`, valid UTF-8 JSON, known dtypes, byte length
+ * == product(shape) * itemsize, offsets in range, contiguous and
+ * non-overlapping, covering the data section exactly. F32 and I32 are read as
+ * is; F16, BF16 and F64 are converted to float32. Data is copied into fresh,
+ * aligned typed arrays.
+ *
+ * @example const { tensors, metadata } = decodeSafetensors(readFileSync('adapter_model.safetensors'));
+ */
+export function decodeSafetensors(bytes: Uint8Array, opts: DecodeSafetensorsOptions = {}): SafetensorsContents {
+  const { entries, metadata, dataStart } = parseSafetensorsHeader(bytes, bytes.length, opts);
+  const data = bytes.subarray(dataStart);
   const tensors = new Map<string, RawTensor>();
   for (const e of entries) tensors.set(e.name, readTensor(e, data));
   return { tensors, metadata };
