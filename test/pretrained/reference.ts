@@ -79,7 +79,7 @@ export function gpt2Reference(sd: SD, c: Record<string, number>, ids: number[]):
   const eps = c.layer_norm_epsilon ?? 1e-5;
   const wte = get(sd, 'transformer.wte.weight');
   const wpe = get(sd, 'transformer.wpe.weight');
-  let x = ids.map((id, t) => Float64Array.from({ length: C }, (_, i) => wte[id * C + i] + wpe[t * C + i]));
+  let x: Float64Array[] = ids.map((id, t) => Float64Array.from({ length: C }, (_, i) => wte[id * C + i] + wpe[t * C + i]));
   for (let l = 0; l < c.n_layer; l++) {
     const p = (n: string): Float32Array => get(sd, `transformer.h.${l}.${n}`);
     const n1 = layerNorm(x, p('ln_1.weight'), p('ln_1.bias'), eps);
@@ -126,7 +126,7 @@ export function llamaReference(sd: SD, c: Record<string, unknown>, ids: number[]
   const theta = (c.rope_theta as number | undefined) ?? 10000;
   const emb = get(sd, 'model.embed_tokens.weight');
   const bias = (k: string): Float32Array | undefined => sd.get(k);
-  let x = ids.map((id) => Float64Array.from({ length: C }, (_, i) => emb[id * C + i]));
+  let x: Float64Array[] = ids.map((id) => Float64Array.from({ length: C }, (_, i) => emb[id * C + i]));
   for (let l = 0; l < (c.num_hidden_layers as number); l++) {
     const k0 = `model.layers.${l}.`;
     const p = (n: string): Float32Array => get(sd, k0 + n);
