@@ -12,9 +12,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gradcheck, manualSeed, noGrad, tensor, type Tensor } from '@lowrank/core';
-import { AdamW, AutoModelForCausalLM, KVCache, type PreTrainedModel } from '@lowrank/nn';
+import { AdamW, AutoModelForCausalLM, KVCache, parameterCount, type PreTrainedModel } from '@lowrank/nn';
 import '@lowrank/nn/node';
-import { PeftModel, getPeftModel, LoraLinear } from '@lowrank/lora';
+import { PeftModel, estimateMemory, getPeftModel, LoraLinear } from '@lowrank/lora';
 import {
   assertClose, assertSameState, hfFixtures, stateValues, storedValues, utf8, writeSafetensors, type StoredTensor,
 } from './helpers.ts';
@@ -279,6 +279,20 @@ describe('a LoRA training step on each architecture', () => {
       for (const [n, p] of fresh.namedParameters()) if (frozen.has(n)) assert.deepEqual(Float32Array.from(p.dataSync()), frozen.get(n), `${n} stayed frozen`);
     });
   }
+});
+
+describe('accounting', () => {
+  test('estimateMemory on a Hugging Face architecture counts its parameters and the LoRA ones, on meta', () => {
+    const model = randomModel(GPT2_CONFIG, 12);
+    const full = estimateMemory(model, null, { mode: 'full', batch: 2, seq: 16 });
+    assert.equal(full.totalParams, parameterCount(model.config));
+    assert.equal(full.totalParams, model.numParameters());
+    const lora = estimateMemory(model, { r: 4, targetModules: ['c_attn'] }, { mode: 'lora', batch: 2, seq: 16 });
+    const C = GPT2_CONFIG.n_embd;
+    assert.equal(lora.trainableParams, GPT2_CONFIG.n_layer * 4 * (C + 3 * C));
+    assert.ok(lora.activations > 0 && lora.total < full.total);
+    assert.throws(() => estimateMemory(model, null, { mode: 'full', batch: 1, seq: 21 }), /seq must be an integer in \[1, 20\]/);
+  });
 });
 
 describe('PEFT adapters', () => {

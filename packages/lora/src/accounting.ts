@@ -1,6 +1,6 @@
-import { memory, resetPeak, tidy, zeros } from '@lowrank/core';
+import { memory, resetPeak, tidy, zeros, type Tensor } from '@lowrank/core';
 import {
-  Module, TransformerLM, preset, resolveConfig, type PresetName, type TransformerConfigInput,
+  Module, PreTrainedModel, TransformerLM, createModel, preset, resolveConfig, type PresetName, type TransformerConfigInput,
 } from '@lowrank/nn';
 import { LoraConfig, type LoraConfigInput } from './config.ts';
 import { PeftModel } from './peft-model.ts';
@@ -90,7 +90,7 @@ export interface MemoryEstimate {
  * @example estimateMemory('llama-7b', { r: 8 }, { mode: 'lora', batch: 1, seq: 512 })
  */
 export function estimateMemory(
-  model: TransformerLM | TransformerConfigInput | PresetName,
+  model: TransformerLM | PreTrainedModel | TransformerConfigInput | PresetName,
   loraConfig: LoraConfig | LoraConfigInput | null,
   opts: MemoryEstimateOptions,
 ): MemoryEstimate {
@@ -99,11 +99,21 @@ export function estimateMemory(
   if (mode !== 'full' && mode !== 'lora') throw new Error(`estimateMemory: mode must be 'full' or 'lora', got '${String(mode)}'`);
   if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`estimateMemory: batch must be a positive integer, got ${batch}`);
   if (mode === 'lora' && !loraConfig) throw new Error("estimateMemory: mode 'lora' needs a LoRA config");
-  const config = typeof model === 'string' ? preset(model) : resolveConfig(model instanceof TransformerLM ? model.config : model);
-  if (!(Number.isInteger(seq) && seq >= 1 && seq <= config.blockSize)) {
-    throw new Error(`estimateMemory: seq must be an integer in [1, ${config.blockSize}] (blockSize), got ${seq}`);
+  // A Hugging Face architecture is rebuilt from its config on meta; TransformerLM configs as before.
+  let meta: Module & { forward(ids: Tensor, opts: { targets: Tensor }): unknown };
+  let maxSeq: number;
+  if (model instanceof PreTrainedModel) {
+    meta = createModel(model.config, { backend: 'meta' });
+    maxSeq = model.maxPositions;
+  } else {
+    const config = typeof model === 'string' ? preset(model) : resolveConfig(model instanceof TransformerLM ? model.config : model);
+    meta = new TransformerLM(config, { backend: 'meta' });
+    maxSeq = config.blockSize;
   }
-  const meta = new TransformerLM(config, { backend: 'meta' });
+  if (!(Number.isInteger(seq) && seq >= 1 && seq <= maxSeq)) {
+    for (const p of meta.parameters()) p.dispose();
+    throw new Error(`estimateMemory: seq must be an integer in [1, ${maxSeq}] (the model's positions), got ${seq}`);
+  }
   const net: Module = mode === 'lora' ? new PeftModel(meta, loraConfig!) : meta;
   let trainableParams = 0;
   let totalParams = 0;
