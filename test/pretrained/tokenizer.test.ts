@@ -183,12 +183,25 @@ describe('AutoTokenizer: special tokens, templates and chat', () => {
     );
     await assert.rejects(
       AutoTokenizer.fromPretrained({ 'tokenizer.json': new TextEncoder().encode('{oops') }),
-      /tokenizer.json is not valid JSON/,
+      /tokenizer.json: not valid JSON/,
     );
     await assert.rejects(
       AutoTokenizer.fromPretrained({ 'tokenizer.json': json({ model: { type: 'Nope' } }) }),
       /tokenizer.json could not be loaded/,
     );
     assert.ok(PreTrainedTokenizer.fromJSON(tokenizerJson).vocabSize === words.length);
+  });
+});
+
+describe('PreTrainedTokenizer.savePretrained', () => {
+  it('writes the files it was loaded from; a new pad token goes into tokenizer_config.json', async () => {
+    const files = new Map<string, Uint8Array>();
+    const tok = (await AutoTokenizer.fromPretrained(gpt2Map)).withPadToken('<|endoftext|>');
+    assert.deepEqual(await tok.savePretrained(files), ['tokenizer.json', 'tokenizer_config.json']);
+    assert.deepEqual(files.get('tokenizer.json'), gpt2Map.get('tokenizer.json'));
+    const again = await AutoTokenizer.fromPretrained(files);
+    assert.equal(again.padTokenId, 50256);
+    assert.deepEqual(again.encode('Hello world'), [15496, 995]);
+    await assert.rejects(PreTrainedTokenizer.fromJSON(gpt2Files.tokenizerJson).savePretrained(new Map()), /made from objects/);
   });
 });

@@ -16,3 +16,9 @@ import { registerFileSystem } from './node/pretrained-fs.ts';
 registerFileSystem();
 
 export { directorySink, directorySource, registerFileSystem } from './node/pretrained-fs.ts';
+
+// Hub ids (org/name) that are not local directories: through the Hub cache (node/hub.ts).
+import { registerSourceResolver } from './pretrained/source.ts';
+import { hubSource as openHub, isHubId as looksLikeHubId } from './node/hub.ts';
+
+registerSourceResolver('hub', (input) => (looksLikeHubId(input) ? openHub(input) : null));

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { downloadFile, modelInfo, pathsInfo } from '@huggingface/hub';
-import type { ModelSource } from '../pretrained/tokenizer-source.ts';
+import { checkFileName, type ModelSource } from '../pretrained/source.ts';
 
 /** One progress report of a file download. */
 export interface DownloadProgress {
@@ -110,7 +110,7 @@ export function hubSource(repo: string, options: HubOptions = {}): ModelSource {
   }
 
   async function read(name: string): Promise<Uint8Array | null> {
-    checkFileName(name, describe);
+    checkFileName(name, `hubSource: ${describe}: file name`);
     commitPromise ??= resolveCommit();
     let commit: string;
     try {
@@ -174,13 +174,6 @@ export function hubSource(repo: string, options: HubOptions = {}): ModelSource {
   }
 
   return { describe, read };
-}
-
-function checkFileName(name: string, describe: string): void {
-  const parts = name.split('/');
-  if (name === '' || path.isAbsolute(name) || name.includes('\\') || parts.some((p) => p === '' || p === '.' || p === '..')) {
-    throw new Error(`hubSource: ${describe}: ${JSON.stringify(name)} is not a file name inside the repository`);
-  }
 }
 
 function isNetworkError(err: unknown): boolean {

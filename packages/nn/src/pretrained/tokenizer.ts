@@ -1,7 +1,7 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { openSource, type ModelSource, type SourceInput } from './tokenizer-source.ts';
-import { checkOptionNames } from './suggest.ts';
+import { checkOptionNames } from './generate.ts';
+import { openSink, openSource, parseJsonFile as parseJsonBytes, type ModelSource, type SinkInput, type SourceInput } from './source.ts';
 
 /** One message of a chat, as transformers' `apply_chat_template` takes it. */
 export interface ChatMessage {
@@ -132,11 +132,11 @@ export class PreTrainedTokenizer implements SpecialTokens {
 
   /** @internal Used by `AutoTokenizer.fromPretrained`. */
   static fromFiles(files: ReadonlyMap<string, Uint8Array>, where: string): PreTrainedTokenizer {
-    const tokenizerJson = parseJsonFile(files, 'tokenizer.json', where);
+    const tokenizerJson = readJson(files, 'tokenizer.json', where);
     if (tokenizerJson === null) throw missingTokenizerError(files, where);
-    const config = parseJsonFile(files, 'tokenizer_config.json', where) ?? {};
-    const specialMap = parseJsonFile(files, 'special_tokens_map.json', where) ?? {};
-    const modelConfig = parseJsonFile(files, 'config.json', where) ?? {};
+    const config = readJson(files, 'tokenizer_config.json', where) ?? {};
+    const specialMap = readJson(files, 'special_tokens_map.json', where) ?? {};
+    const modelConfig = readJson(files, 'config.json', where) ?? {};
     const saved = new Map([...files].filter(([name]) => (TOKENIZER_FILES as readonly string[]).includes(name)));
     try {
       return new PreTrainedTokenizer(tokenizerJson, { ...specialMap, ...config }, modelConfig, saved);
@@ -280,6 +280,37 @@ export class PreTrainedTokenizer implements SpecialTokens {
   }
 
   /**
+   * Writes the tokenizer files it was loaded from (tokenizer.json, tokenizer_config.json,
+   * special_tokens_map.json) to a directory or sink, as transformers' `save_pretrained`; a pad
+   * token set with `withPadToken` is written into tokenizer_config.json. Returns the names.
+   *
+   * @example await tok.savePretrained('out/merged')
+   */
+  async savePretrained(out: SinkInput): Promise<string[]> {
+    if (this.files.size === 0) throw new Error('PreTrainedTokenizer.savePretrained: this tokenizer was made from objects, not files; nothing to write');
+    const sink = await openSink(out);
+    const names: string[] = [];
+    try {
+      for (const [name, bytes] of this.files) {
+        await sink.write(name, name === 'tokenizer_config.json' ? this.configBytes(bytes) : bytes);
+        names.push(name);
+      }
+      await sink.commit?.();
+    } catch (err) {
+      await sink.abort?.();
+      throw err;
+    }
+    return names.sort();
+  }
+
+  private configBytes(bytes: Uint8Array): Uint8Array {
+    const config = JSON.parse(new TextDecoder().decode(bytes)) as Json;
+    const current = typeof config.pad_token === 'string' ? config.pad_token : ((config.pad_token as Json | undefined)?.content ?? null);
+    if (current === this.padToken) return bytes;
+    return new TextEncoder().encode(`${JSON.stringify({ ...config, pad_token: this.padToken }, null, 2)}\n`);
+  }
+
+  /**
    * Renders `messages` with the chat template (tokenizer_config.json's `chat_template`) through
    * `@huggingface/jinja`, then tokenizes it (no extra special tokens: the template writes them).
    *
@@ -374,14 +405,14 @@ export class AutoTokenizer {
   }
 }
 
-function parseJsonFile(files: ReadonlyMap<string, Uint8Array>, name: string, where: string): Json | null {
+function readJson(files: ReadonlyMap<string, Uint8Array>, name: string, where: string): Json | null {
   const bytes = files.get(name);
   if (bytes === undefined) return null;
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder().decode(bytes));
+    value = parseJsonBytes(bytes, `${where}/${name}`);
   } catch (err) {
-    throw new Error(`AutoTokenizer.fromPretrained: ${where}: ${name} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`AutoTokenizer.fromPretrained: ${(err as Error).message}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new Error(`AutoTokenizer.fromPretrained: ${where}: ${name} must hold a JSON object`);
