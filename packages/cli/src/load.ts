@@ -1,0 +1,65 @@
+/** Loading what the commands share: model, tokenizer, adapter (directories, URLs and Hub ids). */
+import { existsSync } from 'node:fs';
+import { AutoModelForCausalLM, AutoTokenizer, type PreTrainedModel, type PreTrainedTokenizer } from '@lowrank/nn';
+import '@lowrank/nn/node';
+import { PeftModel } from '@lowrank/lora';
+
+/** What a command prints to: result lines, and progress/notes (stderr in a terminal). */
+export interface Io {
+  out(line: string): void;
+  err(line: string): void;
+  /** Passed to nn's train(): true draws the bar on stderr, a function gets each line. */
+  progress: boolean | ((line: string) => void);
+}
+
+/** PEFT's default target modules per model_type (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+export const DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = {
+  gpt2: ['c_attn'],
+  llama: ['q_proj', 'v_proj'],
+  mistral: ['q_proj', 'v_proj'],
+  qwen2: ['q_proj', 'v_proj'],
+};
+
+/**
+ * A model by directory, URL or Hub id, with an error that says what was looked for.
+ *
+ * @example const model = await loadModel('models/gpt2', { train: true })
+ */
+export async function loadModel(spec: string, opts: { train?: boolean; dtype?: string } = {}): Promise<PreTrainedModel> {
+  try {
+    return await AutoModelForCausalLM.fromPretrained(spec, {
+      train: opts.train ?? false,
+      ...(opts.dtype !== undefined && { dtype: opts.dtype as 'float32' }),
+    });
+  } catch (err) {
+    throw new Error(`--model ${spec}: ${(err as Error).message}${hintFor(spec)}`);
+  }
+}
+
+/** The tokenizer stored with a model. @example const tok = await loadTokenizer('models/gpt2') */
+export async function loadTokenizer(spec: string): Promise<PreTrainedTokenizer> {
+  try {
+    return await AutoTokenizer.fromPretrained(spec);
+  } catch (err) {
+    throw new Error(`--model ${spec}: ${(err as Error).message}`);
+  }
+}
+
+/** Wraps `model` with the PEFT adapter at `spec` (frozen). */
+export async function loadAdapter(model: PreTrainedModel, spec: string): Promise<PeftModel<PreTrainedModel>> {
+  try {
+    return await PeftModel.fromPretrained(model, spec);
+  } catch (err) {
+    throw new Error(`--adapter ${spec}: ${(err as Error).message}`);
+  }
+}
+
+function hintFor(spec: string): string {
+  if (existsSync(spec) || /^https?:\/\//.test(spec)) return '';
+  return /^[\w.-]+\/[\w.-]+$/.test(spec) ? '' : ' (expected a model directory, an http(s) URL or a Hub id org/name)';
+}
+
+/** `1234567` -> `'1,234,567'`. */
+export function count(n: number): string {
+  return n.toLocaleString('en-US');
+}
