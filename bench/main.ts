@@ -8,6 +8,7 @@
  *   kernels  Benchmark.js micro-benchmarks at W2 shapes per backend / gpu.js mode
  *   gpu      per W2 LoRA step: gpu.js dispatches, compiles (also at a new sequence length), uploads, device bytes, time
  *   peers    our W2 step vs TensorFlow.js's, alternating runs (needs the tfjs peer folder)
+ *   pretrained  a 124M GPT-2 in the Hub layout: fromPretrained time/RSS, LoRA (c_attn) vs full step at 4 x 128
  */
 export interface BenchSuite {
   run(args: string[]): unknown;
@@ -21,6 +22,7 @@ export const suites: Record<string, () => Promise<BenchSuite>> = {
   kernels: () => import('./kernels.ts'),
   gpu: () => import('./gpu.ts'),
   peers: () => import('./peers.ts'),
+  pretrained: () => import('./pretrained.ts'),
 };
 
 async function main(argv: string[]): Promise<void> {
