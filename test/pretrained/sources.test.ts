@@ -124,14 +124,15 @@ describe('directory saves', () => {
 });
 
 describe('resolvers', () => {
-  test('a registered resolver claims strings (the Hub id hook); the directory resolver comes first', async () => {
+  test('a registered resolver claims strings (org/name goes to the hub one); the directory resolver comes first', async () => {
     const fx = fixtures[0];
-    registerSourceResolver('test-ids', (s) => (s === 'acme/tiny' ? memorySource({}, 'acme/tiny (test resolver)') : null));
-    assert.ok(sourceResolverNames().indexOf('directory') < sourceResolverNames().indexOf('test-ids'));
-    const src = await openSource('acme/tiny');
-    assert.equal(src.describe, 'acme/tiny (test resolver)');
-    await assert.rejects(AutoModelForCausalLM.fromPretrained('acme/tiny'), /acme\/tiny \(test resolver\): config\.json not found/);
-    await assert.rejects(openSource('acme/other'), /no registered resolver \(directory, test-ids\) accepts it/);
+    registerSourceResolver('test-ids', (s) => (s === 'acme:tiny' ? memorySource({}, 'acme:tiny (test resolver)') : null));
+    assert.deepEqual(sourceResolverNames(), ['directory', 'hub', 'test-ids']);
+    assert.equal((await openSource('acme/tiny')).describe, 'acme/tiny@main', 'a Hub id (nothing is fetched until a read)');
+    const src = await openSource('acme:tiny');
+    assert.equal(src.describe, 'acme:tiny (test resolver)');
+    await assert.rejects(AutoModelForCausalLM.fromPretrained('acme:tiny'), /acme:tiny \(test resolver\): config\.json not found/);
+    await assert.rejects(openSource('acme:other'), /no registered resolver \(directory, hub, test-ids\) accepts it/);
     assert.equal((await openSource(fx.dir)).describe, fx.dir);
   });
 });
