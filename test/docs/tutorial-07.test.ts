@@ -13,7 +13,7 @@ describe('tutorial 7: fine-tune a Hugging Face model', () => {
     assert.equal(c.roundTrip, 'The jury said.');
     assert.match(c.trainableLine, /^trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}$/);
     assert.ok(c.evalAfter < c.evalBefore, `eval loss ${c.evalBefore} -> ${c.evalAfter}\n${out}`);
-    assert.deepEqual(c.adapterFiles, ['adapter_config.json', 'adapter_model.safetensors']);
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors']) assert.ok(c.adapterFiles.includes(f), c.adapterFiles.join(', '));
     assert.equal(c.reloadMaxDiff, 0, 'a reloaded adapter reproduces the logits bit-exactly');
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) assert.ok(c.mergedFiles.includes(f), c.mergedFiles.join(', '));
     assert.ok(c.mergedMaxDiff < 1e-4, `merged vs adapter logits ${c.mergedMaxDiff}`);
