@@ -382,6 +382,25 @@ export function qualityCells(r: QualityReport): string[][] {
   });
 }
 
+/** The short table (the README's): loss, share of full's gain, cost ratios with their theory, size. */
+export function summaryMarkdown(r: QualityReport): string {
+  const before = r.rows.find((x) => x.best)?.best?.valLossBefore;
+  const header = [
+    'run (best lr)', `validation loss (${na(before, (v) => v.toFixed(3))} before)`, 'share of full\'s gain',
+    'train time / full (FLOP theory)', 'peak tensors / full (accounting)', 'trainable params', 'adapter / checkpoint',
+  ];
+  const rows = r.rows.map((x) => {
+    const b = x.best;
+    const vs = (m: number | null, t: number | null): string => (x.mode === 'full' ? '1' : `${na(m, (v) => v.toFixed(2))} (${na(t, (v) => v.toFixed(2))})`);
+    return [
+      `${x.label} (${b ? b.lr : 'failed'})`, na(b?.valLossAfter, (v) => v.toFixed(4)),
+      x.mode === 'full' ? '' : na(x.shareOfFullGain, (v) => `${Math.round(100 * v) || 0}%`),
+      vs(x.timeRatio, x.timeTheory), vs(x.peakRatio, x.peakTheory), na(b?.trainableParams, fmtInt), na(b?.artifactBytes, fmtBytes),
+    ];
+  });
+  return mdTable(header, rows);
+}
+
 function lrCells(r: QualityReport): string[][] {
   return r.runs.map((x) => [x.config, String(x.lr), na(x.valLossAfter, (v) => v.toFixed(4)), na(x.trainMs, (v) => (v / 1000).toFixed(1)), na(x.medianStepMs, fmtMs), x.error ?? '']);
 }
@@ -423,6 +442,8 @@ export function qualityMarkdown(r: QualityReport): string {
     `- Validation loss of the base before fine-tuning: ${na(before, (v) => v.toFixed(4))}.`,
     '',
     '![validation loss against time and memory](quality.svg)',
+    '',
+    summaryMarkdown(r),
     '',
     '## Full fine-tuning vs LoRA, each at its best learning rate',
     '',

@@ -148,7 +148,7 @@ describe('npm run bench -- quality --quick', () => {
     }
     assert.ok([true, false, null].includes(r.verdict.holds) && r.verdict.text.length > 20);
     const md = readFileSync(join(dir, 'quality.md'), 'utf8');
-    for (const h of ['# What LoRA gives for what it costs', '![validation loss against time and memory](quality.svg)', '**Verdict**', 'load average', '## Every run of the learning-rate search']) {
+    for (const h of ['# What LoRA gives for what it costs', '![validation loss against time and memory](quality.svg)', "share of full's gain", '**Verdict**', 'load average', '## Every run of the learning-rate search']) {
       assert.ok(md.includes(h), `quality.md has '${h}'`);
     }
     const svg = readFileSync(join(dir, 'quality.svg'), 'utf8');
