@@ -21,6 +21,10 @@ export { checkpoint } from './recompute.ts';
 export * from './ops/index.ts';
 export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradcheck.ts';
 export { CpuBackend } from './backends/cpu/index.ts';
+export {
+  setNumThreads, getNumThreads, threadsNote, setWorkerFactory, disposeThreads,
+  type WorkerFactory, type WorkerHandle, type WorkerInit,
+} from './backends/cpu/threads.ts';
 export { MetaBackend } from './backends/meta.ts';
 export { GpuBackend, probeGpuModes, type GpuBackendOptions, type GpuMode } from './backends/gpu/index.ts';
 export { loadGpuJs } from './backends/gpu/load.ts';

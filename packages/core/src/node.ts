@@ -11,3 +11,4 @@ export {
   MANIFEST_FILE, nodeFileHost, openFileSet, removeStaleTemps, writeFileAtomic, writeFileAtomicSync, writeFileSet,
   type AtomicWriteSource, type FileSet,
 } from './node/fs.ts';
+export { useNodeThreads } from './node/threads.ts';

@@ -10,7 +10,7 @@
 ;; Pointers are byte addresses, 16-byte aligned; n4 counts 4-lane vectors.
 ;; Regenerate activations-wasm.ts after editing: npm run build:wasm
 (module
-  (memory (export "memory") 1)
+  (import "env" "memory" (memory 1 32768 shared))
 
   (func $exp4 (param $x v128) (result v128)
     (local $n v128) (local $r v128) (local $p v128)

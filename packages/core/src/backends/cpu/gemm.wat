@@ -7,11 +7,15 @@
 ;; Operands are packed into contiguous micro-panels (A: 4 rows interleaved per
 ;; k, B: 8 columns per k, zero-padded at the edges), then a 4x8 micro-kernel
 ;; keeps its tile of C in eight v128 accumulators.
-;; Bytes 0..127 are a scratch tile for partial edge tiles of C.
+;; The first 128 bytes of each caller's workspace are a scratch tile for partial
+;; edge tiles of C, so threads sharing the memory never share scratch.
+;; B may be 16-bit (bmode 1: bfloat16, 2: float16), widened to float32 while
+;; packing; float16 goes through a 65536-entry float32 table at F16_TABLE.
+;; The memory is imported: one (shared) memory for every module and thread.
 ;; NOTE: mul + add, not relaxed_madd: relaxed SIMD needs a flag in Node 20.
 ;; Regenerate gemm-wasm.ts after editing: npm run build:wasm
 (module
-  (memory (export "memory") 1)
+  (import "env" "memory" (memory 1 32768 shared))
 
   ;; Packs rows [0, mc) x depth [0, kc) of A into ceil(mc/4) panels of kc*4 floats.
   (func $packA (param $dst i32) (param $src i32) (param $sAm i32) (param $sAk i32)
@@ -132,9 +136,61 @@
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
         (br $panels))))
 
+  ;; Packs depth [0, kc) x columns [0, nc) of a 16-bit B (bmode 1 bfloat16, 2 float16)
+  ;; into ceil(nc/8) float32 panels of kc*8, one column at a time; strides in elements.
+  (func $packB16 (param $dst i32) (param $src i32) (param $sBk i32) (param $sBn i32)
+                  (param $nc i32) (param $kc i32) (param $mode i32)
+    (local $j i32) (local $p i32) (local $c i32) (local $cols i32)
+    (local $col i32) (local $q i32) (local $v i32) (local $step i32)
+    (local.set $sBn (i32.shl (local.get $sBn) (i32.const 1)))
+    (local.set $step (i32.shl (local.get $sBk) (i32.const 1)))
+    (block $done
+      (loop $panels
+        (br_if $done (i32.ge_u (local.get $j) (local.get $nc)))
+        (local.set $cols (i32.sub (local.get $nc) (local.get $j)))
+        (local.set $col (i32.add (local.get $src) (i32.mul (local.get $j) (local.get $sBn))))
+        (if (i32.lt_u (local.get $cols) (i32.const 8))
+          (then
+            (local.set $q (local.get $dst))
+            (local.set $v (i32.add (local.get $dst) (i32.shl (local.get $kc) (i32.const 5))))
+            (loop $zero
+              (v128.store (local.get $q) (v128.const i32x4 0 0 0 0))
+              (v128.store offset=16 (local.get $q) (v128.const i32x4 0 0 0 0))
+              (local.set $q (i32.add (local.get $q) (i32.const 32)))
+              (br_if $zero (i32.lt_u (local.get $q) (local.get $v)))))
+          (else (local.set $cols (i32.const 8))))
+        (local.set $c (i32.const 0))
+        (loop $column
+          (local.set $q (i32.add (local.get $dst) (i32.shl (local.get $c) (i32.const 2))))
+          (local.set $v (local.get $col))
+          (local.set $p (i32.const 0))
+          (if (i32.eq (local.get $mode) (i32.const 1))
+            (then
+              ;; bfloat16: the high half of a float32
+              (loop $kb
+                (i32.store (local.get $q) (i32.shl (i32.load16_u (local.get $v)) (i32.const 16)))
+                (local.set $v (i32.add (local.get $v) (local.get $step)))
+                (local.set $q (i32.add (local.get $q) (i32.const 32)))
+                (local.set $p (i32.add (local.get $p) (i32.const 1)))
+                (br_if $kb (i32.lt_u (local.get $p) (local.get $kc)))))
+            (else
+              (loop $kh
+                (f32.store (local.get $q)
+                  (f32.load offset=65536 (i32.shl (i32.load16_u (local.get $v)) (i32.const 2))))
+                (local.set $v (i32.add (local.get $v) (local.get $step)))
+                (local.set $q (i32.add (local.get $q) (i32.const 32)))
+                (local.set $p (i32.add (local.get $p) (i32.const 1)))
+                (br_if $kh (i32.lt_u (local.get $p) (local.get $kc))))))
+          (local.set $col (i32.add (local.get $col) (local.get $sBn)))
+          (local.set $c (i32.add (local.get $c) (i32.const 1)))
+          (br_if $column (i32.lt_u (local.get $c) (local.get $cols))))
+        (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $kc) (i32.const 5))))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $panels))))
+
   ;; C[0:mr, 0:nr] (+)= Apanel (kc x 4) * Bpanel (kc x 8); ldc in bytes.
   (func $kernel (param $kc i32) (param $ap i32) (param $bp i32) (param $c i32) (param $ldc i32)
-                (param $mr i32) (param $nr i32) (param $acc i32)
+                (param $mr i32) (param $nr i32) (param $acc i32) (param $scr i32)
     (local $c0a v128) (local $c0b v128) (local $c1a v128) (local $c1b v128)
     (local $c2a v128) (local $c2b v128) (local $c3a v128) (local $c3b v128)
     (local $b0 v128) (local $b1 v128) (local $a v128) (local $end i32)
@@ -188,14 +244,14 @@
         (v128.store offset=16 (local.get $row) (local.get $c3b)))
       (else
         ;; partial tile: spill to the scratch tile, then copy the valid part
-        (v128.store (i32.const 0) (local.get $c0a))
-        (v128.store (i32.const 16) (local.get $c0b))
-        (v128.store (i32.const 32) (local.get $c1a))
-        (v128.store (i32.const 48) (local.get $c1b))
-        (v128.store (i32.const 64) (local.get $c2a))
-        (v128.store (i32.const 80) (local.get $c2b))
-        (v128.store (i32.const 96) (local.get $c3a))
-        (v128.store (i32.const 112) (local.get $c3b))
+        (v128.store offset=0 (local.get $scr) (local.get $c0a))
+        (v128.store offset=16 (local.get $scr) (local.get $c0b))
+        (v128.store offset=32 (local.get $scr) (local.get $c1a))
+        (v128.store offset=48 (local.get $scr) (local.get $c1b))
+        (v128.store offset=64 (local.get $scr) (local.get $c2a))
+        (v128.store offset=80 (local.get $scr) (local.get $c2b))
+        (v128.store offset=96 (local.get $scr) (local.get $c3a))
+        (v128.store offset=112 (local.get $scr) (local.get $c3b))
         (loop $rows
           (local.set $row (i32.add (local.get $c) (i32.mul (local.get $r) (local.get $ldc))))
           (local.set $j (i32.const 0))
@@ -203,26 +259,30 @@
             (local.set $t (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))
             (f32.store (local.get $t)
               (f32.add
-                (f32.load (i32.add (i32.shl (local.get $r) (i32.const 5)) (i32.shl (local.get $j) (i32.const 2))))
+                (f32.load (i32.add (local.get $scr)
+                  (i32.add (i32.shl (local.get $r) (i32.const 5)) (i32.shl (local.get $j) (i32.const 2)))))
                 (select (f32.load (local.get $t)) (f32.const 0) (local.get $acc))))
             (local.set $j (i32.add (local.get $j) (i32.const 1)))
             (br_if $cols (i32.lt_u (local.get $j) (local.get $nr))))
           (local.set $r (i32.add (local.get $r) (i32.const 1)))
           (br_if $rows (i32.lt_u (local.get $r) (local.get $mr)))))))
 
-  ;; C (m x n, row-major, at $c) = A * B.  $ws: workspace of (MC + NC) * KC floats,
-  ;; 16-byte aligned; MC a multiple of 4 and NC a multiple of 8.  k >= 1.
+  ;; C (m x n at $c, row stride $ldc elements) = A * B.  $ws: 128 scratch bytes, then a
+  ;; workspace of (MC + NC) * KC floats; 16-byte aligned; MC a multiple of 4 and NC a
+  ;; multiple of 8.  k >= 1.  $bmode: B's element type (0 float32, 1 bfloat16, 2 float16).
   (func (export "gemm")
     (param $m i32) (param $n i32) (param $k i32)
     (param $a i32) (param $sAm i32) (param $sAk i32)
     (param $b i32) (param $sBk i32) (param $sBn i32)
-    (param $c i32) (param $ws i32) (param $MC i32) (param $KC i32) (param $NC i32)
+    (param $c i32) (param $ldc i32) (param $ws i32) (param $MC i32) (param $KC i32) (param $NC i32)
+    (param $bmode i32)
     (local $jc i32) (local $pc i32) (local $ic i32) (local $jr i32) (local $ir i32)
     (local $nc i32) (local $kc i32) (local $mc i32) (local $apack i32) (local $bpack i32)
-    (local $ldc i32) (local $cBlock i32)
-    (local.set $apack (local.get $ws))
-    (local.set $bpack (i32.add (local.get $ws) (i32.shl (i32.mul (local.get $MC) (local.get $KC)) (i32.const 2))))
-    (local.set $ldc (i32.shl (local.get $n) (i32.const 2)))
+    (local $cBlock i32) (local $bsize i32)
+    (local.set $apack (i32.add (local.get $ws) (i32.const 128)))
+    (local.set $bpack (i32.add (local.get $apack) (i32.shl (i32.mul (local.get $MC) (local.get $KC)) (i32.const 2))))
+    (local.set $ldc (i32.shl (local.get $ldc) (i32.const 2)))
+    (local.set $bsize (select (i32.const 4) (i32.const 2) (i32.eqz (local.get $bmode))))
     (loop $jLoop
       (local.set $nc (select (local.get $NC) (i32.sub (local.get $n) (local.get $jc))
                              (i32.lt_u (local.get $NC) (i32.sub (local.get $n) (local.get $jc)))))
@@ -230,10 +290,14 @@
       (loop $pLoop
         (local.set $kc (select (local.get $KC) (i32.sub (local.get $k) (local.get $pc))
                                (i32.lt_u (local.get $KC) (i32.sub (local.get $k) (local.get $pc)))))
-        (call $packB (local.get $bpack)
-          (i32.add (local.get $b) (i32.shl (i32.add (i32.mul (local.get $pc) (local.get $sBk))
-                                                    (i32.mul (local.get $jc) (local.get $sBn))) (i32.const 2)))
-          (local.get $sBk) (local.get $sBn) (local.get $nc) (local.get $kc))
+        (local.set $cBlock (i32.add (local.get $b)
+          (i32.mul (local.get $bsize) (i32.add (i32.mul (local.get $pc) (local.get $sBk))
+                                               (i32.mul (local.get $jc) (local.get $sBn))))))
+        (if (local.get $bmode)
+          (then (call $packB16 (local.get $bpack) (local.get $cBlock)
+            (local.get $sBk) (local.get $sBn) (local.get $nc) (local.get $kc) (local.get $bmode)))
+          (else (call $packB (local.get $bpack) (local.get $cBlock)
+            (local.get $sBk) (local.get $sBn) (local.get $nc) (local.get $kc))))
         (local.set $ic (i32.const 0))
         (loop $iLoop
           (local.set $mc (select (local.get $MC) (i32.sub (local.get $m) (local.get $ic))
@@ -243,7 +307,7 @@
                                                       (i32.mul (local.get $pc) (local.get $sAk))) (i32.const 2)))
             (local.get $sAm) (local.get $sAk) (local.get $mc) (local.get $kc))
           (local.set $cBlock (i32.add (local.get $c)
-            (i32.shl (i32.add (i32.mul (local.get $ic) (local.get $n)) (local.get $jc)) (i32.const 2))))
+            (i32.add (i32.mul (local.get $ic) (local.get $ldc)) (i32.shl (local.get $jc) (i32.const 2)))))
           (local.set $jr (i32.const 0))
           (loop $jrLoop
             (local.set $ir (i32.const 0))
@@ -258,7 +322,7 @@
                         (i32.gt_u (i32.sub (local.get $mc) (local.get $ir)) (i32.const 4)))
                 (select (i32.const 8) (i32.sub (local.get $nc) (local.get $jr))
                         (i32.gt_u (i32.sub (local.get $nc) (local.get $jr)) (i32.const 8)))
-                (local.get $pc))
+                (local.get $pc) (local.get $ws))
               (local.set $ir (i32.add (local.get $ir) (i32.const 4)))
               (br_if $irLoop (i32.lt_u (local.get $ir) (local.get $mc))))
             (local.set $jr (i32.add (local.get $jr) (i32.const 8)))

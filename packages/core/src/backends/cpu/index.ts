@@ -3,6 +3,7 @@ import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts'
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
+import { disposeThreads } from './threads.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
 
@@ -118,6 +119,16 @@ export class CpuBackend implements Backend {
   constructor(readonly name = 'cpu', precision: 'float32' | 'float64' = 'float32') {
     this.F = precision === 'float64' ? Float64Array : Float32Array;
     this.mode = precision === 'float64' ? 'cpu-float64' : 'cpu';
+  }
+
+  /**
+   * Ends the worker threads (every cpu backend shares one pool; the next
+   * parallel kernel starts them again) and drops the recycled arrays.
+   */
+  dispose(): void {
+    disposeThreads();
+    this.pool.clear();
+    this.pooledBytes = 0;
   }
 
   bytesPerElement(dtype: DType): number {

@@ -1,11 +1,66 @@
-/** What every hand-written kernel module exports besides its functions. */
-export interface WasmExports {
+import { ACTIVATIONS_WASM_BASE64, ACTIVATIONS_WASM_PLAIN_BASE64 } from './activations-wasm.ts';
+import { GEMM_WASM_BASE64, GEMM_WASM_PLAIN_BASE64 } from './gemm-wasm.ts';
+
+export interface GemmExports {
+  gemm(
+    m: number, n: number, k: number,
+    a: number, sAm: number, sAk: number,
+    b: number, sBk: number, sBn: number,
+    c: number, ldc: number, ws: number, mcBlock: number, kcBlock: number, ncBlock: number, bmode: number,
+  ): void;
+}
+
+export interface ActivationExports {
+  gelu(x: number, out: number, n4: number): void;
+  geluGrad(x: number, dy: number, out: number, n4: number): void;
+}
+
+/**
+ * The cpu backend's WebAssembly state: one memory (shared when the platform
+ * has SharedArrayBuffer, so worker threads compute in it too) and the kernel
+ * modules instantiated on it. The compiled modules go to the workers.
+ */
+export interface WasmRuntime {
   memory: WebAssembly.Memory;
+  shared: boolean;
+  gemm: GemmExports;
+  act: ActivationExports;
+  gemmModule: WebAssembly.Module;
+  actModule: WebAssembly.Module;
 }
 
 const PAGE = 65536;
 /** Pointers stay below 2^31, so they pass through i32 parameters unchanged. */
 const MAX_BYTES = 2 ** 31;
+const MAX_PAGES = MAX_BYTES / PAGE;
+
+/**
+ * The memory's fixed layout, in bytes: the thread pool's control block, the
+ * float16 -> float32 table the gemm reads 16-bit halves through (gemm.wat's
+ * `offset=65536`), then one gemm workspace per thread; per-call operands follow.
+ */
+export const CONTROL_BYTES = 65536;
+export const F16_TABLE = 65536;
+const WORKSPACES = F16_TABLE + 65536 * 4;
+
+/** Gemm cache blocking (tuned on Zen 5): an MC x KC block of A stays in L2, a KC x 8 panel of B in L1. */
+export const MC = 128;
+export const KC = 512;
+export const NC = 1024;
+/** 128 scratch bytes for the kernel's partial tiles, then the packed A and B panels. */
+export const WORKSPACE_BYTES = 128 + (MC + NC) * KC * 4;
+
+export const align16 = (x: number): number => Math.ceil(x / 16) * 16;
+
+/** The first byte free for operands when `threads` workspaces are in use. */
+export function operandBase(threads: number): number {
+  return align16(WORKSPACES + threads * WORKSPACE_BYTES);
+}
+
+/** The byte offset of thread t's gemm workspace. */
+export function workspaceOf(t: number): number {
+  return WORKSPACES + t * WORKSPACE_BYTES;
+}
 
 /** Decodes base64 with `atob`, which Node (>= 16) and browsers both have, unlike `Buffer`. */
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
@@ -15,20 +70,43 @@ function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+/** A shared memory where SharedArrayBuffer exists (Node; a cross-origin-isolated page), else null. */
+function sharedMemory(initialPages: number): WebAssembly.Memory | null {
+  if (typeof SharedArrayBuffer === 'undefined') return null;
+  try {
+    return new WebAssembly.Memory({ initial: initialPages, maximum: MAX_PAGES, shared: true });
+  } catch {
+    return null;
+  }
+}
+
+function instantiate<E>(module: WebAssembly.Module, memory: WebAssembly.Memory): E {
+  return new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as E;
+}
+
+let runtime: WasmRuntime | null | undefined;
+
 /**
- * A lazy loader for a committed module: instantiated on first use, null where
- * WebAssembly SIMD is missing. NOTE: validating the real module is the SIMD
- * feature test: without f32x4 it fails.
+ * The runtime, created on first use; null where WebAssembly SIMD is missing.
+ * NOTE: validating the real module is the SIMD feature test: without f32x4 it fails.
  */
-export function simdModule<E extends WasmExports>(base64: string): () => E | null {
-  let instance: E | null | undefined;
-  return () => {
-    if (instance !== undefined) return instance;
-    const bytes = decodeBase64(base64);
-    if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(bytes)) return (instance = null);
-    instance = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as E;
-    return instance;
+export function wasmRuntime(): WasmRuntime | null {
+  if (runtime !== undefined) return runtime;
+  if (typeof WebAssembly === 'undefined') return (runtime = null);
+  const initial = Math.ceil(operandBase(1) / PAGE) + 1;
+  const shared = sharedMemory(initial);
+  const memory = shared ?? new WebAssembly.Memory({ initial, maximum: MAX_PAGES });
+  const gemmBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
+  const actBytes = decodeBase64(shared ? ACTIVATIONS_WASM_BASE64 : ACTIVATIONS_WASM_PLAIN_BASE64);
+  if (!WebAssembly.validate(gemmBytes) || !WebAssembly.validate(actBytes)) return (runtime = null);
+  const gemmModule = new WebAssembly.Module(gemmBytes);
+  const actModule = new WebAssembly.Module(actBytes);
+  runtime = {
+    memory, shared: shared !== null, gemmModule, actModule,
+    gemm: instantiate<GemmExports>(gemmModule, memory),
+    act: instantiate<ActivationExports>(actModule, memory),
   };
+  return runtime;
 }
 
 /** Grows `memory` to hold `end` bytes; false past 2 GiB or when the engine refuses. */
@@ -42,4 +120,14 @@ export function ensureBytes(memory: WebAssembly.Memory, end: number): boolean {
   } catch {
     return false;
   }
+}
+
+let f16Ready = false;
+
+/** Fills the float16 -> float32 table once (the gemm widens float16 B through it). */
+export function ensureF16Table(rt: WasmRuntime, widen: (bits: number) => number): void {
+  if (f16Ready) return;
+  const table = new Float32Array(rt.memory.buffer, F16_TABLE, 65536);
+  for (let h = 0; h < 65536; h++) table[h] = widen(h);
+  f16Ready = true;
 }
