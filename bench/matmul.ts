@@ -1,11 +1,14 @@
 /**
  * W1: C = A @ B in float32 for square n x n matrices, on each requested backend.
- * `npm run bench -- matmul --backends cpu,gpu --sizes 256,512,1024 --max-time 2`
+ * `npm run bench -- matmul --backends cpu,gpu --sizes 256,512,1024 --max-time 2 --threads 1,2`
+ * (--threads: cpu thread counts to run, one row each; default the pool's count).
  * The timed function ends with a readback (dataSync), so asynchronous devices
  * are timed to completion. Reports the median of Benchmark.js's samples.
  */
 import Benchmark from 'benchmark';
-import { getBackend, listBackends, matmul, memory, randn, type Backend, type Tensor } from '@lowrank/core';
+import {
+  getBackend, getNumThreads, listBackends, matmul, memory, randn, setNumThreads, type Backend, type Tensor,
+} from '@lowrank/core';
 import { expandGpuBackends } from './gpu-modes.ts';
 
 export interface MatmulRow {
@@ -13,6 +16,8 @@ export interface MatmulRow {
   mode: string;
   precision: string;
   n: number;
+  /** cpu threads (1 for other backends). */
+  threads: number;
   medianMs: number;
   gflops: number;
   launchesPerIter: number;
@@ -26,6 +31,8 @@ export interface MatmulOptions {
   /** Seconds Benchmark.js may spend per case. */
   maxTime: number;
   minSamples: number;
+  /** cpu thread counts; each cpu case runs once per count. */
+  threads: number[];
 }
 
 function option(args: readonly string[], name: string): string | undefined {
@@ -42,6 +49,7 @@ export function parseArgs(args: readonly string[]): MatmulOptions {
     sizes: list(option(args, 'sizes'), '256,512,1024').map(Number),
     maxTime: Number(option(args, 'max-time') ?? 3),
     minSamples: Number(option(args, 'min-samples') ?? 5),
+    threads: list(option(args, 'threads'), String(getNumThreads())).map(Number),
   };
 }
 
@@ -81,6 +89,7 @@ export function benchCase(backendName: string, n: number, opts: Pick<MatmulOptio
     mode: backend.mode,
     precision: precisionOf(backend),
     n,
+    threads: backend.mode === 'cpu' ? getNumThreads() : 1,
     medianMs: medianS * 1e3,
     gflops: (2 * n ** 3) / medianS / 1e9,
     launchesPerIter: after.kernelLaunches - before.kernelLaunches,
@@ -90,9 +99,9 @@ export function benchCase(backendName: string, n: number, opts: Pick<MatmulOptio
 }
 
 export function formatTable(rows: readonly MatmulRow[]): string {
-  const header = ['backend', 'mode', 'precision', 'n', 'median ms', 'GFLOP/s', 'launches/iter', 'readbacks/iter', 'samples'];
+  const header = ['backend', 'mode', 'precision', 'n', 'threads', 'median ms', 'GFLOP/s', 'launches/iter', 'readbacks/iter', 'samples'];
   const cells = rows.map((r) => [
-    r.backend, r.mode, r.precision, String(r.n), r.medianMs.toFixed(2), r.gflops.toFixed(2),
+    r.backend, r.mode, r.precision, String(r.n), String(r.threads), r.medianMs.toFixed(2), r.gflops.toFixed(2),
     String(r.launchesPerIter), String(r.readbacksPerIter), String(r.samples),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
@@ -115,7 +124,13 @@ export function run(args: string[]): MatmulRow[] {
       console.log(`skipping '${name}': it holds no values to compute`);
       continue;
     }
-    for (const n of opts.sizes) rows.push(benchCase(name, n, opts));
+    const counts = getBackend(name).mode === 'cpu' ? opts.threads : [1];
+    for (const n of opts.sizes) {
+      for (const t of counts) {
+        if (getBackend(name).mode === 'cpu') setNumThreads(t);
+        rows.push(benchCase(name, n, opts));
+      }
+    }
   }
   console.log(formatTable(rows));
   return rows;
