@@ -1,6 +1,21 @@
 import type { Shape } from './shape.ts';
 
-export type DType = 'float32' | 'int32' | 'bool';
+/**
+ * Element types. `bfloat16` and `float16` are storage types for tensors that
+ * do not train (a frozen base model's weights): matmul reads them as its B
+ * operand and embedding lookups widen their rows; other ops want float32.
+ */
+export type DType = 'float32' | 'bfloat16' | 'float16' | 'int32' | 'bool';
+export type HalfDType = 'bfloat16' | 'float16';
+
+export function isHalfDtype(d: DType): d is HalfDType {
+  return d === 'bfloat16' || d === 'float16';
+}
+
+/** float32, bfloat16 or float16 (as opposed to int32 and bool). */
+export function isFloatDtype(d: DType): boolean {
+  return d === 'float32' || d === 'bfloat16' || d === 'float16';
+}
 export type UnaryOp = 'neg' | 'sqrt' | 'exp' | 'log' | 'tanh' | 'sigmoid' | 'relu' | 'gelu' | 'silu';
 export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'eq' | 'gt';
 export type ReduceOp = 'sum' | 'max';

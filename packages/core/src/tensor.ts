@@ -1,4 +1,4 @@
-import { getBackend, type Backend, type DType, type HostArray } from './backend.ts';
+import { getBackend, isFloatDtype, type Backend, type DType, type HostArray } from './backend.ts';
 import { countReadback, countUpload, newStorage, releaseStorage, statsOf, type Storage } from './engine.ts';
 import { checkShape, fmt, sizeOf, type Shape } from './shape.ts';
 import type { GradFn } from './autograd.ts';
@@ -29,7 +29,10 @@ export class Tensor {
   name: string | undefined;
   private storageRef: Storage | null;
 
-  constructor(storage: Storage, shape: Shape, readonly dtype: DType) {
+  private dtype_: DType;
+
+  constructor(storage: Storage, shape: Shape, dtype: DType) {
+    this.dtype_ = dtype;
     this.shape = Object.freeze([...shape]);
     this.size = sizeOf(shape);
     this.storageRef = storage;
@@ -42,6 +45,11 @@ export class Tensor {
 
   get backend(): Backend {
     return this.storage.backend;
+  }
+
+  /** Element type; changes only through `castTo_`. */
+  get dtype(): DType {
+    return this.dtype_;
   }
 
   get storage(): Storage {
@@ -118,6 +126,29 @@ export class Tensor {
     finalizer.unregister(this);
     finalizer.register(this, storage, this);
     moved.dispose();
+    return this;
+  }
+
+  /**
+   * Converts this tensor's values to another dtype in place, keeping its
+   * identity (`Module.to({ dtype })` relies on it, so tied weights stay tied).
+   * 16-bit dtypes do not train: a tensor that requires gradients cannot become one.
+   * `w.requiresGrad_(false).castTo_('bfloat16')`
+   */
+  castTo_(dtype: DType): this {
+    if (dtype === this.dtype) return this;
+    if (this.requiresGrad && dtype !== 'float32') {
+      throw new Error(`castTo_: ${this.describe()} requires gradients and ${dtype} tensors do not train; freeze it first (requiresGrad_(false))`);
+    }
+    const converted = ops.cast(this, dtype);
+    const storage = converted.storage;
+    storage.refs++;
+    releaseStorage(this.storage);
+    this.storageRef = storage;
+    this.dtype_ = dtype;
+    finalizer.unregister(this);
+    finalizer.register(this, storage, this);
+    converted.dispose();
     return this;
   }
 
@@ -274,7 +305,7 @@ export function tensor(values: NestedArray | ArrayLike<number>, opts: TensorOpti
     throw new Error(`tensor: ${flat.length} values do not fill shape ${fmt(shape)}`);
   }
   const dtype = opts.dtype ?? (values instanceof Int32Array ? 'int32' : 'float32');
-  if (dtype !== 'float32') {
+  if (!isFloatDtype(dtype)) {
     for (let i = 0; i < flat.length; i++) {
       if (!Number.isInteger(flat[i])) throw new Error(`tensor: ${dtype} value ${flat[i]} at flat index ${i} is not an integer`);
     }

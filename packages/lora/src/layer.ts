@@ -1,5 +1,5 @@
 import {
-  add, matmul, mul, noGrad, release, reshape, sub, tidy, type Tensor,
+  add, cast, matmul, mul, noGrad, release, reshape, sub, tidy, type Tensor,
 } from '@lowrank/core';
 import {
   Conv1D, Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
@@ -214,7 +214,8 @@ export class LoraLinear extends Module {
       const w = this.baseLayer.weight;
       const next = noGrad(() => tidy(() => {
         const delta = this.deltaWeight(name);
-        return add(w, delta);
+        // A 16-bit base is merged in float32, then rounded back to its dtype.
+        return w.dtype === 'float32' ? add(w, delta) : cast(add(cast(w, 'float32'), delta), w.dtype);
       }));
       if (safeMerge && next.backend.hasStorage && !next.dataSync().every(Number.isFinite)) {
         next.dispose();
@@ -233,7 +234,7 @@ export class LoraLinear extends Module {
       const w = this.baseLayer.weight;
       const next = noGrad(() => tidy(() => {
         const delta = this.deltaWeight(name);
-        return sub(w, delta);
+        return w.dtype === 'float32' ? sub(w, delta) : cast(sub(cast(w, 'float32'), delta), w.dtype);
       }));
       w.assign(next);
       next.dispose();

@@ -1,4 +1,6 @@
-import { Tensor, clone, fmt, getBackend, keep, noGrad, shapesEqual, tensor } from '@lowrank/core';
+import {
+  Tensor, cast, clone, fmt, getBackend, isFloatDtype, keep, noGrad, shapesEqual, tensor, type DType,
+} from '@lowrank/core';
 
 /** A state-dict value: a tensor, or a raw record such as a fixture's `{shape, data}`. */
 export interface RawStateValue {
@@ -15,7 +17,29 @@ export type StateDict = Record<string, Tensor>;
 export interface LoadStateDictOptions {
   /** Missing and unexpected keys are errors (default true); shape mismatches always are. */
   strict?: boolean;
+  /**
+   * Storage for the loaded weight matrices (parameters of rank >= 2):
+   * 'bfloat16' or 'float16' halves their memory and freezes them (16-bit
+   * tensors do not train; LoRA adapters added later stay float32). 1-D
+   * parameters (norms, biases) stay float32. Default: keep each parameter's dtype.
+   */
+  dtype?: ParamDtype;
 }
+
+/** The dtypes a parameter can be stored in. */
+export type ParamDtype = 'float32' | 'bfloat16' | 'float16';
+
+export interface ModuleToOptions {
+  backend?: string;
+  /**
+   * 'bfloat16' / 'float16': store the frozen weight matrices (rank >= 2,
+   * requiresGrad false) in 16 bits; trainable parameters, 1-D ones, gradients
+   * and optimizer state stay float32. 'float32' widens them back.
+   */
+  dtype?: ParamDtype;
+}
+
+const isParamDtype = (d: unknown): d is ParamDtype => d === 'float32' || d === 'bfloat16' || d === 'float16';
 
 export interface LoadStateDictResult {
   missingKeys: string[];
@@ -60,12 +84,12 @@ export abstract class Module {
   registerParameter(name: string, t: Tensor): Tensor {
     checkName(name);
     if (this.children_.has(name)) throw new Error(`registerParameter: '${name}' is already a submodule of ${this.constructor.name}`);
-    if (t.dtype !== 'float32') throw new Error(`registerParameter: '${name}' must be float32, got ${t.describe()}`);
+    if (!isFloatDtype(t.dtype)) throw new Error(`registerParameter: '${name}' must be float32 (or a frozen 16-bit float), got ${t.describe()}`);
     if (!t.isLeaf) throw new Error(`registerParameter: '${name}' must be a leaf tensor (detach() it first)`);
     const old = this.params_.get(name);
     keep(t);
     if (!t.name) t.name = name;
-    if (old === undefined) t.requiresGrad_(true);
+    if (old === undefined && t.dtype === 'float32') t.requiresGrad_(true);
     this.params_.set(name, t);
     if (old && old !== t) this.syncFields(old, t);
     return t;
@@ -134,14 +158,21 @@ export abstract class Module {
     const own = this.stateDict();
     const missingKeys = Object.keys(own).filter((k) => !Object.hasOwn(sd, k));
     const unexpectedKeys = Object.keys(sd).filter((k) => !Object.hasOwn(own, k));
+    const target = opts.dtype;
     noGrad(() => {
       for (const [k, v] of Object.entries(sd)) {
         const p = own[k];
         if (!p) continue;
+        if (target !== undefined && p.rank >= 2 && p.dtype !== target) {
+          if (target !== 'float32') p.requiresGrad_(false);
+          p.castTo_(target);
+        }
         const src = v instanceof Tensor
           ? clone(v.backend === p.backend ? v : v.to(p.backend.name))
           : tensor(Float32Array.from(v.data), { shape: [...p.shape], backend: p.backend.name });
-        p.assign(src);
+        const typed = src.dtype === p.dtype ? src : cast(src, p.dtype);
+        p.assign(typed);
+        if (typed !== src) typed.dispose();
         src.dispose();
       }
     });
@@ -154,6 +185,9 @@ export abstract class Module {
    */
   checkStateDict(sd: Record<string, StateValue>, opts: LoadStateDictOptions = {}): string | null {
     const strict = opts.strict ?? true;
+    if (opts.dtype !== undefined && !isParamDtype(opts.dtype)) {
+      return `loadStateDict: dtype must be 'float32', 'bfloat16' or 'float16', got ${JSON.stringify(opts.dtype)}`;
+    }
     const own = this.stateDict();
     const missingKeys = Object.keys(own).filter((k) => !Object.hasOwn(sd, k));
     const unexpectedKeys = Object.keys(sd).filter((k) => !Object.hasOwn(own, k));
@@ -186,7 +220,35 @@ export abstract class Module {
    * Moves every parameter (and its gradient is dropped) to another backend in place;
    * identities are kept, so tied weights stay tied. @example model.to('gpu')
    */
-  to(backendName: string): this {
+  to(target: string | ModuleToOptions): this {
+    if (typeof target !== 'string') {
+      if (target.backend !== undefined) this.toBackend(target.backend);
+      if (target.dtype !== undefined) this.toDtype(target.dtype);
+      return this;
+    }
+    return this.toBackend(target);
+  }
+
+  /**
+   * Stores the frozen weight matrices in `dtype` (see ModuleToOptions.dtype), in
+   * place; tied weights stay tied. An error when there is nothing frozen to convert.
+   */
+  private toDtype(dtype: ParamDtype): this {
+    if (!isParamDtype(dtype)) {
+      throw new Error(`Module.to: dtype must be 'float32', 'bfloat16' or 'float16', got ${JSON.stringify(dtype)}`);
+    }
+    const matrices = this.parameters().filter((p) => p.rank >= 2);
+    const frozen = matrices.filter((p) => !p.requiresGrad);
+    if (dtype !== 'float32' && matrices.length > 0 && frozen.length === 0) {
+      throw new Error(`Module.to({ dtype: '${dtype}' }): every weight matrix of ${this.constructor.name} trains, and ${dtype} tensors do not; freeze the base first (getPeftModel does, or requiresGrad_(false))`);
+    }
+    noGrad(() => {
+      for (const p of frozen) p.castTo_(dtype as DType);
+    });
+    return this;
+  }
+
+  private toBackend(backendName: string): this {
     const target = getBackend(backendName);
     const empty = this.namedParameters().filter(([, p]) => p.backend !== target && !p.backend.hasStorage && target.hasStorage);
     if (empty.length) {
@@ -285,12 +347,12 @@ function checkValue(v: StateValue, p: Tensor): string | null {
   if (v instanceof Tensor) {
     if (v.isDisposed) return 'the tensor was disposed';
     if (!v.backend.hasStorage && p.backend.hasStorage) return `the tensor lives on '${v.backend.name}' and holds no values`;
-    if (v.dtype !== 'float32') return `dtype ${v.dtype}, expected float32`;
+    if (!isFloatDtype(v.dtype)) return `dtype ${v.dtype}, expected a float dtype`;
     if (!shapesEqual(v.shape, p.shape)) return `shape ${fmt(v.shape)} in checkpoint, ${fmt(p.shape)} in model`;
     return null;
   }
   if (typeof v !== 'object' || v === null || !Array.isArray(v.shape)) return 'not a Tensor or {shape, data} record';
-  if (v.dtype !== undefined && v.dtype !== 'float32') return `dtype ${v.dtype}, expected float32`;
+  if (v.dtype !== undefined && !isParamDtype(v.dtype)) return `dtype ${v.dtype}, expected float32 (or bfloat16, float16)`;
   if (!shapesEqual(v.shape, p.shape)) return `shape ${fmt(v.shape)} in checkpoint, ${fmt(p.shape)} in model`;
   const n = p.size;
   if (!v.data || typeof v.data.length !== 'number' || v.data.length !== n) {

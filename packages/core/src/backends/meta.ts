@@ -1,4 +1,4 @@
-import type { Backend, DType, HostArray } from '../backend.ts';
+import { isHalfDtype, type Backend, type DType, type HostArray } from '../backend.ts';
 
 const none = (): null => null;
 
@@ -11,8 +11,9 @@ export class MetaBackend implements Backend {
   readonly mode = 'meta';
   readonly hasStorage = false;
 
-  bytesPerElement(): number {
-    return 4;
+  /** What the cpu backend would take: a 16-bit base model sizes at 2 bytes per weight. */
+  bytesPerElement(dtype: DType): number {
+    return isHalfDtype(dtype) ? 2 : 4;
   }
 
   upload(): null {

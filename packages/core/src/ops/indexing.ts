@@ -3,7 +3,7 @@ import { runKernel } from '../engine.ts';
 import { fmt, normalizeAxis } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { reshape } from './shape.ts';
-import { backendOf, requireDtype, requireFloat, result } from './util.ts';
+import { backendOf, requireDtype, requireFloat, requireFloatOrHalf, result } from './util.ts';
 
 /**
  * torch.gather (numpy take_along_axis): out[i][j] = x[i][index[i][j]] for axis 1.
@@ -26,7 +26,7 @@ export function gather(x: Tensor, index: Tensor, axis: number): Tensor {
 
 /** torch.index_select: rows (along axis) picked by a 1-D index. `indexSelect(x, 0, ids)` */
 export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
-  requireFloat('indexSelect', x);
+  requireFloatOrHalf('indexSelect', x); // rows of a 16-bit table are widened to float32
   requireDtype('indexSelect', index, 'index', 'int32');
   const b = backendOf('indexSelect', x, index);
   if (index.rank !== 1) throw new Error(`indexSelect: index must be 1-D, got ${index.describe()}`);

@@ -4,7 +4,7 @@ import { broadcastShapes, fmt } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { sum } from './reduce.ts';
 import { reshape } from './shape.ts';
-import { backendOf, requireFloat, result } from './util.ts';
+import { backendOf, requireFloat, requireFloatOrHalf, result } from './util.ts';
 
 export interface MatmulOptions {
   /** Use the transpose of a's last two axes (read in place, not copied). */
@@ -19,7 +19,8 @@ export interface MatmulOptions {
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const ta = opts.transposeA ?? false;
   const tb = opts.transposeB ?? false;
-  requireFloat('matmul', a, b);
+  requireFloat('matmul', a);
+  requireFloatOrHalf('matmul', b); // a 16-bit B (a frozen weight) is widened while the gemm packs it
   const be = backendOf('matmul', a, b);
   if (a.rank < 2 || b.rank < 2) {
     throw new Error(`matmul: both inputs need rank >= 2, got ${fmt(a.shape)} and ${fmt(b.shape)}`);
@@ -57,7 +58,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
  * `linear(x, fc.weight, fc.bias)` maps [..., in] to [..., out].
  */
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
-  requireFloat('linear', x, weight, ...(bias ? [bias] : []));
+  requireFloat('linear', x, ...(bias ? [bias] : []));
+  requireFloatOrHalf('linear', weight);
   const be = backendOf('linear', x, weight, ...(bias ? [bias] : []));
   const [out, inF] = weight.shape;
   if (weight.rank !== 2 || x.rank < 1 || x.shape[x.rank - 1] !== inF) {

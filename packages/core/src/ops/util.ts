@@ -1,4 +1,4 @@
-import type { Backend, DType } from '../backend.ts';
+import { isFloatDtype, type Backend, type DType } from '../backend.ts';
 import { makeTensor, type Tensor } from '../tensor.ts';
 import type { Shape } from '../shape.ts';
 
@@ -15,7 +15,16 @@ export function backendOf(op: string, ...ts: Tensor[]): Backend {
 
 export function requireFloat(op: string, ...ts: Tensor[]): void {
   for (const t of ts) {
-    if (t.dtype !== 'float32') throw new Error(`${op}: expected a float32 tensor, got ${t.describe()}`);
+    if (t.dtype === 'float32') continue;
+    const hint = isFloatDtype(t.dtype) ? ` (${t.dtype} storage is read by matmul's second operand and embedding only: cast(x, 'float32') first)` : '';
+    throw new Error(`${op}: expected a float32 tensor, got ${t.describe()}${hint}`);
+  }
+}
+
+/** float32, or a 16-bit float where the op widens it itself (a matmul's B, an embedding table). */
+export function requireFloatOrHalf(op: string, ...ts: Tensor[]): void {
+  for (const t of ts) {
+    if (!isFloatDtype(t.dtype)) throw new Error(`${op}: expected a float tensor, got ${t.describe()}`);
   }
 }
 

@@ -1,14 +1,19 @@
 import type { DType } from '../../backend.ts';
+import { BF16Array, F16Array, type HalfArr } from './half.ts';
 
 /** float32 storage (Float64Array in the float64 reference backend) or int32 storage. */
 export type FArr = Float32Array | Float64Array;
-export type Arr = FArr | Int32Array;
+/** Every storage: float, 16-bit float (bits, see half.ts) or int32. */
+export type Arr = FArr | HalfArr | Int32Array;
 export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
 /** Makes a zeroed float array of n elements (fresh or recycled). */
 export type Alloc = (n: number) => FArr;
 
 export function allocFor(F: FloatCtor, dtype: DType, size: number): Arr {
-  return dtype === 'float32' ? new F(size) : new Int32Array(size);
+  if (dtype === 'float32') return new F(size);
+  if (dtype === 'bfloat16') return new BF16Array(size);
+  if (dtype === 'float16') return new F16Array(size);
+  return new Int32Array(size);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { broadcastStrides, sizeOf, type Shape } from '../../shape.ts';
 import { forEachRow, type Alloc, type FArr } from './arrays.ts';
+import { isHalf, widen, type HalfArr } from './half.ts';
 import { WASM_GEMM_MIN_MACS, gemmWasm } from './wasm-gemm.ts';
 
 /**
@@ -8,7 +9,7 @@ import { WASM_GEMM_MIN_MACS, gemmWasm } from './wasm-gemm.ts';
  * Transposes are strides; nothing is copied.
  */
 export function batchedProduct(
-  alloc: Alloc, a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
+  alloc: Alloc, a: FArr | HalfArr, aShape: Shape, b: FArr | HalfArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
 ): FArr {
   const r = outShape.length;
   const m = outShape[r - 2];
@@ -30,10 +31,14 @@ export function batchedProduct(
     aOffsets.push(ao);
     bOffsets.push(bo);
   });
-  const simd = out instanceof Float32Array && a instanceof Float32Array && b instanceof Float32Array
+  // A 16-bit A is not a case the ops produce (weights are B); widening it keeps such a call correct.
+  const A = isHalf(a) ? widen(a) : a;
+  const simd = out instanceof Float32Array && A instanceof Float32Array && (b instanceof Float32Array || isHalf(b))
     && out.length * k >= WASM_GEMM_MIN_MACS;
-  if (simd && gemmWasm(m, n, k, a, aOffsets, sAm, sAk, b, bOffsets, sBk, sBn, out)) return out;
-  aOffsets.forEach((ao, bi) => gemm(m, n, k, a, ao, sAm, sAk, b, bOffsets[bi], sBk, sBn, out, bi * m * n));
+  if (simd && gemmWasm(m, n, k, A, aOffsets, sAm, sAk, b, bOffsets, sBk, sBn, out)) return out;
+  // The JS gemm (small products, float64, no wasm) reads a 16-bit B through a float32 copy for this call only.
+  const B = isHalf(b) ? widen(b) : b;
+  aOffsets.forEach((ao, bi) => gemm(m, n, k, A, ao, sAm, sAk, B, bOffsets[bi], sBk, sBn, out, bi * m * n));
   return out;
 }
 

@@ -1,9 +1,13 @@
-import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceOp, UnaryOp } from '../../backend.ts';
+import {
+  isHalfDtype, type AdamHyper, type Backend, type BinaryOp, type DType, type HostArray, type Reduction, type ReduceOp,
+  type UnaryOp,
+} from '../../backend.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
 import { disposeThreads } from './threads.ts';
+import { BF16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
 
@@ -132,10 +136,12 @@ export class CpuBackend implements Backend {
   }
 
   bytesPerElement(dtype: DType): number {
-    return dtype === 'float32' ? this.F.BYTES_PER_ELEMENT : 4;
+    if (dtype === 'float32') return this.F.BYTES_PER_ELEMENT;
+    return isHalfDtype(dtype) ? 2 : 4;
   }
 
   upload(values: ArrayLike<number>, dtype: DType): Arr {
+    if (isHalfDtype(dtype)) return toHalf(dtype, values);
     const out = this.allocDtype(dtype, values.length);
     out.set(values);
     return out;
@@ -144,8 +150,10 @@ export class CpuBackend implements Backend {
   /** Float storage comes from the pool (so that what `free` keeps is reused); int storage is fresh. */
   private readonly allocDtype = (dtype: DType, n: number): Arr => (dtype === 'float32' ? this.alloc(n) : allocFor(this.F, dtype, n));
 
+  /** A 16-bit storage reads back widened to float32. */
   download(data: unknown, _dtype: DType, size: number): HostArray {
-    return (data as Arr).slice(0, size);
+    if (isHalf(data)) return widen(data, size);
+    return (data as FArr | Int32Array).slice(0, size);
   }
 
   /**
@@ -180,12 +188,25 @@ export class CpuBackend implements Backend {
   };
 
   fill(size: number, value: number, dtype: DType): Arr {
+    if (isHalfDtype(dtype)) {
+      const half = allocFor(this.F, dtype, size) as HalfArr;
+      if (value !== 0) half.fill(toHalf(dtype, [value])[0]);
+      return half;
+    }
     const out = this.allocDtype(dtype, size);
     if (value !== 0) out.fill(value);
     return out;
   }
 
   cast(x: Arr, size: number, to: DType): Arr {
+    if (isHalfDtype(to)) {
+      if (isHalf(x) && (to === 'bfloat16') === x instanceof BF16Array) return x.slice(0, size);
+      return toHalf(to, isHalf(x) ? widen(x, size) : x, size);
+    }
+    if (isHalf(x)) {
+      const wide = widen(x, size);
+      return to === 'float32' ? (this.F === Float32Array ? wide : Float64Array.from(wide)) : this.cast(wide, size, to);
+    }
     const out = this.allocDtype(to, size);
     if (to === 'bool') for (let i = 0; i < size; i++) out[i] = x[i] !== 0 ? 1 : 0;
     else if (to === 'float32' || x instanceof Int32Array) out.set(x.subarray(0, size));
@@ -351,7 +372,7 @@ export class CpuBackend implements Backend {
     this.matmul(a, aShape, b, bShape, ta, tb, out);
 
   matmul(
-    a: FArr, aShape: Shape, b: FArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: FArr | null = null,
+    a: FArr | HalfArr, aShape: Shape, b: FArr | HalfArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: FArr | null = null,
   ): FArr {
     const out = batchedProduct(this.alloc, a, aShape, b, bShape, transA, transB, outShape);
     if (bias) {
@@ -441,7 +462,8 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  indexSelect(x: FArr, xShape: Shape, index: Int32Array, count: number, axis: number): FArr {
+  /** A 16-bit table's rows are widened as they are copied out (an embedding lookup on a bf16 base). */
+  indexSelect(x: FArr | HalfArr, xShape: Shape, index: Int32Array, count: number, axis: number): FArr {
     const outer = sizeOf(xShape.slice(0, axis));
     const inner = sizeOf(xShape.slice(axis + 1));
     const n = xShape[axis];
@@ -450,7 +472,8 @@ export class CpuBackend implements Backend {
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < count; i++) {
         const src = (o * n + index[i]) * inner;
-        out.set(x.subarray(src, src + inner), (o * count + i) * inner);
+        if (isHalf(x)) widenInto(x, src, inner, out, (o * count + i) * inner);
+        else out.set(x.subarray(src, src + inner), (o * count + i) * inner);
       }
     }
     return out;

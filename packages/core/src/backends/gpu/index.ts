@@ -1,4 +1,8 @@
-import type { AdamHyper, Backend, BinaryOp, DType, HostArray, Reduction, ReduceOp, UnaryOp } from '../../backend.ts';
+import {
+  isFloatDtype, isHalfDtype, type AdamHyper, type Backend, type BinaryOp, type DType, type HostArray, type Reduction, type ReduceOp,
+  type UnaryOp,
+} from '../../backend.ts';
+import { toHalf, widen } from '../cpu/half.ts';
 import { countReadback, statsOf } from '../../engine.ts';
 import { sizeOf, type Shape } from '../../shape.ts';
 import { CpuBackend } from '../cpu/index.ts';
@@ -307,10 +311,11 @@ export class GpuBackend implements Backend {
     return this.fill(size, 0, 'float32');
   }
 
+  /** NOTE: bfloat16 and float16 are rounded, then stored widened in a float32 texture (4 bytes each). */
   upload(values: ArrayLike<number>, dtype: DType): GpuData {
     const n = values.length;
-    const f = values instanceof Float32Array ? values : Float32Array.from(values);
-    const host = dtype !== 'float32' && n <= SHADOW_LIMIT ? Int32Array.from(values) : null;
+    const f = isHalfDtype(dtype) ? widen(toHalf(dtype, values)) : values instanceof Float32Array ? values : Float32Array.from(values);
+    const host = !isFloatDtype(dtype) && n <= SHADOW_LIMIT ? Int32Array.from(values) : null;
     if (n === 0) return this.wrap(null, 0, host);
     this.checkSize(n);
     if (!isGlMode(this.mode)) {
@@ -324,9 +329,9 @@ export class GpuBackend implements Backend {
 
   download(data: unknown, dtype: DType, size: number): HostArray {
     const d = data as GpuData;
-    if (dtype !== 'float32' && d.host) return d.host.slice(0, size);
+    if (!isFloatDtype(dtype) && d.host) return d.host.slice(0, size);
     const f = d.buf ? this.readLane(d, size) : new Float32Array(size);
-    if (dtype === 'float32') return f;
+    if (isFloatDtype(dtype)) return f;
     const out = new Int32Array(size);
     for (let i = 0; i < size; i++) out[i] = Math.round(f[i]);
     return out;
@@ -361,13 +366,13 @@ export class GpuBackend implements Backend {
   }
 
   fill(size: number, value: number, dtype: DType): GpuData {
-    const host = dtype !== 'float32' && size <= SHADOW_LIMIT ? new Int32Array(size).fill(value) : null;
+    const host = !isFloatDtype(dtype) && size <= SHADOW_LIMIT ? new Int32Array(size).fill(value) : null;
     return this.run(src.fill(this.gen(), size, value), [], host);
   }
 
   cast(x: GpuData, size: number, to: DType): GpuData {
-    if (to === 'float32' || x.host) {
-      const host = to !== 'float32' && x.host ? x.host.slice(0, size) : null;
+    if (isFloatDtype(to) || x.host) {
+      const host = !isFloatDtype(to) && x.host ? x.host.slice(0, size) : null;
       return this.run(src.copy(this.gen(), size), [x], host);
     }
     return this.run(src.truncate(this.gen(), size), [x]);
