@@ -2,7 +2,7 @@
  * Shared pieces of the LoRA-vs-full benchmark: argument parsing, model sizes,
  * statistics and number formatting. No timing or engine state lives here.
  */
-import { GpuBackend, getBackend, type Backend } from '@lowrank/core';
+import { GpuBackend, getBackend, getNumThreads, setNumThreads, type Backend } from '@lowrank/core';
 import { w2, type TransformerConfig } from '@lowrank/nn';
 
 /** `--name value` or `--name=value`; undefined when absent. */
@@ -84,9 +84,20 @@ export function precisionOf(b: Backend): string {
 }
 
 /** Backend name, gpu.js mode (or the backend's own mode) and precision, as every row records them. */
-export function backendInfo(name: string): { backend: string; mode: string; precision: string } {
+export function backendInfo(name: string): { backend: string; mode: string; precision: string; threads: number } {
   const b = getBackend(name);
-  return { backend: name, mode: b.mode, precision: precisionOf(b) };
+  return { backend: name, mode: b.mode, precision: precisionOf(b), threads: b.mode === 'cpu' ? getNumThreads() : 1 };
+}
+
+/**
+ * `--threads N`: the cpu backend's thread count, here and (through
+ * LOWRANK_NUM_THREADS) in every worker process started afterwards.
+ */
+export function applyThreads(args: readonly string[]): void {
+  if (option(args, 'threads') === undefined) return;
+  const n = intOption(args, 'threads', 1);
+  setNumThreads(n);
+  process.env.LOWRANK_NUM_THREADS = String(n);
 }
 
 export function median(xs: readonly number[]): number {

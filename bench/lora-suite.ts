@@ -10,13 +10,14 @@
  *   npm run bench -- lora --size medium --backend gpu --steps 10
  *   (options: --size w2|medium|large, --backend cpu|gpu, --steps 20, --warmup 3, --rounds 3, --reps 50 (W3), --seed 0,
  *    --genre cr, --lr-full 2e-4, --lr-lora 3e-3, --pretrain-steps 600, --cache bench/.cache, --out bench/results)
+ *   npm run bench -- --threads 1       # the cpu backend on one thread (default: every core; also LOWRANK_NUM_THREADS)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  LORA, backendInfo, describeWorkload, intOption, option, parseSize, workload, type SizeName,
+  LORA, applyThreads, backendInfo, describeWorkload, intOption, option, parseSize, workload, type SizeName,
 } from './common.ts';
 import { chartSvg, standardPanels } from './chart.ts';
 import { CACHE_DIR, PRETRAIN } from './pretrain.ts';
@@ -174,7 +175,7 @@ export async function runSuite(o: SuiteOptions): Promise<{ report: SuiteReport; 
     elapsedSeconds: (performance.now() - t0) / 1000,
     machine: machineInfo(o.backend, loadavgStart),
     options: { size: o.size, backend: o.backend, steps: o.steps, warmup: o.warmup, reps: o.reps, seed: o.seed, rounds: o.rounds, lrFull: o.lrFull, lrLora: o.lrLora },
-    backend: failed(full) ? info : { backend: full.backend, mode: full.mode, precision: full.precision },
+    backend: failed(full) ? info : { backend: full.backend, mode: full.mode, precision: full.precision, threads: full.threads },
     workload: describeWorkload(w),
     data: `fine-tune on ${setup.split.train.source}; validate on ${setup.split.val.source}`,
     base: { ...setup.base.info, cached: setup.base.cached },
@@ -213,6 +214,7 @@ export async function runSuite(o: SuiteOptions): Promise<{ report: SuiteReport; 
 }
 
 export async function run(args: string[]): Promise<SuiteReport> {
+  applyThreads(args);
   const { report, dir } = await runSuite(parseSuiteArgs(args));
   console.log(`\n${consoleText(report)}\n`);
   const rel = relative(process.cwd(), dir) || '.';

@@ -1,10 +1,15 @@
 /**
- * Our W2 training step next to TensorFlow.js's (shared/peers/tfjs), run
- * alternately in one session — ours, theirs, ours, theirs — so a busy machine
- * slows both alike; reports medians and ours/theirs ratios.
+ * Our W2 training step next to TensorFlow.js's (shared/peers/tfjs) and
+ * PyTorch's (shared/peers/torch), run alternately in one session — ours,
+ * theirs, ours, theirs — so a busy machine slows all alike; reports medians
+ * and ours/theirs ratios.
  *
  *   npm run bench -- peers [--tfjs-dir ../shared/peers/tfjs] [--rounds 2] [--steps 10] [--warmup 3]
  *                          [--modes full,lora] [--backend cpu] [--cpu-steps 2] [--no-tfjs-cpu]
+ *                          [--torch-dir ../shared/peers/torch] [--no-torch] [--threads N]
+ *
+ * PyTorch runs as its README says (Debian's python3-torch, OpenBLAS-OpenMP,
+ * the machine's OpenBLAS overrides unset) with --threads N (default: ours).
  *
  * Both sides train the same model (vocab 65, block 64, 4 layers, 4 heads,
  * n_embd 128, tied head, batch 16) on uniform random tokens, with AdamW
@@ -18,7 +23,8 @@ import { cpSync, existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmtMs, fmtRatio, flag, formatTable, intOption, median, option } from './common.ts';
+import { getNumThreads } from '@lowrank/core';
+import { applyThreads, fmtMs, fmtRatio, flag, formatTable, intOption, median, option } from './common.ts';
 import { runWorker } from './lora-suite.ts';
 import type { TrainMode } from './protocol.ts';
 
@@ -41,6 +47,7 @@ export interface PeerRow {
   mode: string;
   precision: string;
   trainMode: TrainMode;
+  threads: number | null;
   runs: number;
   medianMs: number;
   /** Per-run medians, in the order they ran. */
@@ -86,6 +93,34 @@ function runTfjs(dir: string, backend: 'wasm' | 'cpu', mode: TrainMode, steps: n
   });
 }
 
+/** PyTorch's W2 step (torch_bench.py w2) in the environment its README prescribes. */
+function runTorch(dir: string, mode: TrainMode, steps: number, warmup: number, threads: number): Promise<PeerRun> {
+  return new Promise((resolvePromise, reject) => {
+    const env: Record<string, string | undefined> = { ...process.env, LD_LIBRARY_PATH: '/usr/lib/x86_64-linux-gnu/openblas-openmp' };
+    delete env.OPENBLAS_CORETYPE;
+    delete env.OPENBLAS_L2_SIZE;
+    const args = [join(dir, 'torch_bench.py'), 'w2', '--mode', mode, '--threads', String(threads), '--steps', String(steps), '--warmup', String(warmup)];
+    const child = spawn('/usr/bin/python3', args, { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { err = (err + d).slice(-2000); });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code !== 0 || !line) {
+        reject(new Error(`torch ${mode} exited with code ${code}: ${err.trim().split('\n').slice(-1)[0] ?? ''}`));
+        return;
+      }
+      const r = JSON.parse(line.slice(7)) as { median_step_ms: number; threads: number; trainable_params: number };
+      resolvePromise({
+        engine: 'torch', backend: 'cpu', mode: 'eager, OpenBLAS-OpenMP', precision: 'float32',
+        trainMode: mode, medianMs: r.median_step_ms, threads: r.threads, trainable: r.trainable_params,
+      });
+    });
+  });
+}
+
 async function runOurs(backend: string, mode: TrainMode, steps: number, warmup: number): Promise<PeerRun> {
   const r = await runWorker(
     ['--mode', mode, '--size', 'w2', '--backend', backend, '--vocab', '65', '--steps', String(steps), '--warmup', String(warmup)],
@@ -94,7 +129,7 @@ async function runOurs(backend: string, mode: TrainMode, steps: number, warmup: 
   if (r.kind !== 'train' || r.medianMs === null) throw new Error('peers: our worker returned no step time');
   return {
     engine: 'lowrank', backend: r.backend, mode: r.mode, precision: r.precision, trainMode: mode, medianMs: r.medianMs,
-    threads: null, trainable: r.trainableParams,
+    threads: r.threads, trainable: r.trainableParams,
   };
 }
 
@@ -110,7 +145,7 @@ export function peerRows(runs: readonly PeerRun[]): PeerRow[] {
     const runMedians = rs.map((r) => r.medianMs);
     rows.push({
       engine: first.engine, backend: first.backend, mode: first.mode, precision: first.precision, trainMode: first.trainMode,
-      runs: rs.length, medianMs: median(runMedians), runMedians, oursOverThis: null,
+      threads: first.threads, runs: rs.length, medianMs: median(runMedians), runMedians, oursOverThis: null,
     });
   }
   for (const row of rows) {
@@ -121,7 +156,11 @@ export function peerRows(runs: readonly PeerRun[]): PeerRow[] {
 }
 
 export async function run(args: string[]): Promise<PeerRow[]> {
+  applyThreads(args);
   const dir = prepareTfjs(option(args, 'tfjs-dir') ?? '../shared/peers/tfjs');
+  const torchDir = resolve(ROOT, option(args, 'torch-dir') ?? '../shared/peers/torch');
+  const torch = !flag(args, 'no-torch') && existsSync(join(torchDir, 'torch_bench.py'));
+  const threads = getNumThreads();
   const rounds = intOption(args, 'rounds', 2);
   const steps = intOption(args, 'steps', 10);
   const warmup = intOption(args, 'warmup', 3, 0);
@@ -130,7 +169,8 @@ export async function run(args: string[]): Promise<PeerRow[]> {
   const modes = (option(args, 'modes') ?? 'full,lora').split(',').map((m) => m.trim()).filter((m): m is TrainMode => m === 'full' || m === 'lora');
   const tfjsCpu = !flag(args, 'no-tfjs-cpu');
   console.log(`W2 step, lowrank (${backend}) vs TensorFlow.js 4.22 from ${dir}: ${rounds} rounds, alternating ours/theirs; ` +
-    `${warmup} warm-up + ${steps} timed steps per run (tfjs-cpu: full only, 1 + ${cpuSteps})`);
+    `${warmup} warm-up + ${steps} timed steps per run (tfjs-cpu: full only, 1 + ${cpuSteps}); ` +
+    `lowrank on ${threads} thread(s)${torch ? `, PyTorch from ${torchDir} on ${threads}` : ', no PyTorch'}`);
   const runs: PeerRun[] = [];
   const failures: string[] = [];
   const attempt = async (label: string, fn: () => Promise<PeerRun>): Promise<void> => {
@@ -148,6 +188,10 @@ export async function run(args: string[]): Promise<PeerRow[]> {
     for (const mode of modes) {
       await attempt(`round ${round}/${rounds}: lowrank ${mode}`, () => runOurs(backend, mode, steps, warmup));
       await attempt(`round ${round}/${rounds}: tfjs-wasm ${mode}`, () => runTfjs(dir, 'wasm', mode, steps, warmup));
+      if (torch) {
+        await attempt(`round ${round}/${rounds}: lowrank ${mode} (again, next to torch)`, () => runOurs(backend, mode, steps, warmup));
+        await attempt(`round ${round}/${rounds}: torch ${mode}`, () => runTorch(torchDir, mode, steps, warmup, threads));
+      }
       if (tfjsCpu && mode === 'full') {
         await attempt(`round ${round}/${rounds}: lowrank ${mode} (again, next to tfjs-cpu)`, () => runOurs(backend, mode, steps, warmup));
         await attempt(`round ${round}/${rounds}: tfjs-cpu ${mode}`, () => runTfjs(dir, 'cpu', mode, cpuSteps, 1));
@@ -156,12 +200,12 @@ export async function run(args: string[]): Promise<PeerRow[]> {
   }
   const rows = peerRows(runs);
   console.log(formatTable(
-    ['engine', 'W2 mode', 'backend', 'backend mode', 'precision', 'runs', 'median ms', 'per-run medians', 'ours/this'],
+    ['engine', 'W2 mode', 'backend', 'backend mode', 'precision', 'threads', 'runs', 'median ms', 'per-run medians', 'ours/this'],
     rows.map((r) => [
-      r.engine, r.trainMode, r.backend, r.mode, r.precision, String(r.runs), fmtMs(r.medianMs), r.runMedians.map(fmtMs).join(' '),
+      r.engine, r.trainMode, r.backend, r.mode, r.precision, r.threads === null ? '?' : String(r.threads), String(r.runs), fmtMs(r.medianMs), r.runMedians.map(fmtMs).join(' '),
       r.oursOverThis === null ? 'n/a' : fmtRatio(r.oursOverThis),
     ]),
-    [0, 1, 2, 3, 4, 7],
+    [0, 1, 2, 3, 4, 8],
   ));
   console.log('ours/this < 1: lowrank is faster. Each median is the median of per-run medians.');
   for (const f of failures) console.log(`failed: ${f}`);

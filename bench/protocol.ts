@@ -13,6 +13,8 @@ export interface BackendRow {
   backend: string;
   mode: string;
   precision: string;
+  /** cpu backend threads (1 elsewhere). */
+  threads: number;
 }
 
 export interface TrainResult extends BackendRow {

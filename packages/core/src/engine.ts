@@ -35,6 +35,8 @@ export interface KernelRecord {
   backend: string;
   /** Output shape as the op stated it (undefined for multi-output kernels). */
   outShape?: Shape;
+  /** Wall time of the call, ms (synchronous backends: the kernel's own time). */
+  ms?: number;
 }
 
 const stats = new Map<Backend, MemoryInfo>();
@@ -58,9 +60,14 @@ export function runKernel<K extends KernelName>(
   ...args: Parameters<Kernels[K]>
 ): ReturnType<Kernels[K]> {
   statsOf(backend).kernelLaunches++;
-  if (kernelLog) kernelLog.push({ kernel: name, backend: backend.name, outShape: outShape && [...outShape] });
   const fn = backend[name] as (...a: Parameters<Kernels[K]>) => ReturnType<Kernels[K]>;
-  return fn.apply(backend, args);
+  if (!kernelLog) return fn.apply(backend, args);
+  const record: KernelRecord = { kernel: name, backend: backend.name, outShape: outShape && [...outShape] };
+  kernelLog.push(record);
+  const t0 = performance.now();
+  const out = fn.apply(backend, args);
+  record.ms = performance.now() - t0;
+  return out;
 }
 
 /** Runs fn and returns every kernel it launched, in order: `profileKernels(() => loss.backward())`. */

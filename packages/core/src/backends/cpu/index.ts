@@ -6,7 +6,7 @@ import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts'
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
-import { disposeThreads } from './threads.ts';
+import { disposeThreads, getNumThreads } from './threads.ts';
 import { BF16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
@@ -123,6 +123,11 @@ export class CpuBackend implements Backend {
   constructor(readonly name = 'cpu', precision: 'float32' | 'float64' = 'float32') {
     this.F = precision === 'float64' ? Float64Array : Float32Array;
     this.mode = precision === 'float64' ? 'cpu-float64' : 'cpu';
+  }
+
+  /** Threads the kernels use (the pool's count; 1 where the platform has no workers or shared memory). */
+  get threads(): number {
+    return this.F === Float32Array ? getNumThreads() : 1;
   }
 
   /**
