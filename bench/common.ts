@@ -28,12 +28,12 @@ export function intOption(args: readonly string[], name: string, fallback: numbe
 }
 
 /** Model sizes the bench knows. `tiny` is for the harness test only (seconds, not meaningful numbers). */
-export const SIZES = ['w2', 'medium', 'large', 'tiny'] as const;
+export const SIZES = ['w2', 'medium', 'large', 'gpt2', 'tiny'] as const;
 export type SizeName = (typeof SIZES)[number];
 
 export function parseSize(raw: string | undefined): SizeName {
   const s = raw ?? 'w2';
-  if (!(SIZES as readonly string[]).includes(s)) throw new Error(`bench: --size must be one of w2, medium, large, got '${s}'`);
+  if (!(SIZES as readonly string[]).includes(s)) throw new Error(`bench: --size must be one of w2, medium, large, gpt2, got '${s}'`);
   return s as SizeName;
 }
 
@@ -57,6 +57,9 @@ export function workload(size: SizeName, vocabSize: number): Workload {
       return { size, config: { ...base, nLayer: 8, nEmbd: 256, nHead: 4, headDim: 64, intermediateSize: 1024 }, batchSize: 16 };
     case 'large':
       return { size, config: { ...base, nLayer: 12, nEmbd: 512, nHead: 8, headDim: 64, intermediateSize: 2048 }, batchSize: 16 };
+    case 'gpt2':
+      // GPT-2 small's shape (124M parameters with --vocab 50257), batch 2: where the weights, not the activations, dominate.
+      return { size, config: { ...base, nLayer: 12, nEmbd: 768, nHead: 12, headDim: 64, intermediateSize: 3072 }, batchSize: 2 };
     case 'tiny':
       return { size, config: { ...base, blockSize: 16, nLayer: 2, nEmbd: 32, nHead: 2, headDim: 16, intermediateSize: 128 }, batchSize: 4 };
   }

@@ -7,7 +7,9 @@
  *   matmul   W1: square matmul GFLOP/s per backend
  *   kernels  Benchmark.js micro-benchmarks at W2 shapes per backend / gpu.js mode
  *   gpu      per W2 LoRA step: gpu.js dispatches, compiles (also at a new sequence length), uploads, device bytes, time
- *   peers    our W2 step vs TensorFlow.js's, alternating runs (needs the tfjs peer folder)
+ *   peers    our W2 step vs TensorFlow.js's and PyTorch's, alternating runs (needs the peer folders)
+ *   memory   LoRA on a float32 vs a 16-bit base vs full fine-tuning: tensor bytes and RSS
+ *   profile  wall time per kernel of one W2 step (full and LoRA)
  *   pretrained  a 124M GPT-2 in the Hub layout: fromPretrained time/RSS, LoRA (c_attn) vs full step at 4 x 128
  */
 export interface BenchSuite {
@@ -23,6 +25,8 @@ export const suites: Record<string, () => Promise<BenchSuite>> = {
   gpu: () => import('./gpu.ts'),
   peers: () => import('./peers.ts'),
   pretrained: () => import('./pretrained.ts'),
+  memory: () => import('./memory.ts'),
+  profile: () => import('./profile.ts'),
 };
 
 async function main(argv: string[]): Promise<void> {

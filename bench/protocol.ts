@@ -51,6 +51,14 @@ export interface TrainResult extends BackendRow {
   peakTensorBytes: number;
   /** `process.resourceUsage().maxRSS` of the worker process, bytes. */
   peakRssBytes: number;
+  /**
+   * The largest resident set sampled after each timed step's forward pass:
+   * unlike peakRssBytes (the process high-water mark) it leaves out the
+   * float32 weights a 16-bit base was built from.
+   */
+  stepRssBytes: number;
+  /** Storage of the frozen base weight matrices (--dtype). */
+  baseDtype: string;
   /** What this mode ships: the full model checkpoint, or the adapter. */
   artifact: { kind: 'full-checkpoint' | 'lora-adapter'; bytes: number; files: { name: string; bytes: number }[] };
   lossFirst: number | null;

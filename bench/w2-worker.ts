@@ -128,6 +128,12 @@ export async function trainRun(
     ? fullTrainee(base)
     : await (await loadLoraMode()).loraTrainee(base, loraSettings(args, blockLinearNames(w.config)));
   const { model } = trainee;
+  const baseDtype = option(args, 'dtype') ?? 'float32';
+  if (baseDtype !== 'float32') {
+    if (mode === 'full') throw new Error(`--dtype ${baseDtype}: 16-bit weights do not train; use it with --mode lora`);
+    if (baseDtype !== 'bfloat16' && baseDtype !== 'float16') throw new Error(`--dtype must be float32, bfloat16 or float16, got '${baseDtype}'`);
+    base.to({ dtype: baseDtype }); // the frozen weight matrices; the adapters stay float32
+  }
   model.train();
   const opt = new AdamW(trainee.trainable, { lr, weightDecay: ADAMW.weightDecay });
   // 10% linear warm-up, then cosine to 10% of lr, over every step (warm-up steps included): a fresh AdamW on a trained base needs the ramp.
@@ -137,12 +143,14 @@ export async function trainRun(
   const buildMs = performance.now() - t0;
 
   let forwardLiveBytes = 0;
+  let stepRssBytes = 0;
   const step = (b: Batch): number => tidy(() => {
     const { x, y } = toTensors(b, backend);
     opt.zeroGrad();
     const { loss } = model.forward(x, { targets: y });
     if (!loss) throw new Error('the model returned no loss');
     forwardLiveBytes = Math.max(forwardLiveBytes, memory(backend).liveBytes); // a counter read, no sync
+    stepRssBytes = Math.max(stepRssBytes, process.memoryUsage.rss());
     loss.backward();
     opt.step();
     return hasValues ? loss.item() : NaN;
@@ -172,6 +180,7 @@ export async function trainRun(
   }
   const batches = Array.from({ length: steps }, () => sampler.next());
   forwardLiveBytes = 0;
+  stepRssBytes = 0;
   resetPeak(backend);
   const before = memory(backend);
   let tensorsAfterFirst = 0;
@@ -240,6 +249,7 @@ export async function trainRun(
     liveBytesAfterStep: after.liveBytes - baseline, liveBytesAfterForward: forwardLiveBytes - baseline,
     peakTensorBytes: after.peakBytes - baseline,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    stepRssBytes, baseDtype,
     artifact: { kind: trainee.artifactKind, bytes: files.reduce((s, f) => s + f.bytes, 0), files },
     lossFirst: finite(losses[0]), lossLast: finite(losses[losses.length - 1]), lossSteps: losses.length,
     lr, init: init ?? null, valLossBefore, valLossAfter, evalWindows: evalIds ? evalWindows : 0, curve, trainMs,

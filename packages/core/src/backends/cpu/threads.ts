@@ -1,11 +1,14 @@
-import { wasmRuntime, type WasmRuntime } from './wasm-module.ts';
-import { ERROR_BASE, ERROR_BYTES, JOB_FAIL, MAX_WORKERS, SLOT_WORDS, WORKER_SOURCE } from './worker-source.ts';
+import { wasmRuntime, workspaceOf, type WasmRuntime } from './wasm-module.ts';
+import {
+  CTL_CLAIM, CTL_COUNT, CTL_DESC, CTL_DONE, CTL_FAILED, CTL_GEN, CTL_KIND, CTL_QUIT, CTL_READY, CTL_WORDS, ERROR_BASE,
+  ERROR_BYTES, GEN_MASK, JOB_FAIL, MAX_TILES, MAX_WORKERS, TILE_BITS, WORKER_SOURCE,
+} from './worker-source.ts';
 
 /**
  * The cpu backend's worker pool. Ops are synchronous, so the calling thread
- * posts each worker its share of a kernel in the shared memory's control
- * block, runs share 0 itself, then blocks in `Atomics.wait` until every
- * worker is done. Workers are started on the first parallel kernel, unref'd
+ * posts a kernel as a list of tiles in the shared memory's control block,
+ * claims and runs tiles itself alongside the workers, then blocks in
+ * `Atomics.wait` until every tile is done (see worker-source.ts). Workers are started on the first parallel kernel, unref'd
  * (an idle pool never keeps a process alive) and ended by `disposeThreads()`.
  *
  * Where: Node (worker_threads, found through `process.getBuiltinModule`, so
@@ -26,6 +29,8 @@ export interface WorkerInit {
   gemmModule: WebAssembly.Module;
   actModule: WebAssembly.Module;
   index: number;
+  /** Byte offset of this worker's gemm workspace. */
+  workspace: number;
 }
 
 /** Starts a worker running `source` (plain JavaScript) with `init`. */
@@ -47,8 +52,6 @@ interface WebWorker extends WorkerHandle {
 }
 type WebWorkerCtor = new (url: string) => WebWorker;
 
-/** How long the first kernel waits for a new worker to boot before giving up on the pool. */
-const BOOT_TIMEOUT_MS = 20_000;
 
 function nodeProcess(): NodeProcess | undefined {
   const p = (globalThis as { process?: NodeProcess }).process;
@@ -108,6 +111,8 @@ function detectFactory(): WorkerFactory | null {
 }
 
 let factory: WorkerFactory | null | undefined;
+/** Set when a worker failed to start: the pool is not used again in this process. */
+let broken: string | null = null;
 
 function getFactory(): WorkerFactory | null {
   if (factory === undefined) factory = detectFactory();
@@ -154,13 +159,7 @@ export function setNumThreads(n: number): void {
     throw new Error(`setNumThreads: expected an integer in [1, ${MAX_WORKERS + 1}], got ${n}`);
   }
   configured = n;
-  const rt = workers.length > n - 1 ? wasmRuntime() : null;
-  while (rt && workers.length > n - 1) {
-    const s = workers.length * SLOT_WORDS;
-    Atomics.store(control(rt), s, 4);
-    Atomics.notify(control(rt), s);
-    workers.pop()?.terminate();
-  }
+  endWorkersFrom(n);
 }
 
 /** Threads the cpu backend's kernels use now: 1 where the platform cannot run workers (see threadsNote). */
@@ -188,11 +187,10 @@ function warnOnce(): void {
 }
 
 const workers: WorkerHandle[] = [];
-/** Set when a worker failed to boot: the pool is not used again in this process. */
-let broken: string | null = null;
+let generation = 0;
 
 function control(rt: WasmRuntime): Int32Array {
-  return new Int32Array(rt.memory.buffer, 0, SLOT_WORDS * (MAX_WORKERS + 1));
+  return new Int32Array(rt.memory.buffer, 0, CTL_WORDS);
 }
 
 function readError(rt: WasmRuntime, index: number): string {
@@ -200,24 +198,32 @@ function readError(rt: WasmRuntime, index: number): string {
   return String.fromCharCode(...u16.subarray(1, 1 + u16[0]));
 }
 
-/** Starts workers 1..n-1 that are not running yet and waits until they are ready; false if one fails to. */
+/**
+ * Starts workers 1..n-1 that are not running yet. It does not wait for them
+ * to boot: until one does, the others (and the caller) claim its tiles.
+ */
 function ensureWorkers(rt: WasmRuntime, n: number): boolean {
   const f = getFactory();
   if (f === null) return false;
   const ctl = control(rt);
   while (workers.length < n - 1) {
     const index = workers.length + 1;
-    const s = index * SLOT_WORDS;
-    Atomics.store(ctl, s, 0);
-    Atomics.store(ctl, s + 1, 0);
-    workers.push(f(WORKER_SOURCE, { memory: rt.memory, gemmModule: rt.gemmModule, actModule: rt.actModule, index }));
+    Atomics.store(ctl, CTL_READY + index, 0);
+    Atomics.store(ctl, CTL_QUIT + index, 0);
+    try {
+      workers.push(f(WORKER_SOURCE, {
+        memory: rt.memory, gemmModule: rt.gemmModule, actModule: rt.actModule, index, workspace: workspaceOf(index),
+      }));
+    } catch (e) {
+      broken = `starting worker ${index} failed: ${(e as Error).message}`;
+      disposeThreads();
+      warnOnce();
+      return false;
+    }
   }
   for (let i = 1; i < n; i++) {
-    const s = i * SLOT_WORDS;
-    if (Atomics.load(ctl, s + 1) === 0) Atomics.wait(ctl, s + 1, 0, BOOT_TIMEOUT_MS);
-    const boot = Atomics.load(ctl, s + 1);
-    if (boot !== 1) {
-      broken = boot === 2 ? `worker ${i} failed to start: ${readError(rt, i)}` : `worker ${i} did not start within ${BOOT_TIMEOUT_MS} ms`;
+    if (Atomics.load(ctl, CTL_READY + i) === 2) {
+      broken = `worker ${i} failed to start: ${readError(rt, i)}`;
       disposeThreads();
       warnOnce();
       return false;
@@ -237,64 +243,83 @@ export function threadsFor(work: number, minWork: number): number {
   return n;
 }
 
+/** Claims and runs tiles of generation g until none are left; returns the first error thrown. */
+function claimTiles(ctl: Int32Array, g: number, count: number, run: (i: number) => void): unknown {
+  let error: unknown = null;
+  for (;;) {
+    const c = Atomics.load(ctl, CTL_CLAIM);
+    if (c >>> TILE_BITS !== g) return error;
+    const i = c & MAX_TILES;
+    if (i >= count) return error;
+    if (Atomics.compareExchange(ctl, CTL_CLAIM, c, c + 1) !== c) continue;
+    try {
+      run(i);
+    } catch (e) {
+      error ??= e;
+    }
+    Atomics.add(ctl, CTL_DONE, 1);
+  }
+}
+
 /**
- * Runs one kernel on `threads` threads: post(ctl, slot, t) writes thread t's
- * job (t >= 1) into its control slot; local() runs share 0 here. Returns
- * after every worker finished; a worker's failure is thrown as an Error
- * naming the kernel, once all of them have stopped (the pool stays usable).
- * Returns false, having run nothing, when the pool cannot start.
+ * Runs `count` tiles of one kernel on up to `threads` threads: the job's
+ * descriptors are at byte `desc` of the shared memory (16 words each; the
+ * workers read them), `local(i)` runs tile i on this thread. Tiles go to
+ * whichever thread claims them first, so a worker the OS does not schedule
+ * costs nothing but its share of speed. Returns once every tile is done; a
+ * worker's failure is thrown as an Error naming the kernel (the pool stays
+ * usable). Returns false, having run nothing, when the pool cannot start.
+ * `helpLocally: false` leaves every tile to the workers (the error test).
  */
 export function runParallel(
-  kernel: string, threads: number,
-  post: (ctl: Int32Array, slot: number, t: number) => void,
-  local: () => void,
+  kernel: string, kind: number, threads: number, desc: number, count: number,
+  local: (i: number) => void, helpLocally = true,
 ): boolean {
+  if (count > MAX_TILES - 1) throw new Error(`${kernel}: ${count} tiles is more than the thread pool takes (${MAX_TILES - 1})`);
   const rt = wasmRuntime();
   if (rt === null || !ensureWorkers(rt, threads)) return false;
   const ctl = control(rt);
-  for (let t = 1; t < threads; t++) {
-    const s = t * SLOT_WORDS;
-    post(ctl, s, t);
-    Atomics.store(ctl, s, 1);
-    Atomics.notify(ctl, s, 1);
-  }
-  let localError: unknown = null;
-  try {
-    local();
-  } catch (e) {
-    localError = e;
-  }
-  const failures: string[] = [];
-  for (let t = 1; t < threads; t++) {
-    const s = t * SLOT_WORDS;
-    while (Atomics.load(ctl, s) === 1) Atomics.wait(ctl, s, 1);
-    if (Atomics.load(ctl, s) === 3) failures.push(`worker ${t}: ${readError(rt, t)}`);
-    Atomics.store(ctl, s, 0);
-  }
+  const g = (generation = (generation + 1) & GEN_MASK);
+  // Close the claim word under the new generation first: a worker still on the old job stops claiming.
+  Atomics.store(ctl, CTL_CLAIM, ((g << TILE_BITS) | MAX_TILES) | 0);
+  ctl[CTL_KIND] = kind;
+  ctl[CTL_COUNT] = count;
+  ctl[CTL_DESC] = desc;
+  Atomics.store(ctl, CTL_DONE, 0);
+  Atomics.store(ctl, CTL_FAILED, 0);
+  Atomics.store(ctl, CTL_CLAIM, (g << TILE_BITS) | 0);
+  Atomics.store(ctl, CTL_GEN, g);
+  Atomics.notify(ctl, CTL_GEN);
+  const localError = helpLocally ? claimTiles(ctl, g, count, local) : null;
+  let done: number;
+  while ((done = Atomics.load(ctl, CTL_DONE)) < count) Atomics.wait(ctl, CTL_DONE, done);
+  const failed = Atomics.load(ctl, CTL_FAILED);
   if (localError !== null) throw localError;
-  if (failures.length > 0) throw new Error(`${kernel}: failed in the cpu thread pool (${failures.join('; ')})`);
+  if (failed > 0) throw new Error(`${kernel}: failed in the cpu thread pool (worker ${failed - 1}: ${readError(rt, failed - 1)})`);
   return true;
 }
 
-/** Test hook: a job that throws in worker 1, as a faulty kernel would. */
+/** Test hook: a job whose one tile throws in a worker, as a faulty kernel would. */
 export function failInWorker(kernel: string): boolean {
-  return runParallel(kernel, 2, (ctl, s) => {
-    ctl[s + 2] = JOB_FAIL;
-  }, () => {});
+  return runParallel(kernel, JOB_FAIL, 2, 0, 1, () => {}, false);
 }
 
 /** Ends every worker (the next parallel kernel starts them again). */
 export function disposeThreads(): void {
-  const rt = runtimeIfStarted();
-  if (rt) {
-    const ctl = control(rt);
-    workers.forEach((_, i) => {
-      const s = (i + 1) * SLOT_WORDS;
-      Atomics.store(ctl, s, 4);
-      Atomics.notify(ctl, s);
-    });
+  endWorkersFrom(1);
+}
+
+/** Ends workers index.. (1-based: worker i has control words READY + i, QUIT + i). */
+function endWorkersFrom(index: number): void {
+  if (workers.length < index) return;
+  const rt = wasmRuntime();
+  const ctl = rt && control(rt);
+  while (workers.length >= index) {
+    const i = workers.length;
+    if (ctl) Atomics.store(ctl, CTL_QUIT + i, 1);
+    workers.pop()?.terminate();
   }
-  while (workers.length > 0) workers.pop()?.terminate();
+  if (ctl) Atomics.notify(ctl, CTL_GEN);
 }
 
 /** Live workers (for tests). */
@@ -302,6 +327,3 @@ export function workerCount(): number {
   return workers.length;
 }
 
-function runtimeIfStarted(): WasmRuntime | null {
-  return workers.length > 0 ? wasmRuntime() : null;
-}

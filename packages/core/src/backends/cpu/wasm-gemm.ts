@@ -3,7 +3,7 @@ import { runParallel, threadsFor } from './threads.ts';
 import {
   KC, MC, NC, align16, ensureBytes, ensureF16Table, operandBase, wasmRuntime, workspaceOf, type WasmRuntime,
 } from './wasm-module.ts';
-import { JOB_GEMM } from './worker-source.ts';
+import { DESC_WORDS, JOB_GEMM, MAX_TILES } from './worker-source.ts';
 
 /**
  * Below this many multiply-adds the JS gemm is as fast (measured crossover
@@ -36,40 +36,36 @@ function split(units: number, parts: number): [number, number][] {
 }
 
 /**
- * Each thread's tiles: whole batches when there are at least as many as
- * threads, else every batch cut along its longer side (in 4-row or 8-column
- * micro-tile units). Each output element is still summed over k in one fixed
- * order (the k-blocks in turn), so any cut gives bit-identical results.
+ * The tiles of a product on `threads` threads, claimed dynamically: whole
+ * batches when there are plenty, else every batch cut along its longer side
+ * (in 4-row or 8-column micro-tile units) into about three pieces per thread,
+ * for balance, none thinner than 16 rows or 32 columns. Each output element
+ * is still summed over k in one fixed order (the k-blocks in turn), so any
+ * cut, and any thread, gives bit-identical results.
  */
-export function planTiles(batches: number, m: number, n: number, threads: number): Tile[][] {
-  if (threads === 1) return [Array.from({ length: batches }, (_, bi) => ({ bi, r0: 0, r1: m, c0: 0, c1: n }))];
-  if (batches >= threads) {
-    return split(batches, threads).map(([b0, b1]) =>
-      Array.from({ length: b1 - b0 }, (_, i) => ({ bi: b0 + i, r0: 0, r1: m, c0: 0, c1: n })));
-  }
+export function planTiles(batches: number, m: number, n: number, threads: number): Tile[] {
+  const whole = (): Tile[] => Array.from({ length: batches }, (_, bi) => ({ bi, r0: 0, r1: m, c0: 0, c1: n }));
+  if (threads === 1 || batches >= 2 * threads) return whole();
   const rowUnits = Math.ceil(m / 4);
   const colUnits = Math.ceil(n / 8);
   const byRows = rowUnits >= colUnits;
-  const pieces = split(byRows ? rowUnits : colUnits, threads);
-  return pieces.map(([u0, u1]) => {
-    const tiles: Tile[] = [];
-    if (u1 === u0) return tiles;
-    for (let bi = 0; bi < batches; bi++) {
+  const units = byRows ? rowUnits : colUnits;
+  const pieces = Math.max(1, Math.min(Math.ceil((3 * threads) / batches), Math.floor(units / 4)));
+  const tiles: Tile[] = [];
+  for (let bi = 0; bi < batches; bi++) {
+    for (const [u0, u1] of split(units, pieces)) {
       tiles.push(byRows
         ? { bi, r0: u0 * 4, r1: Math.min(m, u1 * 4), c0: 0, c1: n }
         : { bi, r0: 0, r1: m, c0: u0 * 8, c1: Math.min(n, u1 * 8) });
     }
-    return tiles;
-  });
+  }
+  return tiles;
 }
 
-const DESC_WORDS = 16;
-
-function runDescriptors(rt: WasmRuntime, d: Int32Array, from: number, count: number): void {
-  for (let i = from * DESC_WORDS; i < (from + count) * DESC_WORDS; i += DESC_WORDS) {
-    rt.gemm.gemm(d[i], d[i + 1], d[i + 2], d[i + 3], d[i + 4], d[i + 5], d[i + 6], d[i + 7],
-      d[i + 8], d[i + 9], d[i + 10], d[i + 11], d[i + 12], d[i + 13], d[i + 14], d[i + 15]);
-  }
+function runTile(rt: WasmRuntime, d: Int32Array, i: number, ws: number): void {
+  const o = i * DESC_WORDS;
+  rt.gemm.gemm(d[o], d[o + 1], d[o + 2], d[o + 3], d[o + 4], d[o + 5], d[o + 6], d[o + 7],
+    d[o + 8], d[o + 9], d[o + 10], ws, d[o + 12], d[o + 13], d[o + 14], d[o + 15]);
 }
 
 /**
@@ -99,41 +95,31 @@ export function gemmWasm(
   const T = threads ?? threadsFor(batches * m * n * k, PARALLEL_GEMM_MIN_MACS);
   const bmode = B instanceof BF16Array ? 1 : B instanceof F16Array ? 2 : 0;
   const bBytes = B.BYTES_PER_ELEMENT;
-  const plan = planTiles(batches, m, n, T);
-  const tiles = plan.reduce((s, p) => s + p.length, 0);
+  const tiles = planTiles(batches, m, n, batches <= MAX_TILES - 1 ? T : 1);
   const aPtr = operandBase(T);
   const bPtr = align16(aPtr + A.length * 4);
   const cPtr = align16(bPtr + B.length * bBytes);
   const dPtr = align16(cPtr + batches * m * n * 4);
-  const end = dPtr + tiles * DESC_WORDS * 4;
+  const end = dPtr + tiles.length * DESC_WORDS * 4;
   if (!ensureBytes(rt.memory, end)) return false;
   if (bmode === 2) ensureF16Table(rt, f16BitsToNumber);
   const buf = rt.memory.buffer;
   new Float32Array(buf, aPtr, A.length).set(A);
   if (bmode === 0) new Float32Array(buf, bPtr, B.length).set(B);
   else new Uint16Array(buf, bPtr, B.length).set(B);
-  const d = new Int32Array(buf, dPtr, tiles * DESC_WORDS);
-  const starts: number[] = [];
-  let at = 0;
-  plan.forEach((list, t) => {
-    starts.push(at);
-    for (const { bi, r0, r1, c0, c1 } of list) {
-      d.set([
-        r1 - r0, c1 - c0, k,
-        aPtr + (aOffsets[bi] + r0 * sAm) * 4, sAm, sAk,
-        bPtr + (bOffsets[bi] + c0 * sBn) * bBytes, sBk, sBn,
-        cPtr + (bi * m * n + r0 * n + c0) * 4, n, workspaceOf(t), MC, KC, NC, bmode,
-      ], at * DESC_WORDS);
-      at++;
-    }
+  const d = new Int32Array(buf, dPtr, tiles.length * DESC_WORDS);
+  tiles.forEach(({ bi, r0, r1, c0, c1 }, i) => {
+    d.set([
+      r1 - r0, c1 - c0, k,
+      aPtr + (aOffsets[bi] + r0 * sAm) * 4, sAm, sAk,
+      bPtr + (bOffsets[bi] + c0 * sBn) * bBytes, sBk, sBn,
+      cPtr + (bi * m * n + r0 * n + c0) * 4, n, 0, MC, KC, NC, bmode,
+    ], i * DESC_WORDS);
   });
-  starts.push(at);
-  const ran = plan.length > 1 && runParallel('matmul', plan.length, (ctl, s, t) => {
-    ctl[s + 2] = JOB_GEMM;
-    ctl[s + 3] = dPtr + starts[t] * DESC_WORDS * 4;
-    ctl[s + 4] = starts[t + 1] - starts[t];
-  }, () => runDescriptors(rt, d, 0, starts[1]));
-  if (!ran) runDescriptors(rt, d, 0, tiles);
+  const ws0 = workspaceOf(0);
+  const ran = T > 1 && tiles.length > 1
+    && runParallel('matmul', JOB_GEMM, T, dPtr, tiles.length, (i) => runTile(rt, d, i, ws0));
+  if (!ran) for (let i = 0; i < tiles.length; i++) runTile(rt, d, i, ws0);
   C.set(new Float32Array(rt.memory.buffer, cPtr, batches * m * n));
   return true;
 }

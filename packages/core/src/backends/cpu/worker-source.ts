@@ -3,33 +3,54 @@
  * `new Worker(src, { eval: true })`, a browser from a Blob URL, so no file
  * has to be found at runtime and no TypeScript loader is needed in the worker.
  *
- * Protocol (Int32 words of the control block at byte 0 of the shared memory,
- * SLOT_WORDS per worker): word 0 is the state (0 idle, 1 job posted, 2 done,
- * 3 failed, 4 quit), word 1 the boot flag (1 ready, 2 failed), word 2 the job
- * code, words 3.. its arguments. A failure's message goes to the worker's
- * error area as a length and UTF-16 code units.
+ * Protocol: a job is a list of tiles (16-word descriptors in the shared
+ * memory). Threads claim tiles one at a time from the CLAIM word (generation
+ * in the high bits, next tile in the low ones) with compareExchange, so a
+ * thread that the OS does not schedule simply claims nothing and the others
+ * (the calling thread included) do its share. Each finished tile bumps DONE;
+ * the thread that finishes the last one wakes the caller. A worker sleeps on
+ * GEN between jobs. A failure's message goes to the worker's error area as a
+ * length and UTF-16 code units, and FAILED names the worker (index + 1).
  */
-export const SLOT_WORDS = 64;
+export const CTL_GEN = 0;
+export const CTL_KIND = 2;
+export const CTL_COUNT = 3;
+export const CTL_DESC = 4;
+export const CTL_CLAIM = 5;
+export const CTL_DONE = 6;
+export const CTL_FAILED = 7;
+/** Per-worker words: READY + i (1 once booted, 2 if booting failed), QUIT + i (1: exit). */
+export const CTL_READY = 64;
+export const CTL_QUIT = 256;
+export const CTL_WORDS = 512;
 export const MAX_WORKERS = 63;
-export const ERROR_BASE = SLOT_WORDS * 4 * (MAX_WORKERS + 1);
+export const ERROR_BASE = CTL_WORDS * 4;
 export const ERROR_BYTES = 512;
+/** CLAIM = (generation << TILE_BITS) | next tile. */
+export const TILE_BITS = 12;
+export const MAX_TILES = (1 << TILE_BITS) - 1;
+export const GEN_MASK = (1 << (32 - TILE_BITS)) - 1;
+export const DESC_WORDS = 16;
 
 export const JOB_GEMM = 1;
 export const JOB_GELU = 2;
 export const JOB_GELU_GRAD = 3;
-/** Test hook: the worker throws, as a kernel bug would. */
+/** Test hook: the tile throws, as a kernel bug would. */
 export const JOB_FAIL = 99;
 
 export const WORKER_SOURCE = `
 'use strict';
-const SLOT = ${SLOT_WORDS}, ERROR_BASE = ${ERROR_BASE}, ERROR_BYTES = ${ERROR_BYTES};
+const C = { GEN: ${CTL_GEN}, KIND: ${CTL_KIND}, COUNT: ${CTL_COUNT}, DESC: ${CTL_DESC}, CLAIM: ${CTL_CLAIM},
+  DONE: ${CTL_DONE}, FAILED: ${CTL_FAILED}, READY: ${CTL_READY}, QUIT: ${CTL_QUIT}, WORDS: ${CTL_WORDS} };
+const ERROR_BASE = ${ERROR_BASE}, ERROR_BYTES = ${ERROR_BYTES}, TILE_BITS = ${TILE_BITS}, TILE_MASK = ${MAX_TILES};
+const GEN_MASK = ${GEN_MASK}, DESC_WORDS = ${DESC_WORDS};
 function start(d) {
   const memory = d.memory;
-  const s = d.index * SLOT;
-  const ctl = new Int32Array(memory.buffer, 0, SLOT * ${MAX_WORKERS + 1});
+  const me = d.index;
+  const ctl = new Int32Array(memory.buffer, 0, C.WORDS);
   const report = (e) => {
     const msg = String(e && e.message ? e.message : e).slice(0, ERROR_BYTES / 2 - 2);
-    const u16 = new Uint16Array(memory.buffer, ERROR_BASE + d.index * ERROR_BYTES, ERROR_BYTES / 2);
+    const u16 = new Uint16Array(memory.buffer, ERROR_BASE + me * ERROR_BYTES, ERROR_BYTES / 2);
     u16[0] = msg.length;
     for (let i = 0; i < msg.length; i++) u16[i + 1] = msg.charCodeAt(i);
   };
@@ -40,43 +61,48 @@ function start(d) {
     act = new WebAssembly.Instance(d.actModule, env).exports;
   } catch (e) {
     report(e);
-    Atomics.store(ctl, s + 1, 2);
-    Atomics.notify(ctl, s + 1);
+    Atomics.store(ctl, C.READY + me, 2);
     return;
   }
-  Atomics.store(ctl, s + 1, 1);
-  Atomics.notify(ctl, s + 1);
+  Atomics.store(ctl, C.READY + me, 1);
+  const tile = (kind, desc, i) => {
+    const w = new Int32Array(memory.buffer, desc + i * DESC_WORDS * 4, DESC_WORDS);
+    if (kind === ${JOB_GEMM}) {
+      gemm(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], d.workspace, w[12], w[13], w[14], w[15]);
+    } else if (kind === ${JOB_GELU}) {
+      act.gelu(w[0], w[1], w[2]);
+    } else if (kind === ${JOB_GELU_GRAD}) {
+      act.geluGrad(w[0], w[1], w[2], w[3]);
+    } else if (kind === ${JOB_FAIL}) {
+      throw new Error('deliberate failure (test hook)');
+    } else {
+      throw new Error('unknown job ' + kind);
+    }
+  };
+  let seen = -1;
   for (;;) {
-    let st;
-    while ((st = Atomics.load(ctl, s)) !== 1 && st !== 4) Atomics.wait(ctl, s, st);
-    if (st === 4) return;
-    try {
-      run(ctl, s, memory, gemm, act);
-      Atomics.store(ctl, s, 2);
-    } catch (e) {
-      report(e);
-      Atomics.store(ctl, s, 3);
+    if (Atomics.load(ctl, C.QUIT + me) !== 0) return;
+    const g = Atomics.load(ctl, C.GEN);
+    if (g === seen) {
+      Atomics.wait(ctl, C.GEN, g);
+      continue;
     }
-    Atomics.notify(ctl, s);
-  }
-}
-function run(ctl, s, memory, gemm, act) {
-  const job = ctl[s + 2];
-  if (job === ${JOB_GEMM}) {
-    const count = ctl[s + 4];
-    const d = new Int32Array(memory.buffer, ctl[s + 3], count * 16);
-    for (let i = 0; i < count * 16; i += 16) {
-      gemm(d[i], d[i + 1], d[i + 2], d[i + 3], d[i + 4], d[i + 5], d[i + 6], d[i + 7],
-        d[i + 8], d[i + 9], d[i + 10], d[i + 11], d[i + 12], d[i + 13], d[i + 14], d[i + 15]);
+    seen = g;
+    const kind = ctl[C.KIND], count = ctl[C.COUNT], desc = ctl[C.DESC];
+    for (;;) {
+      const c = Atomics.load(ctl, C.CLAIM);
+      if ((c >>> TILE_BITS) !== (g & GEN_MASK)) break;
+      const i = c & TILE_MASK;
+      if (i >= count) break;
+      if (Atomics.compareExchange(ctl, C.CLAIM, c, c + 1) !== c) continue;
+      try {
+        tile(kind, desc, i);
+      } catch (e) {
+        report(e);
+        Atomics.store(ctl, C.FAILED, me + 1);
+      }
+      if (Atomics.add(ctl, C.DONE, 1) + 1 === count) Atomics.notify(ctl, C.DONE);
     }
-  } else if (job === ${JOB_GELU}) {
-    act.gelu(ctl[s + 3], ctl[s + 4], ctl[s + 5]);
-  } else if (job === ${JOB_GELU_GRAD}) {
-    act.geluGrad(ctl[s + 3], ctl[s + 4], ctl[s + 5], ctl[s + 6]);
-  } else if (job === ${JOB_FAIL}) {
-    throw new Error('deliberate failure (test hook)');
-  } else {
-    throw new Error('unknown job ' + job);
   }
 }
 if (typeof require === 'function') {
