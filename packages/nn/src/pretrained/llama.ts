@@ -207,7 +207,7 @@ export class LlamaForCausalLM extends PreTrainedModel {
   }
 
   protected override positionsField(): string {
-    return this.config.slidingWindow !== null ? 'sliding_window (sliding-window attention is not implemented; sequences up to the window are exact)' : 'max_position_embeddings';
+    return this.config.slidingWindow !== null ? 'sliding_window (lowrank has no sliding-window attention; sequences up to the window are exact)' : 'max_position_embeddings';
   }
 
   forward(ids: Tensor, opts: CausalLMForwardOptions = {}): CausalLMOutput {
