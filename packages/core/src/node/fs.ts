@@ -265,6 +265,8 @@ export async function writeFileSet(dir: string, files: Readonly<Record<string, U
 /** A consistent view of a file set: each file's bytes, checked against the manifest when there is one. */
 export interface FileSet {
   read(name: string): Promise<Uint8Array>;
+  /** The names the manifest binds (empty without one): their bytes come from `read`, never from the file alone. */
+  readonly bound: readonly string[];
 }
 
 /**
@@ -283,7 +285,7 @@ export async function openFileSet(dir: string): Promise<FileSet> {
     const b = await readFile(join(dir, name));
     return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
   };
-  if (!manifest) return { read: plainRead };
+  if (!manifest) return { read: plainRead, bound: [] };
   const resolved = new Map<string, Uint8Array>();
   for (const [name, e] of Object.entries(manifest.files)) {
     const final = await readIfExists(join(dir, name));
@@ -294,7 +296,7 @@ export async function openFileSet(dir: string): Promise<FileSet> {
     const staged = await readIfExists(join(dir, e.staged));
     if (matches(staged, e)) resolved.set(name, staged);
   }
-  return { read: async (name) => resolved.get(name) ?? plainRead(name) };
+  return { read: async (name) => resolved.get(name) ?? plainRead(name), bound: Object.keys(manifest.files) };
 }
 
 /** Node's file system as a {@link FileHost}: atomic writes, atomic multi-file sets, recursive mkdir. */

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { MANIFEST_FILE, openFileSet, type FileSet } from '@lowrank/core/node';
 import {
   checkFileName, registerSinkResolver, registerSourceResolver, type ModelSink, type ModelSource,
 } from '../pretrained/source.ts';
@@ -33,10 +34,22 @@ export function directorySource(dir: string): ModelSource {
     checkFileName(name);
     return path.join(root, name);
   };
+  // A directory lowrank saved as a file set (adapters) is read as that set, so a save
+  // killed between its renames still loads as one save, never a mix. One view per source.
+  let set: Promise<FileSet | null> | undefined;
+  /** The bytes of a file the set's manifest binds; undefined for any other file (read from disk). */
+  const boundBytes = async (name: string): Promise<Uint8Array | undefined> => {
+    set ??= existsSync(path.join(root, MANIFEST_FILE)) ? openFileSet(root) : Promise.resolve(null);
+    const s = await set;
+    checkFileName(name);
+    return s?.bound.includes(name) ? s.read(name) : undefined;
+  };
   return {
     describe: dir,
     read: async (name) => {
       try {
+        const bound = await boundBytes(name);
+        if (bound) return bound;
         return new Uint8Array(await readFile(file(name)));
       } catch (err) {
         if (isMissing(err)) return null;
@@ -44,6 +57,8 @@ export function directorySource(dir: string): ModelSource {
       }
     },
     readRange: async (name, start, end) => {
+      const bound = await boundBytes(name);
+      if (bound) return bound.slice(start, Math.min(end, bound.length));
       let fh;
       try {
         fh = await open(file(name), 'r');
@@ -67,6 +82,8 @@ export function directorySource(dir: string): ModelSource {
       }
     },
     size: async (name) => {
+      const bound = await boundBytes(name);
+      if (bound) return bound.length;
       try {
         return (await stat(file(name))).size;
       } catch (err) {
