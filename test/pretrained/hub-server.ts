@@ -116,7 +116,9 @@ export async function startFakeHub(hfDir: string, extra: Record<string, Record<s
     // Probes (Range: bytes=0-0) are not downloads.
     if (cut !== null && body.length > 1) {
       hub.cutNextDownloadAfter = null;
-      res.write(body.subarray(0, cut), () => res.destroy());
+      // A graceful close (FIN) after the bytes: destroy() may reset the connection and the
+      // client's kernel then drops bytes it had received, so the partial file would be shorter.
+      res.write(body.subarray(0, cut), () => res.socket?.end());
       return;
     }
     res.end(body);
