@@ -42,8 +42,9 @@ for (const fx of fixtures) {
       const ids = idsOf(e.inputIds);
       const { logits, loss } = noGrad(() => model.forward(ids, { labels: ids }));
       assert.deepEqual(logits.shape, e.logits.shape);
-      assertClose(logits.dataSync(), e.logits.data, `${fx.name} logits`);
-      assertClose([loss!.item()], [e.loss], `${fx.name} loss`);
+      const errLogits = assertClose(logits.dataSync(), e.logits.data, `${fx.name} logits`);
+      const errLoss = assertClose([loss!.item()], [e.loss], `${fx.name} loss`);
+      console.log(`hf ${fx.name} max abs error vs transformers: logits ${errLogits.toExponential(2)}, loss ${errLoss.toExponential(2)}`);
     });
 
     test('greedy tokens are exact, with and without the KV cache', async () => {
@@ -75,8 +76,9 @@ for (const fx of fixtures) {
       const peft = await PeftModel.fromPretrained(model, adapterDir);
       const ids = idsOf(e.inputIds);
       const { logits, loss } = noGrad(() => peft.forward(ids, { labels: ids }));
-      assertClose(logits.dataSync(), lora.logits.data, `${fx.name} + adapter logits`);
-      assertClose([loss!.item()], [lora.loss], `${fx.name} + adapter loss`);
+      const errLogits = assertClose(logits.dataSync(), lora.logits.data, `${fx.name} + adapter logits`);
+      const errLoss = assertClose([loss!.item()], [lora.loss], `${fx.name} + adapter loss`);
+      console.log(`hf ${fx.name} + PEFT adapter max abs error: logits ${errLogits.toExponential(2)}, loss ${errLoss.toExponential(2)}`);
       const n = lora.greedy.tokens.length;
       assert.deepEqual(greedy(peft, e.greedy.prompt, n, true), lora.greedy.tokens);
       assert.deepEqual(greedy(peft, e.greedy.prompt, n, false), lora.greedy.tokens);
@@ -86,7 +88,8 @@ for (const fx of fixtures) {
       const model = await AutoModelForCausalLM.fromPretrained(fx.dir);
       const peft = await PeftModel.fromPretrained(model, adapterDir);
       const merged = peft.mergeAndUnload();
-      assertClose(merged.getParameter(lora.merged.key).dataSync(), lora.merged.value.data, `${fx.name} merged ${lora.merged.key}`);
+      const errMerged = assertClose(merged.getParameter(lora.merged.key).dataSync(), lora.merged.value.data, `${fx.name} merged ${lora.merged.key}`);
+      console.log(`hf ${fx.name} merged ${lora.merged.key} max abs error: ${errMerged.toExponential(2)}`);
       const dir = path.join(root, `${fx.name}-merged`);
       await merged.savePretrained(dir);
       const reloaded = await AutoModelForCausalLM.fromPretrained(dir);
