@@ -119,4 +119,10 @@ describe('lowrank CLI, end to end on the gpt2-tiny fixture', () => {
     assert.match(stdout, /usage: lowrank <command>/);
     assert.match(stdout, /finetune/);
   });
+
+  it('the bin runs from any working directory (the sources resolve without a build)', async () => {
+    const bin = path.join(repoRoot, 'packages/cli/bin/lowrank.js');
+    const { stdout } = await promisify(execFile)(process.execPath, [bin, 'inspect', model], { cwd: work, timeout: 60_000 });
+    assert.match(stdout, /parameters: [\d,]+/);
+  });
 });
