@@ -3,7 +3,7 @@ import { attach, release } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { broadcastShapes, fmt, shapesEqual } from '../shape.ts';
 import { full, type Tensor } from '../tensor.ts';
-import { affine, log, neg, powScalar } from './elementwise.ts';
+import { affine, log, neg } from './elementwise.ts';
 import { backendOf, requireDtype, requireFloat, result } from './util.ts';
 
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, name: string = op): Tensor {
@@ -51,6 +51,23 @@ export function div(a: Tensor, b: Tensor | number): Tensor {
       const n = affine(g, -1, 0);
       g.dispose();
       return n;
+    },
+  ]);
+}
+
+/** x ** exponent for a number exponent: `powScalar(x, 2)` */
+export function powScalar(x: Tensor, exponent: number): Tensor {
+  requireFloat('pow', x);
+  const b = backendOf('pow', x);
+  const y = result(b, runKernel(b, 'powScalar', x.shape, x.data_, x.size, exponent), x.shape);
+  return attach('pow', y, [x], (dy) => [
+    () => {
+      const p = powScalar(x, exponent - 1);
+      const d = affine(p, exponent, 0);
+      const g = mul(dy, d);
+      p.dispose();
+      d.dispose();
+      return g;
     },
   ]);
 }

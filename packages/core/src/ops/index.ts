@@ -1,3 +1,4 @@
+import './methods.ts';
 export { backward, noGrad, isGradEnabled, release, releaseAfterBackward, supersede } from '../autograd.ts';
 export { ones, zeros, full } from '../tensor.ts';
 export * from './elementwise.ts';

@@ -1,7 +1,7 @@
 import type { ReduceOp } from '../backend.ts';
 import { attach, release, releaseAfterBackward } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
-import { fmt, normalizeAxes, sizeOf, type Shape } from '../shape.ts';
+import { fmt, normalizeAxes, sizeOf, unbroadcastAxes, type Shape } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { eq, mul, sub } from './binary.ts';
 import { affine, neg } from './elementwise.ts';
@@ -100,16 +100,7 @@ export function variance(x: Tensor, axis: AxisArg = null, keepdim = false, unbia
 
 /** Sums a broadcast gradient back down to `shape` (the tape's un-broadcast). */
 export function sumTo(g: Tensor, shape: Shape): Tensor {
-  const lead = g.rank - shape.length;
-  if (lead < 0) throw new Error(`sumTo: cannot reduce ${fmt(g.shape)} to the larger rank of ${fmt(shape)}`);
-  const axes: number[] = [];
-  for (let i = 0; i < g.rank; i++) {
-    if (i < lead) axes.push(i);
-    else if (shape[i - lead] === 1 && g.shape[i] !== 1) axes.push(i);
-    else if (shape[i - lead] !== g.shape[i]) {
-      throw new Error(`sumTo: gradient of shape ${fmt(g.shape)} does not broadcast from ${fmt(shape)}`);
-    }
-  }
+  const axes = unbroadcastAxes(g.shape, shape);
   if (axes.length === 0) return reshape(g, shape);
   const s = sum(g, axes, false);
   const r = reshape(s, shape);
