@@ -9,3 +9,4 @@ export * from './matmul.ts';
 export * from './indexing.ts';
 export * from './nn.ts';
 export * from './random.ts';
+export * from './optim.ts';
