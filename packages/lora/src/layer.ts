@@ -283,8 +283,7 @@ export class ModulesToSaveWrapper extends Module {
   }
 
   forward(...args: never[]): unknown {
-    const m = this.current() as unknown as { forward: (...a: never[]) => unknown };
-    return m.forward(...args);
+    return this.current().forward(...args);
   }
 }
 

@@ -33,8 +33,8 @@ export class PeftModel<M extends Module = Module> extends Module {
 
   /** Runs the adapted model's forward with the same arguments. @example peft.forward(ids, { targets }) */
   forward(...args: Parameters<ForwardOf<M>>): ReturnType<ForwardOf<M>> {
-    const m = this.baseModel.model as unknown as { forward: (...a: Parameters<ForwardOf<M>>) => ReturnType<ForwardOf<M>> };
-    return m.forward(...args);
+    // M's own forward runs, so its result has M's forward's type.
+    return this.baseModel.model.forward(...args) as ReturnType<ForwardOf<M>>;
   }
 
   /** The wrapped model (adapters still in it). @example peft.getBaseModel().config */

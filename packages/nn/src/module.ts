@@ -59,6 +59,11 @@ export abstract class Module {
   private readonly children_ = new Map<string, Module>();
   private readonly params_ = new Map<string, Tensor>();
 
+  /**
+   * The layer's computation; subclasses declare their own parameters. A
+   * wrapper that passes whatever it gets to any Module needs no cast:
+   * `forward(...args: never[]): unknown { return this.inner.forward(...args); }`
+   */
   abstract forward(...args: never[]): unknown;
 
   /**

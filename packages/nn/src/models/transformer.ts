@@ -1,5 +1,5 @@
 import {
-  Rng, Tensor, add, arange, checkpoint, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, release, supersede,
+  Rng, Tensor, add, arange, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, recompute, release, supersede,
   tensor, tidy, type NestedArray,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
@@ -215,11 +215,11 @@ export class TransformerLM extends Module {
     }
     x = supersede(x, this.drop.forward(x));
     let i = 0;
-    const recompute = this.gradientCheckpointing && this.training && !opts.kvCache && isGradEnabled();
+    const rerun = this.gradientCheckpointing && this.training && !opts.kvCache && isGradEnabled();
     for (const block of this.layers) {
       const layer = i++;
-      const next = recompute
-        ? checkpoint((h) => block.forward(h), [x]) // keeps only x; the block reruns in backward
+      const next = rerun
+        ? recompute((h) => block.forward(h), [x]) // keeps only x; the block reruns in backward
         : block.forward(x, opts.kvCache, layer);
       x = supersede(x, next); // [B, T, C]
     }
