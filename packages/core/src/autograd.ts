@@ -1,6 +1,6 @@
 import { runKernel } from './engine.ts';
 import { fmt, shapesEqual, unbroadcastAxes, type Shape } from './shape.ts';
-import { Tensor, keep, makeTensor, shareStorage, type GradFn, type GradThunk } from './tensor.ts';
+import { Tensor, collectScope, keep, makeTensor, shareStorage, type GradFn, type GradThunk } from './tensor.ts';
 
 // The tape sits below the ops: it records nodes, keeps saved tensors alive until
 // their backward has run, and sums/un-broadcasts gradients with kernels directly.
@@ -126,6 +126,19 @@ export function release(...ts: Tensor[]): void {
 export function supersede(prev: Tensor, next: Tensor): Tensor {
   if (next !== prev) release(prev);
   return next;
+}
+
+/**
+ * Runs fn (a module's forward: `Module` wraps every forward in one) so that
+ * only what it returns and what a backward saved outlive it: every other
+ * tensor it made is released at its end, as if each had been handed to
+ * `release`. Tensors taken out with `keep()` (a KV cache, a table) stay.
+ * @example const y = forwardScope(() => fc2.forward(gelu(fc1.forward(x))));
+ */
+export function forwardScope<T>(fn: () => T): T {
+  return collectScope(fn, (made, returned) => {
+    for (const t of made) if (!returned.has(t)) release(t);
+  });
 }
 
 /**

@@ -16,7 +16,7 @@ export {
   Tensor, tensor, scalar, full, zeros, ones, tidy, keep, dispose, memory, resetPeak, makeTensor,
   type NestedArray, type TensorOptions,
 } from './tensor.ts';
-export { attach, recordNode, saveForBackward, noGrad, withGrad, isGradEnabled, backward, type GradFn, type GradThunk } from './autograd.ts';
+export { attach, recordNode, saveForBackward, forwardScope, noGrad, withGrad, isGradEnabled, backward, type GradFn, type GradThunk } from './autograd.ts';
 export { recompute, checkpoint } from './recompute.ts';
 export * from './ops/index.ts';
 export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradcheck.ts';

@@ -372,28 +372,41 @@ export function ones(shape: readonly number[], opts: Omit<TensorOptions, 'shape'
   return full(shape, 1, opts);
 }
 
-/** Runs fn, then disposes every tensor it made except those it returns (TensorFlow.js `tidy`). */
-export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
-  scopes.push(scope);
+/**
+ * Runs fn collecting the tensors it makes; `end(made, returned)` decides their
+ * fate (tidy disposes, the tape's scope releases); what is still alive joins the
+ * enclosing scope. On a throw nothing is returned: `end` sees an empty set.
+ */
+export function collectScope<T>(fn: () => T, end: (made: Set<Tensor>, returned: Set<Tensor>) => void): T {
+  const made = new Set<Tensor>();
+  scopes.push(made);
   let result: T;
   try {
     result = fn();
   } catch (err) {
     scopes.pop();
-    for (const t of scope) t.dispose();
+    end(made, new Set());
+    adoptSurvivors(made);
     throw err;
   }
   scopes.pop();
-  const kept = new Set<Tensor>();
-  collectTensors(result, kept);
-  for (const t of scope) {
-    if (kept.has(t)) continue;
-    t.dispose();
-  }
-  const parent = scopes[scopes.length - 1];
-  if (parent) for (const t of kept) if (scope.has(t)) parent.add(t);
+  const returned = new Set<Tensor>();
+  collectTensors(result, returned);
+  end(made, returned);
+  adoptSurvivors(made);
   return result;
+}
+
+function adoptSurvivors(made: Set<Tensor>): void {
+  const parent = scopes[scopes.length - 1];
+  if (parent) for (const t of made) if (!t.isDisposed) parent.add(t);
+}
+
+/** Runs fn, then disposes every tensor it made except those it returns (TensorFlow.js `tidy`). */
+export function tidy<T>(fn: () => T): T {
+  return collectScope(fn, (made, returned) => {
+    for (const t of made) if (!returned.has(t)) t.dispose();
+  });
 }
 
 /** Takes a tensor out of every `tidy` scope, so it outlives them. */
