@@ -262,6 +262,7 @@ export interface Tensor {
   silu(): Tensor;
   matmul(b: Tensor, opts?: { transposeA?: boolean; transposeB?: boolean }): Tensor;
   sum(axis?: Axis, keepdim?: boolean): Tensor;
+  cumsum(axis: number): Tensor;
   mean(axis?: Axis, keepdim?: boolean): Tensor;
   max(axis?: Axis, keepdim?: boolean): Tensor;
   min(axis?: Axis, keepdim?: boolean): Tensor;

@@ -10,3 +10,4 @@ export * from './indexing.ts';
 export * from './nn.ts';
 export * from './random.ts';
 export * from './optim.ts';
+export * from './cumsum.ts';

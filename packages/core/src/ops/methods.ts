@@ -1,6 +1,7 @@
 import { Tensor } from '../tensor.ts';
 import { add, div, mul, pow, sub, clamp, maskedFill } from './binary.ts';
 import { cast, clone, exp, gelu, log, neg, relu, sigmoid, silu, sqrt, tanh } from './elementwise.ts';
+import { cumsum } from './cumsum.ts';
 import { matmul } from './matmul.ts';
 import { logSoftmax, softmax } from './nn.ts';
 import { max, mean, min, sum, variance } from './reduce.ts';
@@ -25,6 +26,7 @@ proto.gelu = function () { return gelu(this); };
 proto.silu = function () { return silu(this); };
 proto.matmul = function (b, opts) { return matmul(this, b, opts); };
 proto.sum = function (axis = null, keepdim = false) { return sum(this, axis, keepdim); };
+proto.cumsum = function (axis) { return cumsum(this, axis); };
 proto.mean = function (axis = null, keepdim = false) { return mean(this, axis, keepdim); };
 proto.max = function (axis = null, keepdim = false) { return max(this, axis, keepdim); };
 proto.min = function (axis = null, keepdim = false) { return min(this, axis, keepdim); };
