@@ -9,7 +9,7 @@
  * key/value heads only. RoPE is rotate-half with `rope_theta`.
  */
 import {
-  Tensor, add, expand, narrow, permute, release, reshape, scaledDotProductAttention,
+  Tensor, add, expand, forwardScope, narrow, permute, reshape, scaledDotProductAttention,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import { Embedding, KVCache, Linear, RMSNorm, SwiGLUMLP, applyRope, ropeCosSin } from '../layers.ts';
@@ -25,11 +25,11 @@ import { PreTrainedModel, causalLmLoss, type CausalLMForwardOptions, type Causal
 export function repeatKv(x: Tensor, rep: number): Tensor {
   if (rep === 1) return x;
   const [B, Hkv, T, D] = x.shape;
-  const u = reshape(x, [B, Hkv, 1, T, D]);
-  const e = expand(u, [B, Hkv, rep, T, D]);
-  const out = reshape(e, [B, Hkv * rep, T, D]);
-  release(u, e);
-  return out;
+  return forwardScope(() => {
+    const u = reshape(x, [B, Hkv, 1, T, D]);
+    const e = expand(u, [B, Hkv, rep, T, D]);
+    return reshape(e, [B, Hkv * rep, T, D]);
+  });
 }
 
 /** RoPE tables cover at least `n` positions: powers of two, so generation reuses a few tables. */
