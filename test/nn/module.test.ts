@@ -35,7 +35,25 @@ function snapshot(m: Module): Map<string, number[]> {
   return new Map(Object.entries(m.stateDict()).map(([k, t]) => [k, Array.from(t.dataSync())]));
 }
 
+/** A user wrapper around any Module: its arguments pass through with no cast (checked by the typecheck). */
+class PassThrough<M extends Module> extends Module {
+  constructor(readonly inner: M) {
+    super();
+    this.register('inner', inner);
+  }
+  forward(...args: Parameters<M['forward']>): ReturnType<M['forward']> {
+    return this.inner.forward(...args) as ReturnType<M['forward']>;
+  }
+}
+
 describe('Module', () => {
+  test('a wrapper forwards any module without a cast', () => {
+    const lin = new Linear(3, 2);
+    const x = tensor([[0.5, -1, 2]]);
+    const wrapped: Tensor = new PassThrough(lin).forward(x);
+    assert.deepEqual(wrapped.toArray(), lin.forward(x).toArray());
+  });
+
   test('parameters are named by dotted key, trainable, and survive tidy', () => {
     const model = new TransformerLM(gptTiny());
     for (const [k, p] of model.namedParameters()) {

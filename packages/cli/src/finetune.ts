@@ -76,7 +76,7 @@ export async function finetune(flags: Record<string, FlagValue>, io: Io): Promis
   const trainBatches = new BatchSampler(trainIds, { batchSize, blockSize: seqLen, seed: flags.seed as number });
   const evalBatches = flags['eval-batches'] as number;
   const valBatches = () => new BatchSampler(valIds, { batchSize, blockSize: seqLen, seed: 1 });
-  const net = peft as unknown as LossModel;
+  const net: LossModel = peft;
   const evalBefore = evaluate(net, valBatches(), evalBatches);
   io.out(`eval loss before: ${evalBefore.toFixed(4)}`);
   const optimizer = new AdamW(peft.trainableParameters(), { lr: flags.lr as number, weightDecay: flags['weight-decay'] as number });

@@ -1,20 +1,28 @@
-import { fmt, shapesEqual } from './shape.ts';
-import { keep, shareStorage, type Tensor } from './tensor.ts';
-import { add, ones, sumTo } from './ops/index.ts';
+import { runKernel } from './engine.ts';
+import { fmt, shapesEqual, unbroadcastAxes, type Shape } from './shape.ts';
+import { Tensor, collectScope, keep, makeTensor, shareStorage, type GradFn, type GradThunk } from './tensor.ts';
 
-/** dL/d(input) given dL/d(output); called only for inputs that need a gradient. */
-export type GradThunk = (() => Tensor) | null;
+// The tape sits below the ops: it records nodes, keeps saved tensors alive until
+// their backward has run, and sums/un-broadcasts gradients with kernels directly.
+export type { GradFn, GradThunk };
 
-export interface GradFn {
-  readonly op: string;
-  readonly inputs: readonly Tensor[];
-  /** Builds one thunk per input; null once the graph has been freed by backward. */
-  backward: ((dy: Tensor) => GradThunk[]) | null;
-  /** Tensors whose values the backward reads; each holds a `readers` count until it runs. */
-  reads: Tensor[];
+/** How many pending backward nodes read a tensor, and whether it is freed once none does. */
+interface Hold {
+  readers: number;
+  releasePending: boolean;
 }
 
+const holds = new WeakMap<Tensor, Hold>();
 let gradEnabled = true;
+
+function holdOf(t: Tensor): Hold {
+  let h = holds.get(t);
+  if (!h) {
+    h = { readers: 0, releasePending: false };
+    holds.set(t, h);
+  }
+  return h;
+}
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -31,7 +39,7 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-/** Runs fn recording a graph even inside `noGrad` (checkpointing reruns a forward during backward). */
+/** Runs fn recording a graph even inside `noGrad` (recomputation reruns a forward during backward). */
 export function withGrad<T>(fn: () => T): T {
   const prev = gradEnabled;
   gradEnabled = true;
@@ -63,11 +71,37 @@ export function attach(
   reads?: readonly (Tensor | null | false)[],
 ): Tensor {
   if (!needsGraph(inputs)) return out;
+  const saved = reads ? reads.filter((t): t is Tensor => !!t) : [...inputs, out];
+  return recordNode(op, out, inputs, backward, saved);
+}
+
+/**
+ * Records a node whatever its inputs need (a recomputed block whose parameters
+ * train although no input requires a gradient). Prefer `attach`.
+ */
+export function recordNode(
+  op: string,
+  out: Tensor,
+  inputs: readonly Tensor[],
+  backward: (dy: Tensor) => GradThunk[],
+  saved: readonly Tensor[],
+): Tensor {
+  const list = [...saved];
+  for (const t of list) holdOf(t).readers++;
   out.requiresGrad = true;
-  const list = reads ? reads.filter((t): t is Tensor => !!t) : [...inputs, out];
-  for (const t of list) t.readers++;
-  out.gradFn = { op, inputs, backward, reads: list };
+  out.gradFn = { op, inputs, backward, saved: list };
   return out;
+}
+
+/** Adds tensors to what `node`'s backward holds alive (no-op when it records no graph). */
+export function saveForBackward(node: Tensor, ...ts: Tensor[]): void {
+  const fn = node.gradFn;
+  if (!fn?.backward) return;
+  for (const t of ts) {
+    if (fn.saved.includes(t)) continue;
+    fn.saved.push(t);
+    holdOf(t).readers++;
+  }
 }
 
 /**
@@ -78,8 +112,9 @@ export function attach(
  */
 export function release(...ts: Tensor[]): void {
   for (const t of ts) {
-    if (t.readers === 0) t.dispose();
-    else t.releasePending = true;
+    const h = holds.get(t);
+    if (!h || h.readers === 0) t.dispose();
+    else h.releasePending = true;
   }
 }
 
@@ -94,27 +129,34 @@ export function supersede(prev: Tensor, next: Tensor): Tensor {
 }
 
 /**
+ * Runs fn (a module's forward: `Module` wraps every forward in one) so that
+ * only what it returns and what a backward saved outlive it: every other
+ * tensor it made is released at its end, as if each had been handed to
+ * `release`. Tensors taken out with `keep()` (a KV cache, a table) stay.
+ * @example const y = forwardScope(() => fc2.forward(gelu(fc1.forward(x))));
+ */
+export function forwardScope<T>(fn: () => T): T {
+  return collectScope(fn, (made, returned) => {
+    for (const t of made) if (!returned.has(t)) release(t);
+  });
+}
+
+/**
  * Disposes internal tensors `ts` (made by an op, never returned to the user)
  * once `node`'s backward has read them, or at once when `node` records no graph.
  */
 export function releaseAfterBackward(node: Tensor, ...ts: Tensor[]): void {
-  const fn = node.gradFn;
-  if (fn?.backward) {
-    for (const t of ts) {
-      if (fn.reads.includes(t)) continue;
-      fn.reads.push(t);
-      t.readers++;
-    }
-  }
+  saveForBackward(node, ...ts);
   release(...ts);
 }
 
-function dropReads(fn: GradFn): void {
-  for (const t of fn.reads) {
-    t.readers--;
-    if (t.readers === 0 && t.releasePending) t.dispose();
+function dropSaved(fn: GradFn): void {
+  for (const t of fn.saved) {
+    const h = holdOf(t);
+    h.readers--;
+    if (h.readers === 0 && h.releasePending) t.dispose();
   }
-  fn.reads = [];
+  fn.saved = [];
 }
 
 /** Reverse-mode sweep from `root`, accumulating into leaf `.grad`s. */
@@ -131,11 +173,15 @@ export function backward(root: Tensor, grad?: Tensor): void {
   noGrad(() => sweep(root, grad));
 }
 
+Tensor.prototype.backward = function (grad) {
+  backward(this, grad);
+};
+
 function sweep(root: Tensor, grad: Tensor | undefined): void {
   const order = topoSort(root);
   const grads = new Map<Tensor, Tensor>();
   const owned = new Set<Tensor>();
-  const seed = grad ?? ones(root.shape, { backend: root.backend.name });
+  const seed = grad ?? filled(root, 1);
   if (!grad) owned.add(seed);
   grads.set(root, seed);
   for (let i = order.length - 1; i >= 0; i--) {
@@ -170,28 +216,28 @@ function sweep(root: Tensor, grad: Tensor | undefined): void {
       owned.add(g);
       const prev = grads.get(input);
       if (prev) {
-        const sum = add(prev, g);
+        const total = addSame(prev, g);
         if (owned.has(prev)) prev.dispose();
         if (owned.has(g)) g.dispose();
-        owned.add(sum);
-        grads.set(input, sum);
+        owned.add(total);
+        grads.set(input, total);
       } else {
         grads.set(input, g);
       }
     });
     if (owned.has(dy)) dy.dispose();
-    dropReads(fn);
+    dropSaved(fn);
   }
 }
 
 function accumulateLeaf(t: Tensor, g: Tensor, owned: boolean): void {
   // A leaf's gradient must outlive any tidy scope and never alias another tensor.
-  const own = owned ? g : g.clone();
+  const own = owned ? g : copyOf(g);
   if (t.grad) {
-    const sum = add(t.grad, own);
+    const total = addSame(t.grad, own);
     t.grad.dispose();
     own.dispose();
-    t.grad = keep(sum);
+    t.grad = keep(total);
   } else {
     t.grad = keep(own);
   }
@@ -219,4 +265,32 @@ function topoSort(root: Tensor): Tensor[] {
     }
   }
   return order;
+}
+
+// Gradient arithmetic on kernels (float32, no graph): what the tape needs without the op layer.
+
+function filled(like: Tensor, value: number): Tensor {
+  const b = like.backend;
+  return makeTensor(b, b.hasStorage ? b.fill(like.size, value, 'float32') : null, like.shape, 'float32');
+}
+
+function copyOf(t: Tensor): Tensor {
+  const b = t.backend;
+  return makeTensor(b, runKernel(b, 'cast', t.shape, t.data_, t.size, t.dtype), t.shape, t.dtype);
+}
+
+/** a + b for two tensors of one shape. */
+function addSame(a: Tensor, b: Tensor): Tensor {
+  const be = a.backend;
+  if (b.backend !== be) throw new Error(`backward: gradients on different backends (${be.name}, ${b.backend.name}) for one tensor`);
+  return makeTensor(be, runKernel(be, 'binary', a.shape, 'add', a.data_, a.shape, b.data_, b.shape, a.shape), a.shape, 'float32');
+}
+
+/** Sums a broadcast gradient down to `shape` (the tape's one un-broadcast). */
+function sumTo(g: Tensor, shape: Shape): Tensor {
+  const axes = unbroadcastAxes(g.shape, shape);
+  if (axes.length === 0) return shareStorage(g, shape);
+  const b = g.backend;
+  const kept = g.shape.filter((_, i) => !axes.includes(i));
+  return makeTensor(b, runKernel(b, 'reduce', kept, 'sum', g.data_, g.shape, axes), shape, 'float32');
 }

@@ -16,8 +16,8 @@ export {
   Tensor, tensor, scalar, full, zeros, ones, tidy, keep, dispose, memory, resetPeak, makeTensor,
   type NestedArray, type TensorOptions,
 } from './tensor.ts';
-export { attach, noGrad, withGrad, isGradEnabled, backward, type GradFn, type GradThunk } from './autograd.ts';
-export { checkpoint } from './recompute.ts';
+export { attach, recordNode, saveForBackward, forwardScope, noGrad, withGrad, isGradEnabled, backward, type GradFn, type GradThunk } from './autograd.ts';
+export { recompute, checkpoint } from './recompute.ts';
 export * from './ops/index.ts';
 export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradcheck.ts';
 export { CpuBackend } from './backends/cpu/index.ts';

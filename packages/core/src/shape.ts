@@ -76,3 +76,18 @@ export function checkShape(op: string, shape: Shape): void {
     if (!Number.isInteger(d) || d < 0) throw new Error(`${op}: invalid shape ${fmt(shape)}`);
   }
 }
+
+/** The axes of `from` that sum away to un-broadcast it to `to` (leading axes, and size-1 axes of `to`). */
+export function unbroadcastAxes(from: Shape, to: Shape): number[] {
+  const lead = from.length - to.length;
+  if (lead < 0) throw new Error(`sumTo: cannot reduce ${fmt(from)} to the larger rank of ${fmt(to)}`);
+  const axes: number[] = [];
+  for (let i = 0; i < from.length; i++) {
+    if (i < lead) axes.push(i);
+    else if (to[i - lead] === 1 && from[i] !== 1) axes.push(i);
+    else if (to[i - lead] !== from[i]) {
+      throw new Error(`sumTo: gradient of shape ${fmt(from)} does not broadcast from ${fmt(to)}`);
+    }
+  }
+  return axes;
+}

@@ -1,11 +1,22 @@
 import { getBackend, isFloatDtype, type Backend, type DType, type HostArray } from './backend.ts';
-import { countReadback, countUpload, newStorage, releaseStorage, statsOf, type Storage } from './engine.ts';
+import { countReadback, countUpload, newStorage, releaseStorage, runKernel, statsOf, type Storage } from './engine.ts';
 import { checkShape, fmt, sizeOf, type Shape } from './shape.ts';
-import type { GradFn } from './autograd.ts';
-import * as ops from './ops/index.ts';
 
 export type NestedArray = number | boolean | NestedArray[];
 type Axis = number | readonly number[] | null;
+
+/** dL/d(input) given dL/d(output); called only for inputs that need a gradient. */
+export type GradThunk = (() => Tensor) | null;
+
+/** The tape node that made a tensor (autograd.ts records and runs it). */
+export interface GradFn {
+  readonly op: string;
+  readonly inputs: readonly Tensor[];
+  /** Builds one thunk per input; null once the graph has been freed by backward. */
+  backward: ((dy: Tensor) => GradThunk[]) | null;
+  /** Tensors whose values the backward reads; the tape holds each until this node has run. */
+  saved: Tensor[];
+}
 
 let nextId = 0;
 const scopes: Set<Tensor>[] = [];
@@ -22,9 +33,6 @@ export class Tensor {
   requiresGrad = false;
   grad: Tensor | null = null;
   gradFn: GradFn | null = null;
-  /** Pending backward passes that read this tensor's values (see `release`). */
-  readers = 0;
-  releasePending = false;
   /** Optional label for error messages (parameters get their state-dict key). */
   name: string | undefined;
   private storageRef: Storage | null;
@@ -140,15 +148,14 @@ export class Tensor {
     if (this.requiresGrad && dtype !== 'float32') {
       throw new Error(`castTo_: ${this.describe()} requires gradients and ${dtype} tensors do not train; freeze it first (requiresGrad_(false))`);
     }
-    const converted = ops.cast(this, dtype);
-    const storage = converted.storage;
+    const data = runKernel(this.backend, 'cast', this.shape, this.data_, this.size, dtype);
+    const storage = newStorage(this.backend, data, this.size, dtype);
     storage.refs++;
     releaseStorage(this.storage);
     this.storageRef = storage;
     this.dtype_ = dtype;
     finalizer.unregister(this);
     finalizer.register(this, storage, this);
-    converted.dispose();
     return this;
   }
 
@@ -225,49 +232,54 @@ export class Tensor {
     return this;
   }
 
-  backward(grad?: Tensor): void {
-    ops.backward(this, grad);
-  }
-
-  clone(): Tensor { return ops.clone(this); }
-  add(b: Tensor | number): Tensor { return ops.add(this, b); }
-  sub(b: Tensor | number): Tensor { return ops.sub(this, b); }
-  mul(b: Tensor | number): Tensor { return ops.mul(this, b); }
-  div(b: Tensor | number): Tensor { return ops.div(this, b); }
-  pow(e: Tensor | number): Tensor { return ops.pow(this, e); }
-  neg(): Tensor { return ops.neg(this); }
-  sqrt(): Tensor { return ops.sqrt(this); }
-  exp(): Tensor { return ops.exp(this); }
-  log(): Tensor { return ops.log(this); }
-  tanh(): Tensor { return ops.tanh(this); }
-  sigmoid(): Tensor { return ops.sigmoid(this); }
-  relu(): Tensor { return ops.relu(this); }
-  gelu(): Tensor { return ops.gelu(this); }
-  silu(): Tensor { return ops.silu(this); }
-  matmul(b: Tensor, opts?: ops.MatmulOptions): Tensor { return ops.matmul(this, b, opts); }
-  sum(axis: Axis = null, keepdim = false): Tensor { return ops.sum(this, axis, keepdim); }
-  mean(axis: Axis = null, keepdim = false): Tensor { return ops.mean(this, axis, keepdim); }
-  max(axis: Axis = null, keepdim = false): Tensor { return ops.max(this, axis, keepdim); }
-  min(axis: Axis = null, keepdim = false): Tensor { return ops.min(this, axis, keepdim); }
-  clamp(min?: number | null, max?: number | null): Tensor { return ops.clamp(this, min, max); }
-  var(axis: Axis = null, keepdim = false, unbiased = true): Tensor { return ops.variance(this, axis, keepdim, unbiased); }
-  reshape(shape: readonly number[]): Tensor { return ops.reshape(this, shape); }
-  view(shape: readonly number[]): Tensor { return ops.view(this, shape); }
-  flatten(): Tensor { return ops.reshape(this, [-1]); }
-  transpose(axis0 = -2, axis1 = -1): Tensor { return ops.transpose(this, axis0, axis1); }
-  permute(perm: readonly number[]): Tensor { return ops.permute(this, perm); }
-  expand(shape: readonly number[]): Tensor { return ops.expand(this, shape); }
-  narrow(axis: number, start: number, length: number): Tensor { return ops.narrow(this, axis, start, length); }
-  softmax(axis = -1): Tensor { return ops.softmax(this, axis); }
-  logSoftmax(axis = -1): Tensor { return ops.logSoftmax(this, axis); }
-  maskedFill(mask: Tensor, value: number): Tensor { return ops.maskedFill(this, mask, value); }
-  toFloat(): Tensor { return ops.cast(this, 'float32'); }
-  toInt(): Tensor { return ops.cast(this, 'int32'); }
   toString(): string {
     return this.backend.hasStorage && this.size <= 64
       ? `Tensor(${this.describe()}, ${JSON.stringify(this.toArray())})`
       : `Tensor(${this.describe()})`;
   }
+}
+
+/**
+ * Method sugar, installed by the op layer (ops/methods.ts) and by autograd
+ * (`backward`), so that this file imports no op (TensorFlow.js core does the same).
+ */
+export interface Tensor {
+  backward(grad?: Tensor): void;
+  clone(): Tensor;
+  add(b: Tensor | number): Tensor;
+  sub(b: Tensor | number): Tensor;
+  mul(b: Tensor | number): Tensor;
+  div(b: Tensor | number): Tensor;
+  pow(e: Tensor | number): Tensor;
+  neg(): Tensor;
+  sqrt(): Tensor;
+  exp(): Tensor;
+  log(): Tensor;
+  tanh(): Tensor;
+  sigmoid(): Tensor;
+  relu(): Tensor;
+  gelu(): Tensor;
+  silu(): Tensor;
+  matmul(b: Tensor, opts?: { transposeA?: boolean; transposeB?: boolean }): Tensor;
+  sum(axis?: Axis, keepdim?: boolean): Tensor;
+  cumsum(axis: number): Tensor;
+  mean(axis?: Axis, keepdim?: boolean): Tensor;
+  max(axis?: Axis, keepdim?: boolean): Tensor;
+  min(axis?: Axis, keepdim?: boolean): Tensor;
+  clamp(min?: number | null, max?: number | null): Tensor;
+  var(axis?: Axis, keepdim?: boolean, unbiased?: boolean): Tensor;
+  reshape(shape: readonly number[]): Tensor;
+  view(shape: readonly number[]): Tensor;
+  flatten(): Tensor;
+  transpose(axis0?: number, axis1?: number): Tensor;
+  permute(perm: readonly number[]): Tensor;
+  expand(shape: readonly number[]): Tensor;
+  narrow(axis: number, start: number, length: number): Tensor;
+  softmax(axis?: number): Tensor;
+  logSoftmax(axis?: number): Tensor;
+  maskedFill(mask: Tensor, value: number): Tensor;
+  toFloat(): Tensor;
+  toInt(): Tensor;
 }
 
 /** Wraps a backend handle in a tensor (ops and backends use this). */
@@ -361,28 +373,41 @@ export function ones(shape: readonly number[], opts: Omit<TensorOptions, 'shape'
   return full(shape, 1, opts);
 }
 
-/** Runs fn, then disposes every tensor it made except those it returns (TensorFlow.js `tidy`). */
-export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Tensor>();
-  scopes.push(scope);
+/**
+ * Runs fn collecting the tensors it makes; `end(made, returned)` decides their
+ * fate (tidy disposes, the tape's scope releases); what is still alive joins the
+ * enclosing scope. On a throw nothing is returned: `end` sees an empty set.
+ */
+export function collectScope<T>(fn: () => T, end: (made: Set<Tensor>, returned: Set<Tensor>) => void): T {
+  const made = new Set<Tensor>();
+  scopes.push(made);
   let result: T;
   try {
     result = fn();
   } catch (err) {
     scopes.pop();
-    for (const t of scope) t.dispose();
+    end(made, new Set());
+    adoptSurvivors(made);
     throw err;
   }
   scopes.pop();
-  const kept = new Set<Tensor>();
-  collectTensors(result, kept);
-  for (const t of scope) {
-    if (kept.has(t)) continue;
-    t.dispose();
-  }
-  const parent = scopes[scopes.length - 1];
-  if (parent) for (const t of kept) if (scope.has(t)) parent.add(t);
+  const returned = new Set<Tensor>();
+  collectTensors(result, returned);
+  end(made, returned);
+  adoptSurvivors(made);
   return result;
+}
+
+function adoptSurvivors(made: Set<Tensor>): void {
+  const parent = scopes[scopes.length - 1];
+  if (parent) for (const t of made) if (!t.isDisposed) parent.add(t);
+}
+
+/** Runs fn, then disposes every tensor it made except those it returns (TensorFlow.js `tidy`). */
+export function tidy<T>(fn: () => T): T {
+  return collectScope(fn, (made, returned) => {
+    for (const t of made) if (!returned.has(t)) t.dispose();
+  });
 }
 
 /** Takes a tensor out of every `tidy` scope, so it outlives them. */

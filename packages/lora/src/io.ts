@@ -10,6 +10,7 @@ import {
   PEFT_PREFIX, adapterTensors, loraConfigFromPeftJson, loraConfigToPeftJson, toTransformersLayout, type ReadOptions,
 } from './peft-format.ts';
 import { addAdapterFromTensors } from './load.ts';
+import { installAdapterIo } from './adapter-io.ts';
 import { PeftModel } from './peft-model.ts';
 
 /** Native adapter file name inside its directory. */
@@ -336,3 +337,5 @@ export async function saveAdapter(peft: PeftModel, dir: string, opts: SaveOption
 export async function savePretrained(peft: PeftModel, dir: string, opts: SaveOptions = {}): Promise<void> {
   return savePeftFiles(peft, dir, opts);
 }
+
+installAdapterIo({ toFiles: adapterToFiles, saveNative: saveNativeFile, savePeft: savePeftFiles, loadInto: loadAdapterInto });

@@ -1,5 +1,5 @@
 import {
-  add, cast, matmul, mul, noGrad, release, reshape, sub, tidy, type Tensor,
+  add, cast, matmul, mul, noGrad, reshape, sub, tidy, type Tensor,
 } from '@lowrank/core';
 import {
   Conv1D, Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
@@ -179,14 +179,9 @@ export class LoraLinear extends Module {
       const hs = mul(h, this.scaling[name]);
       const d = matmul(hs, this.loraB.get(name).weight, { transposeB: true }); // [N, out]
       const d2 = x.rank === 2 ? d : reshape(d, y.shape); // [..., out]
-      const sum = add(y, d2);
-      // Intermediates go as soon as no backward reads them: only x (for dA) and h*s (for dB) stay.
-      release(h, hs, d, y);
-      if (d2 !== d) release(d2);
-      if (xd !== x2) release(xd);
-      y = sum;
+      // The forward scope frees the intermediates no backward reads: only x (for dA) and h*s (for dB) stay.
+      y = add(y, d2);
     }
-    if (x2 !== x) release(x2);
     return y;
   }
 
@@ -283,8 +278,7 @@ export class ModulesToSaveWrapper extends Module {
   }
 
   forward(...args: never[]): unknown {
-    const m = this.current() as unknown as { forward: (...a: never[]) => unknown };
-    return m.forward(...args);
+    return this.current().forward(...args);
   }
 }
 

@@ -2,10 +2,8 @@ import type { Tensor } from '@lowrank/core';
 import { Module } from '@lowrank/nn';
 import { LoraConfig, type LoraConfigInput } from './config.ts';
 import { LoraModel, type CombinationType } from './tuner.ts';
-import {
-  adapterToFiles, loadAdapterInto, savePeftFiles, saveNativeFile,
-  type AdapterFiles, type AdapterInput, type LoadOptions, type SaveOptions,
-} from './io.ts';
+import { adapterIo } from './adapter-io.ts';
+import type { AdapterFiles, AdapterInput, LoadOptions, SaveOptions } from './io.ts';
 
 /** `{ trainable, total }` parameter counts (tied weights once). */
 export interface ParameterCounts {
@@ -35,8 +33,8 @@ export class PeftModel<M extends Module = Module> extends Module {
 
   /** Runs the adapted model's forward with the same arguments. @example peft.forward(ids, { targets }) */
   forward(...args: Parameters<ForwardOf<M>>): ReturnType<ForwardOf<M>> {
-    const m = this.baseModel.model as unknown as { forward: (...a: Parameters<ForwardOf<M>>) => ReturnType<ForwardOf<M>> };
-    return m.forward(...args);
+    // M's own forward runs, so its result has M's forward's type.
+    return this.baseModel.model.forward(...args) as ReturnType<ForwardOf<M>>;
   }
 
   /** The wrapped model (adapters still in it). @example peft.getBaseModel().config */
@@ -155,7 +153,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * @example const files = peft.toFiles('peft'); new Blob([files['adapter_model.safetensors']]);
    */
   toFiles(format: 'native' | 'peft' = 'peft', opts: SaveOptions = {}): AdapterFiles {
-    return adapterToFiles(this, format, opts);
+    return adapterIo().toFiles(this, format, opts);
   }
 
   /**
@@ -164,7 +162,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * @example await peft.saveAdapter('out/adapter');
    */
   async saveAdapter(dir: string, opts: SaveOptions = {}): Promise<string> {
-    return saveNativeFile(this, dir, opts);
+    return adapterIo().saveNative(this, dir, opts);
   }
 
   /**
@@ -172,7 +170,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * @example await peft.loadAdapter('out/adapter', { adapterName: 'other' });
    */
   async loadAdapter(dir: AdapterInput, opts: LoadOptions = {}): Promise<void> {
-    await loadAdapterInto(this, dir, 'native', opts);
+    await adapterIo().loadInto(this, dir, 'native', opts);
   }
 
   /**
@@ -181,7 +179,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * @example await peft.savePretrained('out/peft');
    */
   async savePretrained(dir: string, opts: SaveOptions = {}): Promise<void> {
-    await savePeftFiles(this, dir, opts);
+    await adapterIo().savePeft(this, dir, opts);
   }
 
   /**
@@ -189,7 +187,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * @example await peft.loadPeftAdapter('out/peft', { adapterName: 'other' });
    */
   async loadPeftAdapter(dir: AdapterInput, opts: LoadOptions = {}): Promise<void> {
-    await loadAdapterInto(this, dir, 'peft', opts);
+    await adapterIo().loadInto(this, dir, 'peft', opts);
   }
 
   /**
@@ -198,7 +196,7 @@ export class PeftModel<M extends Module = Module> extends Module {
    * @example const peft = await PeftModel.fromPretrained(model, 'fixtures/peft/llama-tiny');
    */
   static async fromPretrained<T extends Module>(model: T, dir: AdapterInput, opts: LoadOptions = {}): Promise<PeftModel<T>> {
-    return (await loadAdapterInto(model, dir, 'peft', opts)) as PeftModel<T>;
+    return (await adapterIo().loadInto(model, dir, 'peft', opts)) as PeftModel<T>;
   }
 }
 

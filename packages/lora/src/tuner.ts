@@ -141,8 +141,7 @@ export class LoraModel<M extends Module = Module> extends Module {
   }
 
   forward(...args: never[]): unknown {
-    const m = this.model as unknown as { forward: (...a: never[]) => unknown };
-    return m.forward(...args);
+    return this.model.forward(...args);
   }
 
   /** The adapter-carrying layers with their dotted paths. */

@@ -1,6 +1,6 @@
 import {
   Tensor, add, concat, dropout, embedding, gelu, keep, layerNorm, matmul, mul, narrow, neg, permute, reshape,
-  linear, release, rmsNorm, supersede, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
+  linear, rmsNorm, scaledDotProductAttention, silu, tensor, zeros, ones, getBackend,
 } from '@lowrank/core';
 import { Module } from './module.ts';
 import { kaimingUniform_, normal_, uniform_ } from './init.ts';
@@ -62,13 +62,9 @@ export class Conv1D extends Module {
     if (x.shape[x.rank - 1] !== inF) throw new Error(`Conv1D: input ${x.describe()} does not fit weight [${inF}, ${this.outFeatures}] (expected [..., ${inF}])`);
     const x2 = x.rank === 2 ? x : reshape(x, [-1, inF]); // [..., in] -> [N, in]
     const y = matmul(x2, this.weight); // [N, in] @ [in, out]
-    if (x2 !== x) release(x2);
     const yb = this.bias ? add(y, this.bias) : y;
-    if (yb !== y) release(y);
     if (x.rank === 2) return yb;
-    const out = reshape(yb, [...x.shape.slice(0, -1), this.outFeatures]); // [..., out]
-    release(yb);
-    return out;
+    return reshape(yb, [...x.shape.slice(0, -1), this.outFeatures]); // [..., out]
   }
 }
 
@@ -183,10 +179,8 @@ export class MLP extends Module {
   forward(x: Tensor): Tensor {
     const u = this.upProj.forward(x); // [B, T, hidden]
     const h = this.act.forward(u);
-    release(u);
     const d = this.downProj.forward(h); // [B, T, dim]
-    release(h);
-    return supersede(d, this.dropout.forward(d));
+    return this.dropout.forward(d);
   }
 }
 
@@ -214,13 +208,10 @@ export class SwiGLUMLP extends Module {
   forward(x: Tensor): Tensor {
     const g = this.gateProj.forward(x); // [B, T, hidden]
     const s = this.act.forward(g);
-    release(g);
     const u = this.upProj.forward(x);
     const h = mul(s, u); // [B, T, hidden]
-    release(s, u);
     const d = this.downProj.forward(h); // [B, T, dim]
-    release(h);
-    return supersede(d, this.dropout.forward(d));
+    return this.dropout.forward(d);
   }
 }
 
@@ -378,9 +369,7 @@ export class CausalSelfAttention extends Module {
     const heads = (proj: Module & { forward(t: Tensor): Tensor }): Tensor => {
       const p = proj.forward(x); // [B, T, H*D]
       const r = reshape(p, [B, T, H, D]);
-      const h = permute(r, [0, 2, 1, 3]); // [B, H, T, D]
-      release(p, r);
-      return h;
+      return permute(r, [0, 2, 1, 3]); // [B, H, T, D]
     };
     let q = heads(this.qProj);
     let k = heads(this.kProj);
@@ -389,21 +378,14 @@ export class CausalSelfAttention extends Module {
       const { cos, sin } = ropeCosSin(D, this.blockSize, this.ropeTheta, x.backend.name);
       const c = narrow(cos, 0, past, T); // [T, D] at positions past..past+T-1
       const s = narrow(sin, 0, past, T);
-      const [qr, kr] = [applyRope(q, c, s), applyRope(k, c, s)];
-      release(q, k, c, s);
-      [q, k] = [qr, kr];
+      [q, k] = [applyRope(q, c, s), applyRope(k, c, s)];
     }
-    // The cache keeps k and v (the first step stores these very tensors), so only release them without one.
-    const own = !opts.kvCache;
+    // The cache keep()s the k and v it holds, so the forward scope leaves them alone.
     if (opts.kvCache) ({ k, v } = opts.kvCache.update(opts.layerIndex ?? 0, k, v)); // [B, H, past + T, D]
     const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D]
-    release(q);
-    if (own) release(k, v);
     const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
     const merged = reshape(t, [B, T, H * D]); // [B, T, H*D]
-    release(y, t);
     const o = this.oProj.forward(merged); // [B, T, C]
-    release(merged);
-    return supersede(o, this.residDropout.forward(o));
+    return this.residDropout.forward(o);
   }
 }

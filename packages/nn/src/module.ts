@@ -1,5 +1,5 @@
 import {
-  Tensor, cast, clone, fmt, getBackend, isFloatDtype, keep, noGrad, shapesEqual, tensor, type DType,
+  Tensor, cast, clone, fmt, forwardScope, getBackend, isFloatDtype, keep, noGrad, shapesEqual, tensor, type DType,
 } from '@lowrank/core';
 
 /** A state-dict value: a tensor, or a raw record such as a fixture's `{shape, data}`. */
@@ -59,7 +59,19 @@ export abstract class Module {
   private readonly children_ = new Map<string, Module>();
   private readonly params_ = new Map<string, Tensor>();
 
+  /**
+   * The layer's computation; subclasses declare their own parameters. A
+   * wrapper that passes whatever it gets to any Module needs no cast:
+   * `forward(...args: never[]): unknown { return this.inner.forward(...args); }`
+   */
   abstract forward(...args: never[]): unknown;
+
+  constructor() {
+    // Every forward runs in the engine's forward scope: the intermediates it
+    // makes live on only while a backward still reads them, with no release call.
+    const forward = this.forward;
+    this.forward = (...args: never[]): unknown => forwardScope(() => forward.apply(this, args));
+  }
 
   /**
    * Registers a child module under `name` and returns it.

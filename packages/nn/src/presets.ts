@@ -1,15 +1,13 @@
-import type { TransformerConfig } from './models/transformer.ts';
+import { resolveConfig, type TransformerConfig } from './models/transformer.ts';
+
+// Each preset states only what differs from its flavour's defaults, which live in resolveConfig alone.
 
 /**
  * The config of shared/fixtures/models/gpt-tiny.json.
  * @example const model = new TransformerLM(gptTiny());
  */
 export function gptTiny(): TransformerConfig {
-  return {
-    flavour: 'gpt', vocabSize: 23, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16, headDim: 8,
-    intermediateSize: 64, normEps: 1e-5, bias: true, tieWordEmbeddings: false, positionEmbedding: 'learned',
-    norm: 'layerNorm', mlp: 'gelu_tanh', dropout: 0,
-  };
+  return resolveConfig({ flavour: 'gpt', vocabSize: 23, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16 });
 }
 
 /**
@@ -17,11 +15,7 @@ export function gptTiny(): TransformerConfig {
  * @example const model = new TransformerLM(llamaTiny());
  */
 export function llamaTiny(): TransformerConfig {
-  return {
-    flavour: 'llama', vocabSize: 23, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16, headDim: 8,
-    intermediateSize: 40, normEps: 1e-6, bias: false, tieWordEmbeddings: false, positionEmbedding: 'rope',
-    ropeTheta: 10000, norm: 'rmsNorm', mlp: 'swiglu', dropout: 0,
-  };
+  return resolveConfig({ flavour: 'llama', vocabSize: 23, blockSize: 8, nLayer: 2, nHead: 2, nEmbd: 16, intermediateSize: 40 });
 }
 
 /**
@@ -29,11 +23,7 @@ export function llamaTiny(): TransformerConfig {
  * @example const model = new TransformerLM(w2(tokenizer.vocabSize));
  */
 export function w2(vocabSize = 65): TransformerConfig {
-  return {
-    flavour: 'gpt', vocabSize, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, headDim: 32,
-    intermediateSize: 512, normEps: 1e-5, bias: true, tieWordEmbeddings: true, positionEmbedding: 'learned',
-    norm: 'layerNorm', mlp: 'gelu_tanh', dropout: 0,
-  };
+  return resolveConfig({ flavour: 'gpt', vocabSize, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, tieWordEmbeddings: true });
 }
 
 /**
@@ -41,11 +31,7 @@ export function w2(vocabSize = 65): TransformerConfig {
  * @example const model = new TransformerLM(gpt2Small(), { backend: 'meta' });
  */
 export function gpt2Small(): TransformerConfig {
-  return {
-    flavour: 'gpt', vocabSize: 50257, blockSize: 1024, nLayer: 12, nHead: 12, nEmbd: 768, headDim: 64,
-    intermediateSize: 3072, normEps: 1e-5, bias: true, tieWordEmbeddings: true, positionEmbedding: 'learned',
-    norm: 'layerNorm', mlp: 'gelu_tanh', dropout: 0,
-  };
+  return resolveConfig({ flavour: 'gpt', vocabSize: 50257, blockSize: 1024, nLayer: 12, nHead: 12, nEmbd: 768, tieWordEmbeddings: true });
 }
 
 /**
@@ -53,11 +39,7 @@ export function gpt2Small(): TransformerConfig {
  * @example const model = new TransformerLM(llama7b(), { backend: 'meta' });
  */
 export function llama7b(): TransformerConfig {
-  return {
-    flavour: 'llama', vocabSize: 32000, blockSize: 4096, nLayer: 32, nHead: 32, nEmbd: 4096, headDim: 128,
-    intermediateSize: 11008, normEps: 1e-6, bias: false, tieWordEmbeddings: false, positionEmbedding: 'rope',
-    ropeTheta: 10000, norm: 'rmsNorm', mlp: 'swiglu', dropout: 0,
-  };
+  return resolveConfig({ flavour: 'llama', vocabSize: 32000, blockSize: 4096, nLayer: 32, nHead: 32, nEmbd: 4096 });
 }
 
 /** Presets by name, as the CLI and benchmarks spell them. */

@@ -1,9 +1,9 @@
 import type { BinaryOp } from '../backend.ts';
-import { attach, release } from '../autograd.ts';
+import { attach, forwardScope } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { broadcastShapes, fmt, shapesEqual } from '../shape.ts';
 import { full, type Tensor } from '../tensor.ts';
-import { affine, log, neg, powScalar } from './elementwise.ts';
+import { affine, log, neg } from './elementwise.ts';
 import { backendOf, requireDtype, requireFloat, result } from './util.ts';
 
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, name: string = op): Tensor {
@@ -55,6 +55,23 @@ export function div(a: Tensor, b: Tensor | number): Tensor {
   ]);
 }
 
+/** x ** exponent for a number exponent: `powScalar(x, 2)` */
+export function powScalar(x: Tensor, exponent: number): Tensor {
+  requireFloat('pow', x);
+  const b = backendOf('pow', x);
+  const y = result(b, runKernel(b, 'powScalar', x.shape, x.data_, x.size, exponent), x.shape);
+  return attach('pow', y, [x], (dy) => [
+    () => {
+      const p = powScalar(x, exponent - 1);
+      const d = affine(p, exponent, 0);
+      const g = mul(dy, d);
+      p.dispose();
+      d.dispose();
+      return g;
+    },
+  ]);
+}
+
 /** x ** e, for a number or a (broadcast) tensor exponent: `pow(x, 2)` */
 export function pow(x: Tensor, e: Tensor | number): Tensor {
   if (typeof e === 'number') return powScalar(x, e);
@@ -96,12 +113,7 @@ export function maximum(a: Tensor, b: Tensor): Tensor {
 /** Elementwise minimum, -maximum(-a, -b): NaN in either input gives NaN (torch.minimum). */
 export function minimum(a: Tensor, b: Tensor): Tensor {
   requireFloat('minimum', a, b);
-  const na = neg(a);
-  const nb = neg(b);
-  const m = maximum(na, nb);
-  const y = neg(m);
-  release(na, nb, m);
-  return y;
+  return forwardScope(() => neg(maximum(neg(a), neg(b))));
 }
 
 /**
@@ -112,16 +124,13 @@ export function clamp(x: Tensor, lo?: number | null, hi?: number | null): Tensor
   requireFloat('clamp', x);
   if (lo == null && hi == null) throw new Error('clamp: give at least one of min and max');
   if ((lo != null && Number.isNaN(lo)) || (hi != null && Number.isNaN(hi))) throw new Error(`clamp: bounds must not be NaN, got min ${lo}, max ${hi}`);
-  let y = x;
-  for (const [bound, op] of [[lo, maximum], [hi, minimum]] as const) {
-    if (bound == null) continue;
-    const c = full([], bound, { backend: x.backend.name });
-    const next = op(y, c);
-    release(c);
-    if (y !== x) release(y);
-    y = next;
-  }
-  return y;
+  return forwardScope(() => {
+    let y = x;
+    for (const [bound, op] of [[lo, maximum], [hi, minimum]] as const) {
+      if (bound != null) y = op(y, full([], bound, { backend: x.backend.name }));
+    }
+    return y;
+  });
 }
 
 /** 1 where a == b, else 0 (float32, no gradient). */

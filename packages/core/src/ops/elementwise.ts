@@ -2,7 +2,6 @@ import type { DType, UnaryOp } from '../backend.ts';
 import { attach } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import type { Tensor } from '../tensor.ts';
-import { mul } from './binary.ts';
 import { backendOf, requireFloat, result } from './util.ts';
 
 function unary(op: UnaryOp, x: Tensor, gradFrom: 'x' | 'y'): Tensor {
@@ -39,23 +38,6 @@ export function affine(x: Tensor, scale: number, shift = 0): Tensor {
   const b = backendOf('affine', x);
   const y = result(b, runKernel(b, 'affine', x.shape, x.data_, x.size, scale, shift), x.shape);
   return attach('affine', y, [x], (dy) => [() => affine(dy, scale, 0)], []);
-}
-
-/** x ** exponent for a number exponent: `powScalar(x, 2)` */
-export function powScalar(x: Tensor, exponent: number): Tensor {
-  requireFloat('pow', x);
-  const b = backendOf('pow', x);
-  const y = result(b, runKernel(b, 'powScalar', x.shape, x.data_, x.size, exponent), x.shape);
-  return attach('pow', y, [x], (dy) => [
-    () => {
-      const p = powScalar(x, exponent - 1);
-      const d = affine(p, exponent, 0);
-      const g = mul(dy, d);
-      p.dispose();
-      d.dispose();
-      return g;
-    },
-  ]);
 }
 
 /** A copy of x's values (gradient flows through). */

@@ -1,3 +1,4 @@
+import './methods.ts';
 export { backward, noGrad, isGradEnabled, release, releaseAfterBackward, supersede } from '../autograd.ts';
 export { ones, zeros, full } from '../tensor.ts';
 export * from './elementwise.ts';
@@ -8,3 +9,5 @@ export * from './matmul.ts';
 export * from './indexing.ts';
 export * from './nn.ts';
 export * from './random.ts';
+export * from './optim.ts';
+export * from './cumsum.ts';

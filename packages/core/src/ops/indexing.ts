@@ -1,4 +1,4 @@
-import { attach, releaseAfterBackward } from '../autograd.ts';
+import { attach, forwardScope } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { fmt, normalizeAxis } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
@@ -43,17 +43,14 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
 export function embedding(weight: Tensor, indices: Tensor): Tensor {
   if (weight.rank !== 2) throw new Error(`embedding: weight must be [numEmbeddings, dim], got ${weight.describe()}`);
   requireDtype('embedding', indices, 'indices', 'int32');
-  const flat = reshape(indices, [indices.size]);
-  let rows: Tensor;
-  try {
-    rows = indexSelect(weight, 0, flat);
-  } catch (err) {
-    flat.dispose();
-    throw new Error(`embedding: ${(err as Error).message} (weight ${fmt(weight.shape)}, indices ${fmt(indices.shape)})`);
-  }
-  const y = reshape(rows, [...indices.shape, weight.shape[1]]);
-  // flat is read by indexSelect's backward (indexAdd).
-  releaseAfterBackward(rows, flat);
-  rows.dispose();
-  return y;
+  return forwardScope(() => {
+    const flat = reshape(indices, [indices.size]); // read by indexSelect's backward (indexAdd)
+    let rows: Tensor;
+    try {
+      rows = indexSelect(weight, 0, flat);
+    } catch (err) {
+      throw new Error(`embedding: ${(err as Error).message} (weight ${fmt(weight.shape)}, indices ${fmt(indices.shape)})`);
+    }
+    return reshape(rows, [...indices.shape, weight.shape[1]]);
+  });
 }

@@ -1,4 +1,4 @@
-import { attach, release } from '../autograd.ts';
+import { attach, forwardScope } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { broadcastShapes, fmt } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
@@ -69,17 +69,15 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
     throw new Error(`linear: bias ${fmt(bias.shape)} must have shape [${out}] for weight ${fmt(weight.shape)}`);
   }
   const lead = x.shape.slice(0, -1);
-  const x2 = x.rank === 2 ? x : reshape(x, [-1, inF]); // [..., in] -> [N, in]
-  const shape = [x2.shape[0], out];
-  const data = runKernel(be, 'matmul', shape, x2.data_, x2.shape, weight.data_, weight.shape, false, true, shape, bias?.data_ ?? null);
-  const y = attach('linear', result(be, data, shape), bias ? [x2, weight, bias] : [x2, weight], (dy) => [
-    () => matmul(dy, weight), // [N, out] @ [out, in]
-    () => matmul(dy, x2, { transposeA: true }), // [out, N] @ [N, in]: only when the weight trains
-    () => sum(dy, 0),
-  ], [x2.requiresGrad && weight, weight.requiresGrad && x2]);
-  if (x2 !== x) release(x2);
-  if (x.rank === 2) return y;
-  const r = reshape(y, [...lead, out]); // [N, out] -> [..., out]
-  release(y);
-  return r;
+  return forwardScope(() => {
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, inF]); // [..., in] -> [N, in]
+    const shape = [x2.shape[0], out];
+    const data = runKernel(be, 'matmul', shape, x2.data_, x2.shape, weight.data_, weight.shape, false, true, shape, bias?.data_ ?? null);
+    const y = attach('linear', result(be, data, shape), bias ? [x2, weight, bias] : [x2, weight], (dy) => [
+      () => matmul(dy, weight), // [N, out] @ [out, in]
+      () => matmul(dy, x2, { transposeA: true }), // [out, N] @ [N, in]: only when the weight trains
+      () => sum(dy, 0),
+    ], [x2.requiresGrad && weight, weight.requiresGrad && x2]);
+    return x.rank === 2 ? y : reshape(y, [...lead, out]); // [N, out] -> [..., out]
+  });
 }

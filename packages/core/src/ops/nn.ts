@@ -1,8 +1,8 @@
-import type { Reduction } from '../backend.ts';
-import { attach, releaseAfterBackward } from '../autograd.ts';
+import type { Backend, Reduction } from '../backend.ts';
+import { attach, forwardScope, releaseAfterBackward } from '../autograd.ts';
 import { countUpload, runKernel } from '../engine.ts';
 import { globalRng } from '../rng.ts';
-import { fmt, normalizeAxis, sizeOf, shapesEqual } from '../shape.ts';
+import { fmt, normalizeAxis, sizeOf, shapesEqual, type Shape } from '../shape.ts';
 import { makeTensor, type Tensor } from '../tensor.ts';
 import { mul } from './binary.ts';
 import { transpose } from './shape.ts';
@@ -14,13 +14,7 @@ function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
   const a = normalizeAxis(name, axis, x.rank);
   if (a !== x.rank - 1) {
     // NOTE: the kernels work on the last axis; move the axis there and back.
-    const moved = transpose(x, a, -1);
-    const y = softmaxLike(moved, -1, log);
-    moved.dispose();
-    const out = transpose(y, a, -1);
-    // y is read by its own backward (softmaxGrad), which runs after out's.
-    releaseAfterBackward(y, y);
-    return out;
+    return forwardScope(() => transpose(softmaxLike(transpose(x, a, -1), -1, log), a, -1));
   }
   const b = x.backend;
   const cols = x.shape[x.rank - 1] ?? 1;
@@ -193,16 +187,14 @@ export function dropout(x: Tensor, p: number, training = true): Tensor {
   if (p === 0 || !training) return x;
   const b = x.backend;
   const keepScale = 1 / (1 - p);
-  let mask: Tensor;
-  if (b.hasStorage) {
-    const values = new Float32Array(x.size);
-    for (let i = 0; i < values.length; i++) values[i] = globalRng.random() >= p ? keepScale : 0;
-    countUpload(b);
-    mask = makeTensor(b, b.upload(values, 'float32'), x.shape, 'float32');
-  } else {
-    mask = makeTensor(b, null, x.shape, 'float32');
-  }
-  const y = mul(x, mask);
-  releaseAfterBackward(y, mask);
-  return y;
+  // The mask is freed once mul's backward, which saved it, has run.
+  return forwardScope(() => mul(x, dropoutMask(b, x.shape, p, keepScale)));
+}
+
+function dropoutMask(b: Backend, shape: Shape, p: number, keepScale: number): Tensor {
+  if (!b.hasStorage) return makeTensor(b, null, shape, 'float32');
+  const values = new Float32Array(sizeOf(shape));
+  for (let i = 0; i < values.length; i++) values[i] = globalRng.random() >= p ? keepScale : 0;
+  countUpload(b);
+  return makeTensor(b, b.upload(values, 'float32'), shape, 'float32');
 }

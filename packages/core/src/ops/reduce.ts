@@ -1,7 +1,7 @@
 import type { ReduceOp } from '../backend.ts';
-import { attach, release, releaseAfterBackward } from '../autograd.ts';
+import { attach, forwardScope } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
-import { fmt, normalizeAxes, sizeOf, type Shape } from '../shape.ts';
+import { fmt, normalizeAxes, sizeOf, unbroadcastAxes, type Shape } from '../shape.ts';
 import type { Tensor } from '../tensor.ts';
 import { eq, mul, sub } from './binary.ts';
 import { affine, neg } from './elementwise.ts';
@@ -45,10 +45,7 @@ export function mean(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   requireFloat('mean', x);
   const axes = normalizeAxes('mean', axis, x.rank);
   const count = sizeOf(axes.map((a) => x.shape[a]));
-  const s = sum(x, axes, keepdim);
-  const y = affine(s, 1 / count, 0);
-  s.dispose();
-  return y;
+  return forwardScope(() => affine(sum(x, axes, keepdim), 1 / count, 0));
 }
 
 /** Maximum over axes (values only); the gradient flows to the argmax; NaN anywhere in a slice gives NaN (torch.amax). */
@@ -74,11 +71,7 @@ export function max(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
 export function min(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   requireFloat('min', x);
   if (x.size === 0) throw new Error(`min: cannot reduce an empty tensor of shape ${fmt(x.shape)}`);
-  const nx = neg(x);
-  const m = max(nx, axis, keepdim);
-  const y = neg(m);
-  release(nx, m);
-  return y;
+  return forwardScope(() => neg(max(neg(x), axis, keepdim)));
 }
 
 /** Variance over axes; unbiased (N-1) by default like torch.var. */
@@ -86,33 +79,16 @@ export function variance(x: Tensor, axis: AxisArg = null, keepdim = false, unbia
   requireFloat('var', x);
   const axes = normalizeAxes('var', axis, x.rank);
   const count = sizeOf(axes.map((a) => x.shape[a]));
-  const m = mean(x, axes, true);
-  const d = sub(x, m);
-  const sq = mul(d, d);
-  const s = sum(sq, axes, keepdim);
-  const y = affine(s, 1 / Math.max(count - (unbiased ? 1 : 0), 0), 0);
-  // d is read by the backward of sq = d * d; the rest are not read.
-  for (const t of [m, s]) t.dispose();
-  releaseAfterBackward(sq, d);
-  sq.dispose();
-  return y;
+  return forwardScope(() => {
+    const d = sub(x, mean(x, axes, true));
+    const s = sum(mul(d, d), axes, keepdim); // d is read by the backward of d * d; nothing else is kept
+    return affine(s, 1 / Math.max(count - (unbiased ? 1 : 0), 0), 0);
+  });
 }
 
 /** Sums a broadcast gradient back down to `shape` (the tape's un-broadcast). */
 export function sumTo(g: Tensor, shape: Shape): Tensor {
-  const lead = g.rank - shape.length;
-  if (lead < 0) throw new Error(`sumTo: cannot reduce ${fmt(g.shape)} to the larger rank of ${fmt(shape)}`);
-  const axes: number[] = [];
-  for (let i = 0; i < g.rank; i++) {
-    if (i < lead) axes.push(i);
-    else if (shape[i - lead] === 1 && g.shape[i] !== 1) axes.push(i);
-    else if (shape[i - lead] !== g.shape[i]) {
-      throw new Error(`sumTo: gradient of shape ${fmt(g.shape)} does not broadcast from ${fmt(shape)}`);
-    }
-  }
+  const axes = unbroadcastAxes(g.shape, shape);
   if (axes.length === 0) return reshape(g, shape);
-  const s = sum(g, axes, false);
-  const r = reshape(s, shape);
-  if (r !== s) s.dispose();
-  return r;
+  return forwardScope(() => reshape(sum(g, axes, false), shape));
 }

@@ -1,4 +1,4 @@
-import { attach } from '../autograd.ts';
+import { attach, forwardScope } from '../autograd.ts';
 import { runKernel } from '../engine.ts';
 import { fmt, normalizeAxis, sizeOf, stridesOf, type Shape } from '../shape.ts';
 import { shareStorage, type Tensor } from '../tensor.ts';
@@ -180,11 +180,8 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
     }
   }
   const a = normalizeAxis('stack', axis, xs[0].rank + 1);
-  const parts = xs.map((t) => unsqueeze(t, a));
-  const y = concat(parts, a);
-  // concat's backward reads only the parts' shapes.
-  for (const t of parts) t.dispose();
-  return y;
+  // concat's backward reads only the parts' shapes: the scope frees them.
+  return forwardScope(() => concat(xs.map((t) => unsqueeze(t, a)), a));
 }
 
 /** torch.expand: repeats size-1 axes and adds leading axes; -1 keeps a size. */

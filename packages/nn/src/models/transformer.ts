@@ -1,5 +1,5 @@
 import {
-  Rng, Tensor, add, arange, checkpoint, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, release, supersede,
+  Rng, Tensor, add, arange, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, recompute,
   tensor, tidy, type NestedArray,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
@@ -124,16 +124,13 @@ export class Block extends Module {
   }
 
   forward(x: Tensor, kvCache?: KVCache, layerIndex = 0): Tensor {
-    // Each intermediate is released once made use of: it lives on only while a backward still reads it.
+    // No release calls: the forward scope frees what no backward reads.
     const n1 = this.inputLayernorm.forward(x);
     const a = this.selfAttn.forward(n1, { kvCache, layerIndex }); // [B, T, C]
     const h = add(x, a);
-    release(n1, a);
     const n2 = this.postAttentionLayernorm.forward(h);
     const m = this.mlp.forward(n2);
-    const out = add(h, m); // [B, T, C]
-    release(h, n2, m);
-    return out;
+    return add(h, m); // [B, T, C]
   }
 }
 
@@ -209,24 +206,21 @@ export class TransformerLM extends Module {
       const all = arange(this.config.blockSize, { dtype: 'int32', backend: ids.backend.name });
       const pos = narrow(all, 0, past, T); // [T]
       const p = this.embedPositions.forward(pos); // [T, C]
-      const summed = add(x, p); // [B, T, C] + [T, C]
-      release(x, p, all, pos);
-      x = summed;
+      x = add(x, p); // [B, T, C] + [T, C]
     }
-    x = supersede(x, this.drop.forward(x));
+    x = this.drop.forward(x);
     let i = 0;
-    const recompute = this.gradientCheckpointing && this.training && !opts.kvCache && isGradEnabled();
+    const rerun = this.gradientCheckpointing && this.training && !opts.kvCache && isGradEnabled();
     for (const block of this.layers) {
       const layer = i++;
-      const next = recompute
-        ? checkpoint((h) => block.forward(h), [x]) // keeps only x; the block reruns in backward
+      const next = rerun
+        ? recompute((h) => block.forward(h), [x]) // keeps only x; the block reruns in backward
         : block.forward(x, opts.kvCache, layer);
-      x = supersede(x, next); // [B, T, C]
+      x = next; // [B, T, C]
     }
     if (opts.kvCache) opts.kvCache.length += T;
-    const n = supersede(x, this.norm.forward(x));
+    const n = this.norm.forward(x);
     const logits = this.lmHead.forward(n); // [B, T, vocab]
-    release(n);
     if (!opts.targets) return { logits };
     if (opts.targets.shape[0] !== B || opts.targets.shape[1] !== T) {
       throw new Error(`TransformerLM.forward: targets ${opts.targets.describe()} must match ids [${B}, ${T}]`);

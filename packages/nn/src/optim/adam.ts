@@ -1,4 +1,4 @@
-import { Tensor, keep, runKernel, tensor, zeros, type AdamHyper } from '@lowrank/core';
+import { Tensor, adamwUpdate_, keep, tensor, zeros, type AdamHyper } from '@lowrank/core';
 import { Optimizer, type ParamGroupInput, type ParamState } from './optimizer.ts';
 
 /** Adam / AdamW hyperparameters (PyTorch names in camelCase). */
@@ -52,11 +52,7 @@ abstract class AdamBase extends Optimizer<AdamOptions> {
       amsgradHost(p, g, m, v, s.maxExpAvgSq as Tensor, hyper);
       return;
     }
-    if (!p.backend.hasStorage) return;
-    const out = runKernel(p.backend, 'adamUpdate', undefined, p.data_, g.data_, m.data_, v.data_, p.size, hyper);
-    if (out.p !== p.data_) p.setStorageData(out.p);
-    if (out.m !== m.data_) m.setStorageData(out.m);
-    if (out.v !== v.data_) v.setStorageData(out.v);
+    adamwUpdate_(p, g, m, v, hyper);
   }
 }
 

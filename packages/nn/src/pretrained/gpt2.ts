@@ -6,7 +6,7 @@
  * (weights `[in, out]`); c_attn packs q, k, v along its output axis.
  */
 import {
-  Tensor, add, arange, narrow, permute, release, reshape, scaledDotProductAttention, supersede,
+  Tensor, add, arange, narrow, permute, reshape, scaledDotProductAttention,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import { Conv1D, Dropout, Embedding, GELU, KVCache, LayerNorm, Linear } from '../layers.ts';
@@ -44,27 +44,16 @@ export class GPT2Attention extends Module {
     const qkv = this.cAttn.forward(x); // [B, T, 3C]
     const r = reshape(qkv, [B, T, 3, H, D]);
     const p = permute(r, [2, 0, 3, 1, 4]); // [3, B, H, T, D]
-    release(qkv, r);
-    const part = (i: number): Tensor => {
-      const s = narrow(p, 0, i, 1);
-      const out = reshape(s, [B, H, T, D]);
-      release(s);
-      return out;
-    };
+    const part = (i: number): Tensor => reshape(narrow(p, 0, i, 1), [B, H, T, D]);
     const q = part(0);
     let k = part(1);
     let v = part(2);
-    release(p);
     if (kvCache) ({ k, v } = kvCache.update(this.layerIdx, k, v)); // [B, H, past + T, D]
     const y = scaledDotProductAttention(q, k, v, { causal: true, scale: this.scale }); // [B, H, T, D]
-    release(q);
-    if (!kvCache) release(k, v);
     const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
     const merged = reshape(t, [B, T, C]);
-    release(y, t);
     const o = this.cProj.forward(merged); // [B, T, C]
-    release(merged);
-    return supersede(o, this.residDropout.forward(o));
+    return this.residDropout.forward(o);
   }
 }
 
@@ -86,10 +75,8 @@ export class GPT2MLP extends Module {
   forward(x: Tensor): Tensor {
     const u = this.cFc.forward(x); // [B, T, inner]
     const h = this.act.forward(u);
-    release(u);
     const d = this.cProj.forward(h); // [B, T, C]
-    release(h);
-    return supersede(d, this.dropout.forward(d));
+    return this.dropout.forward(d);
   }
 }
 
@@ -113,12 +100,9 @@ export class GPT2Block extends Module {
     const n1 = this.ln1.forward(x);
     const a = this.attn.forward(n1, kvCache);
     const h = add(x, a);
-    release(n1, a);
     const n2 = this.ln2.forward(h);
     const m = this.mlp.forward(n2);
-    const out = add(h, m);
-    release(h, n2, m);
-    return out;
+    return add(h, m);
   }
 }
 
@@ -150,11 +134,10 @@ export class GPT2Model extends Module {
     const pos = narrow(all, 0, past, T); // [T]
     const pe = this.wpe.forward(pos); // [T, C]
     let x = add(tok, pe); // [B, T, C]
-    release(tok, pe, all, pos);
-    x = supersede(x, this.drop.forward(x));
-    for (const block of this.h) x = supersede(x, block.forward(x, kvCache));
+    x = this.drop.forward(x);
+    for (const block of this.h) x = block.forward(x, kvCache);
     if (kvCache) kvCache.length += T;
-    return supersede(x, this.lnF.forward(x));
+    return this.lnF.forward(x);
   }
 }
 
@@ -203,7 +186,6 @@ export class GPT2LMHeadModel extends PreTrainedModel {
     this.checkInput(ids, opts.kvCache);
     const h = this.transformer.forward(ids, opts.kvCache); // [B, T, C]
     const logits = this.lmHead.forward(h); // [B, T, V]
-    release(h);
     return causalLmLoss(logits, opts);
   }
 }

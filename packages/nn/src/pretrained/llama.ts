@@ -9,7 +9,7 @@
  * key/value heads only. RoPE is rotate-half with `rope_theta`.
  */
 import {
-  Tensor, add, expand, narrow, permute, release, reshape, scaledDotProductAttention,
+  Tensor, add, expand, forwardScope, narrow, permute, reshape, scaledDotProductAttention,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import { Embedding, KVCache, Linear, RMSNorm, SwiGLUMLP, applyRope, ropeCosSin } from '../layers.ts';
@@ -25,11 +25,11 @@ import { PreTrainedModel, causalLmLoss, type CausalLMForwardOptions, type Causal
 export function repeatKv(x: Tensor, rep: number): Tensor {
   if (rep === 1) return x;
   const [B, Hkv, T, D] = x.shape;
-  const u = reshape(x, [B, Hkv, 1, T, D]);
-  const e = expand(u, [B, Hkv, rep, T, D]);
-  const out = reshape(e, [B, Hkv * rep, T, D]);
-  release(u, e);
-  return out;
+  return forwardScope(() => {
+    const u = reshape(x, [B, Hkv, 1, T, D]);
+    const e = expand(u, [B, Hkv, rep, T, D]);
+    return reshape(e, [B, Hkv * rep, T, D]);
+  });
 }
 
 /** RoPE tables cover at least `n` positions: powers of two, so generation reuses a few tables. */
@@ -71,9 +71,7 @@ export class LlamaAttention extends Module {
     const [B, T] = x.shape;
     const p = proj.forward(x); // [B, T, n*D]
     const r = reshape(p, [B, T, n, this.headDim]);
-    const h = permute(r, [0, 2, 1, 3]); // [B, n, T, D]
-    release(p, r);
-    return h;
+    return permute(r, [0, 2, 1, 3]); // [B, n, T, D]
   }
 
   forward(x: Tensor, kvCache?: KVCache): Tensor {
@@ -88,22 +86,14 @@ export class LlamaAttention extends Module {
     const s = narrow(sin, 0, past, T);
     const q = applyRope(q0, c, s);
     let k = applyRope(k0, c, s);
-    release(q0, k0, c, s);
     if (kvCache) ({ k, v } = kvCache.update(this.layerIdx, k, v)); // [B, Hkv, past + T, D]
     const rep = this.nHead / this.nKvHead;
     const kr = repeatKv(k, rep); // [B, H, past + T, D]
     const vr = repeatKv(v, rep);
-    if (!kvCache) release(k, v);
     const y = scaledDotProductAttention(q, kr, vr, { causal: true }); // [B, H, T, D]
-    release(q);
-    if (kr !== k) release(kr);
-    if (vr !== v) release(vr);
     const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
     const merged = reshape(t, [B, T, this.nHead * D]);
-    release(y, t);
-    const o = this.oProj.forward(merged); // [B, T, C]
-    release(merged);
-    return o;
+    return this.oProj.forward(merged); // [B, T, C]
   }
 }
 
@@ -127,12 +117,9 @@ export class LlamaDecoderLayer extends Module {
     const n1 = this.inputLayernorm.forward(x);
     const a = this.selfAttn.forward(n1, kvCache);
     const h = add(x, a);
-    release(n1, a);
     const n2 = this.postAttentionLayernorm.forward(h);
     const m = this.mlp.forward(n2);
-    const out = add(h, m);
-    release(h, n2, m);
-    return out;
+    return add(h, m);
   }
 }
 
@@ -154,15 +141,9 @@ export class LlamaModel extends Module {
 
   forward(ids: Tensor, kvCache?: KVCache): Tensor {
     let x = this.embedTokens.forward(ids); // [B, T, C]
-    for (const layer of this.layers) {
-      const next = layer.forward(x, kvCache);
-      release(x);
-      x = next;
-    }
+    for (const layer of this.layers) x = layer.forward(x, kvCache);
     if (kvCache) kvCache.length += ids.shape[1];
-    const n = this.norm.forward(x);
-    release(x);
-    return n;
+    return this.norm.forward(x);
   }
 }
 
@@ -214,7 +195,6 @@ export class LlamaForCausalLM extends PreTrainedModel {
     this.checkInput(ids, opts.kvCache);
     const h = this.model.forward(ids, opts.kvCache); // [B, T, C]
     const logits = this.lmHead.forward(h); // [B, T, V]
-    release(h);
     return causalLmLoss(logits, opts);
   }
 }

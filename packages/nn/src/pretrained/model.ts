@@ -1,5 +1,5 @@
 /** What the pre-trained architectures share: options, the causal-LM loss, tying, generate and save hooks. */
-import { Tensor, crossEntropy, narrow, release } from '@lowrank/core';
+import { Tensor, crossEntropy, forwardScope, narrow } from '@lowrank/core';
 import { Module } from '../module.ts';
 import type { Embedding, KVCache, Linear } from '../layers.ts';
 import { ARCHITECTURES, type PretrainedConfig } from './config.ts';
@@ -50,10 +50,12 @@ export function causalLmLoss(logits: Tensor, opts: CausalLMForwardOptions): Caus
   if (opts.labels) {
     check(opts.labels, 'labels');
     if (T < 2) throw new Error('forward: labels need at least 2 positions (the loss predicts token t + 1 from t)');
-    const l = narrow(logits, 1, 0, T - 1); // [B, T-1, V]
-    const y = narrow(opts.labels, 1, 1, T - 1); // [B, T-1]
-    const loss = crossEntropy(l, y, { ignoreIndex: -100 });
-    release(l, y);
+    const labels = opts.labels;
+    const loss = forwardScope(() => {
+      const l = narrow(logits, 1, 0, T - 1); // [B, T-1, V]
+      const y = narrow(labels, 1, 1, T - 1); // [B, T-1]
+      return crossEntropy(l, y, { ignoreIndex: -100 });
+    });
     return { logits, loss };
   }
   return { logits };

@@ -49,11 +49,22 @@ function isSuffix(inner: Shape, outer: Shape): boolean {
   return true;
 }
 
+/**
+ * GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+ * the one JS definition of the cpu backend (activations.wat is its SIMD twin).
+ */
+function gelu(x: number): number {
+  // NOTE: 0.5 (1 + tanh(u)) = sigmoid(2u); exp is much cheaper than tanh in V8.
+  return x / (1 + Math.exp(-2 * geluArg(x)));
+}
+
+function geluArg(x: number): number {
+  return SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+}
+
 function geluGrad(x: number): number {
-  // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
-  // With s = sigmoid(2u): 0.5 (1 + tanh u) = s and 0.5 (1 - tanh^2 u) = 2 s (1 - s).
-  const u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-  const s = 1 / (1 + Math.exp(-2 * u));
+  // NOTE: with s = sigmoid(2u): 0.5 (1 + tanh u) = s and 0.5 (1 - tanh^2 u) = 2 s (1 - s).
+  const s = 1 / (1 + Math.exp(-2 * geluArg(x)));
   const du = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
   return s + 2 * x * s * (1 - s) * du;
 }
@@ -74,7 +85,7 @@ const unaryFns: Record<UnaryOp, (x: number) => number> = {
   sigmoid,
   // NOTE: NaN propagates, as in PyTorch (a plain `x > 0 ? x : 0` maps NaN to 0).
   relu: (x) => (x > 0 || x !== x ? x : 0),
-  gelu: (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
+  gelu,
   silu: (x) => x * sigmoid(x),
 };
 
@@ -224,11 +235,7 @@ export class CpuBackend implements Backend {
     // The hot activations get loops of their own: a call through the table per element is several times slower.
     if (op === 'gelu') {
       if (x instanceof Float32Array && out instanceof Float32Array && geluWasm(x.subarray(0, size), out)) return out;
-      for (let i = 0; i < size; i++) {
-        const v = x[i];
-        // NOTE: 0.5 (1 + tanh(u)) = sigmoid(2u); exp is much cheaper than tanh in V8.
-        out[i] = v / (1 + Math.exp(-2 * SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)));
-      }
+      for (let i = 0; i < size; i++) out[i] = gelu(x[i]);
       return out;
     }
     if (op === 'silu') {

@@ -19,6 +19,16 @@ export interface KernelSpec {
 const T = 'this.thread.x';
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
+/** GELU's tanh argument u = sqrt(2/pi) (x + 0.044715 x^3), the one place the gpu backend writes it. */
+function geluArg(x: string): string {
+  return `${flt(SQRT_2_OVER_PI)} * (${x} + 0.044715 * ${x} * ${x} * ${x})`;
+}
+
+/** du/dx of `geluArg`. */
+function geluArgGrad(x: string): string {
+  return `${flt(SQRT_2_OVER_PI)} * (1 + 3 * 0.044715 * ${x} * ${x})`;
+}
+
 function spec(name: string, g: CodeGen, args: readonly string[], body: string, size: number, loop = 1): KernelSpec {
   return { name, src: kernelSource([...args, ...g.uniformNames()], body), size, loop, ints: [...g.ints], floats: [...g.floats] };
 }
@@ -44,7 +54,7 @@ function unaryCode(g: CodeGen, op: UnaryOp, x: string, y: string): string {
       // NOTE: tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
       const u = g.fresh('u');
       const [c, t] = tanhCode(g, u);
-      return `let ${u} = ${flt(SQRT_2_OVER_PI)} * (${x} + 0.044715 * ${x} * ${x} * ${x});\n${c}let ${y} = 0.5 * ${x} * (1 + ${t});\n`;
+      return `let ${u} = ${geluArg(x)};\n${c}let ${y} = 0.5 * ${x} * (1 + ${t});\n`;
     }
     case 'silu': {
       const [c, s] = sigmoidCode(g, x);
@@ -78,8 +88,8 @@ export function unaryGrad(g: CodeGen, op: UnaryOp, hasX: boolean, hasY: boolean,
       need(hasX, 'x');
       // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
       const [c, t] = tanhCode(g, 'u');
-      body += `let u = ${flt(SQRT_2_OVER_PI)} * (a + 0.044715 * a * a * a);\n${c}`;
-      body += `let du = ${flt(SQRT_2_OVER_PI)} * (1 + 3 * 0.044715 * a * a);\n`;
+      body += `let u = ${geluArg('a')};\n${c}`;
+      body += `let du = ${geluArgGrad('a')};\n`;
       body += `return d * (0.5 * (1 + ${t}) + 0.5 * a * (1 - ${t} * ${t}) * du);\n`;
       break;
     }
