@@ -8,12 +8,15 @@ import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
 import { disposeThreads, getNumThreads } from './threads.ts';
 import { BF16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
+import { arenaArray, arenaFree } from './arena.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 /** Arrays below this many elements are left to the garbage collector. */
 const POOL_MIN_LENGTH = 4096;
+/** float32 and int32 storage from this many elements lives in the shared wasm memory (see arena.ts). */
+const ARENA_MIN_LENGTH = 256;
 const POOL_MAX_BYTES = 256 * 2 ** 20;
 
 /**
@@ -152,8 +155,12 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  /** Float storage comes from the pool (so that what `free` keeps is reused); int storage is fresh. */
-  private readonly allocDtype = (dtype: DType, n: number): Arr => (dtype === 'float32' ? this.alloc(n) : allocFor(this.F, dtype, n));
+  /** Float storage comes from the arena or the pool (so that what `free` keeps is reused); int storage from the arena or fresh. */
+  private readonly allocDtype = (dtype: DType, n: number): Arr => {
+    if (dtype === 'float32') return this.alloc(n);
+    if (dtype === 'int32' && n >= ARENA_MIN_LENGTH) return arenaArray(Int32Array, n) ?? new Int32Array(n);
+    return allocFor(this.F, dtype, n);
+  };
 
   /** A 16-bit storage reads back widened to float32. */
   download(data: unknown, _dtype: DType, size: number): HostArray {
@@ -169,6 +176,7 @@ export class CpuBackend implements Backend {
    * grew the pool, and RSS, by their size every step until the cap.
    */
   free(data: unknown): void {
+    if ((data instanceof Float32Array || data instanceof Int32Array) && arenaFree(data)) return;
     if (!(data instanceof this.F) || !this.issued.has(data)) return;
     this.issued.delete(data);
     if (this.pooledBytes + data.byteLength > POOL_MAX_BYTES) return;
@@ -180,6 +188,10 @@ export class CpuBackend implements Backend {
 
   /** A zeroed float array of n elements, recycled when one of that length was freed. */
   readonly alloc = (n: number): FArr => {
+    if (n >= ARENA_MIN_LENGTH && this.F === Float32Array) {
+      const shared = arenaArray(Float32Array, n);
+      if (shared) return shared;
+    }
     if (n < POOL_MIN_LENGTH) return new this.F(n);
     let out = this.pool.get(n)?.pop();
     if (out) {
@@ -232,7 +244,7 @@ export class CpuBackend implements Backend {
       return out;
     }
     if (op === 'silu') {
-      for (let i = 0; i < size; i++) out[i] = x[i] * sigmoid(x[i]);
+      nn.siluInto(x, out, size);
       return out;
     }
     const f = unaryFns[op];
@@ -249,10 +261,7 @@ export class CpuBackend implements Backend {
       return out;
     }
     if (op === 'silu' && x) {
-      for (let i = 0; i < size; i++) {
-        const sg = sigmoid(x[i]);
-        out[i] = dy[i] * sg * (1 + x[i] * (1 - sg));
-      }
+      nn.siluGradInto(x, dy, out, size);
       return out;
     }
     const f = unaryGradFns[op];

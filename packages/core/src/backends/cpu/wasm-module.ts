@@ -35,13 +35,14 @@ const MAX_BYTES = 2 ** 31;
 const MAX_PAGES = MAX_BYTES / PAGE;
 
 /**
- * The memory's fixed layout, in bytes: the thread pool's control block, the
- * float16 -> float32 table the gemm reads 16-bit halves through (gemm.wat's
- * `offset=65536`), then one gemm workspace per thread; per-call operands follow.
+ * The memory's fixed layout, in bytes: the thread pool's control block, then
+ * the float16 -> float32 table the gemm reads 16-bit halves through
+ * (gemm.wat's `offset=65536`). Everything after is the arena (arena.ts):
+ * tensors, per-thread gemm workspaces, per-call scratch.
  */
 export const CONTROL_BYTES = 65536;
 export const F16_TABLE = 65536;
-const WORKSPACES = F16_TABLE + 65536 * 4;
+export const FIXED_BYTES = F16_TABLE + 65536 * 4;
 
 /** Gemm cache blocking (tuned on Zen 5): an MC x KC block of A stays in L2, a KC x 8 panel of B in L1. */
 export const MC = 128;
@@ -51,16 +52,6 @@ export const NC = 1024;
 export const WORKSPACE_BYTES = 128 + (MC + NC) * KC * 4;
 
 export const align16 = (x: number): number => Math.ceil(x / 16) * 16;
-
-/** The first byte free for operands when `threads` workspaces are in use. */
-export function operandBase(threads: number): number {
-  return align16(WORKSPACES + threads * WORKSPACE_BYTES);
-}
-
-/** The byte offset of thread t's gemm workspace. */
-export function workspaceOf(t: number): number {
-  return WORKSPACES + t * WORKSPACE_BYTES;
-}
 
 /** Decodes base64 with `atob`, which Node (>= 16) and browsers both have, unlike `Buffer`. */
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
@@ -93,7 +84,7 @@ let runtime: WasmRuntime | null | undefined;
 export function wasmRuntime(): WasmRuntime | null {
   if (runtime !== undefined) return runtime;
   if (typeof WebAssembly === 'undefined') return (runtime = null);
-  const initial = Math.ceil(operandBase(1) / PAGE) + 1;
+  const initial = Math.ceil(FIXED_BYTES / PAGE);
   const shared = sharedMemory(initial);
   const memory = shared ?? new WebAssembly.Memory({ initial, maximum: MAX_PAGES });
   const gemmBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
