@@ -67,6 +67,16 @@ function allKernels(be: CpuBackend, rows: number, cols: number, seed: number): R
   const dout = up(bh * t * d, seed + 10);
   const ag = be.attentionGrad(q, k, vv, at.out, at.lse, dout, bh, t, t, d, d, 1 / Math.sqrt(d), true, { q: true, k: true, v: true });
   out.attentionGrad = [ag.dq, ag.dk, ag.dv].map(bits).join();
+  for (const op of ['add', 'sub', 'mul', 'div'] as const) {
+    out[op] = bits(be.binary(op, x, [rows, cols], dy, [rows, cols], [rows, cols]));
+    out[`${op} bias`] = bits(be.binary(op, x, [rows, cols], w, [cols], [rows, cols]));
+  }
+  out.sumRows = bits(be.reduce('sum', x, [rows, cols], [1]));
+  out.sumColumns = bits(be.reduce('sum', x, [rows, cols], [0]));
+  // [rows, cols] read as [h, rows, cols / h] (heads first, as attention permutes) and transposed: 4-D gathers run as row kernels.
+  const h = cols % 2 === 0 ? 2 : 1;
+  out.permute = bits(be.strided(x, [h, rows, cols / h, 1], [cols / h, cols, 1, 1], 0));
+  out.transpose = bits(be.strided(x, [cols, rows], [1, cols], 0));
   assert.ok(inArena(x), 'the inputs live in the shared memory');
   return out;
 }
@@ -78,9 +88,9 @@ describe('cpu row kernels on the thread pool', () => {
     disposeThreads();
   });
 
-  test('softmax, crossEntropy, layerNorm, rmsNorm, SiLU, AdamW and attention: the same bits on 1 and 2..4 threads (random shapes)', () => {
+  test('softmax, crossEntropy, layerNorm, rmsNorm, SiLU, AdamW, attention, add/sub/mul/div, sums and permutes: the same bits on 1 and 2..4 threads (random shapes)', () => {
     const be = new CpuBackend('rows-test');
-    const split = ['softmax', 'logSoftmax', 'crossEntropy', 'layerNorm', 'rmsNorm', 'silu', 'adamUpdate', 'attention'];
+    const split = ['softmax', 'logSoftmax', 'crossEntropy', 'layerNorm', 'rmsNorm', 'silu', 'adamUpdate', 'attention', 'add', 'mul', 'reduce', 'strided'];
     const before = split.map(parallelJobs);
     fc.assert(fc.property(
       fc.integer({ min: 1, max: 400 }), fc.integer({ min: 2, max: 300 }), fc.integer({ min: 2, max: 4 }), fc.integer({ min: 1, max: 1000 }),

@@ -11,6 +11,10 @@ import { BF16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './hal
 import { arenaArray, arenaFree } from './arena.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
+import { runRows } from './rows.ts';
+
+/** The binary ops the row kernels run (binaryElements' op codes). */
+const ARITH_CODES: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3 };
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 /** Arrays below this many elements are left to the garbage collector. */
@@ -288,9 +292,9 @@ export class CpuBackend implements Backend {
     const f = binaryFns[op];
     const an = sizeOf(aShape);
     const bn = sizeOf(bShape);
+    const code = ARITH_CODES[op];
     if (an === n && bn === n) {
-      if (op === 'add') for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
-      else if (op === 'mul') for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
+      if (code !== undefined) runRows(op, 'binaryElements', [a, b, out], [code], n, n);
       else for (let i = 0; i < n; i++) out[i] = f(a[i], b[i]);
       return out;
     }
@@ -301,6 +305,10 @@ export class CpuBackend implements Backend {
     }
     if (an === n && isSuffix(bShape, outShape)) {
       // A bias-like operand repeated over leading axes: [N, C] + [C].
+      if (code !== undefined) {
+        runRows(op, 'binaryRowsBias', [a, b, out], [bn, code], n / bn, n);
+        return out;
+      }
       for (let o = 0; o < n; o += bn) {
         if (op === 'add') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] + b[c];
         else if (op === 'mul') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] * b[c];
@@ -346,11 +354,14 @@ export class CpuBackend implements Backend {
     const trailing = axes.every((a, i) => a === rank - axes.length + i);
     if (trailing) {
       const cols = sizeOf(axes.map((a) => shape[a]));
+      if (op === 'sum') {
+        runRows('reduce', 'sumTrailingRows', [x, out], [cols], out.length, n);
+        return out;
+      }
       for (let r = 0; r < out.length; r++) {
         let acc = init;
         const o = r * cols;
-        if (op === 'sum') for (let c = 0; c < cols; c++) acc += x[o + c];
-        else for (let c = 0; c < cols; c++) if (x[o + c] > acc || x[o + c] !== x[o + c]) acc = x[o + c];
+        for (let c = 0; c < cols; c++) if (x[o + c] > acc || x[o + c] !== x[o + c]) acc = x[o + c];
         out[r] = acc;
       }
       return out;
@@ -360,10 +371,14 @@ export class CpuBackend implements Backend {
       // Reducing the leading axes (a bias gradient): accumulate whole rows.
       const cols = out.length;
       const rows = n / cols;
+      if (op === 'sum') {
+        // Split by columns: each column's sum keeps its row order on any thread count.
+        runRows('reduce', 'sumLeadingCols', [x, out], [cols, rows], cols, n);
+        return out;
+      }
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        if (op === 'sum') for (let c = 0; c < cols; c++) out[c] += x[o + c];
-        else for (let c = 0; c < cols; c++) if (x[o + c] > out[c] || x[o + c] !== x[o + c]) out[c] = x[o + c];
+        for (let c = 0; c < cols; c++) if (x[o + c] > out[c] || x[o + c] !== x[o + c]) out[c] = x[o + c];
       }
       return out;
     }
@@ -403,6 +418,10 @@ export class CpuBackend implements Backend {
       // Up to 4-D (every permute in a transformer): plain nested loops, no odometer callbacks.
       const [n0, n1, n2, n3] = pad4(outShape, 1);
       const [s0, s1, s2, s3] = pad4(strides, 0);
+      if (!(x instanceof Int32Array) && !isHalf(x)) {
+        runRows('strided', 'stridedRows', [x, out as FArr], [n1, n2, n3, s0, s1, s2, s3, offset], n0 * n1 * n2, out.length);
+        return out;
+      }
       let o = 0;
       for (let a = 0; a < n0; a++) {
         for (let b = 0; b < n1; b++) {

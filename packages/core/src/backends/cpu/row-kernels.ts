@@ -306,11 +306,77 @@ function attentionScoreGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u
   }
 }
 
+/** out = a op b, same shapes: v = [a, b, out]; s = [op] (0 add, 1 sub, 2 mul, 3 div). Elements. */
+function binaryElements(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const a = v[0]!, b = v[1]!, out = v[2]!;
+  const op = s[0];
+  if (op === 0) for (let i = u0; i < u1; i++) out[i] = a[i] + b[i];
+  else if (op === 1) for (let i = u0; i < u1; i++) out[i] = a[i] - b[i];
+  else if (op === 2) for (let i = u0; i < u1; i++) out[i] = a[i] * b[i];
+  else for (let i = u0; i < u1; i++) out[i] = a[i] / b[i];
+}
+
+/** out[r, c] = a[r, c] op b[c] (a bias-like b): v = [a, b, out]; s = [cols, op] (as binaryElements). Rows. */
+function binaryRowsBias(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const a = v[0]!, b = v[1]!, out = v[2]!;
+  const cols = s[0], op = s[1];
+  for (let r = u0; r < u1; r++) {
+    const o = r * cols;
+    if (op === 0) for (let c = 0; c < cols; c++) out[o + c] = a[o + c] + b[c];
+    else if (op === 1) for (let c = 0; c < cols; c++) out[o + c] = a[o + c] - b[c];
+    else if (op === 2) for (let c = 0; c < cols; c++) out[o + c] = a[o + c] * b[c];
+    else for (let c = 0; c < cols; c++) out[o + c] = a[o + c] / b[c];
+  }
+}
+
+/** out[c] += x[r, c] over the rows in order (a bias gradient): v = [x, out]; s = [cols, rows]. Columns. */
+function sumLeadingCols(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const x = v[0]!, out = v[1]!;
+  const cols = s[0], rows = s[1];
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = u0; c < u1; c++) out[c] += x[o + c];
+  }
+}
+
+/** out[r] = sum over c of x[r, c], in order: v = [x, out]; s = [cols]. Rows. */
+function sumTrailingRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const x = v[0]!, out = v[1]!;
+  const cols = s[0];
+  for (let r = u0; r < u1; r++) {
+    let acc = 0;
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) acc += x[o + c];
+    out[r] = acc;
+  }
+}
+
+/**
+ * A strided gather of up to 4 axes (every permute in a transformer): row
+ * (a, b, c) of out [n0, n1, n2, n3] from x at offset + a s0 + b s1 + c s2 +
+ * d s3. v = [x, out]; s = [n1, n2, n3, s0, s1, s2, s3, offset]. Rows of n3.
+ */
+function stridedRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const x = v[0]!, out = v[1]!;
+  const n1 = s[0], n2 = s[1], n3 = s[2], s0 = s[3], s1 = s[4], s2 = s[5], s3 = s[6], offset = s[7];
+  for (let r = u0; r < u1; r++) {
+    const c = r % n2;
+    const ab = (r - c) / n2;
+    const b = ab % n1;
+    const a = (ab - b) / n1;
+    const base = offset + a * s0 + b * s1 + c * s2;
+    const o = r * n3;
+    if (s3 === 1) for (let d = 0; d < n3; d++) out[o + d] = x[base + d];
+    else for (let d = 0; d < n3; d++) out[o + d] = x[base + d * s3];
+  }
+}
+
 /** The kernels by name; the pool's row job names one by its position here. */
 export const ROW_KERNELS = {
   softmaxRows, softmaxGradRows, crossEntropyLossRows, crossEntropyGradRows, layerNormRows, layerNormGradXRows,
   normGradWCols, rmsNormRows, rmsNormGradXRows, siluElements, siluGradElements, adamElements,
-  attentionSoftmaxRows, attentionProbsRows, attentionScoreGradRows,
+  attentionSoftmaxRows, attentionProbsRows, attentionScoreGradRows, binaryElements, binaryRowsBias, sumLeadingCols,
+  sumTrailingRows, stridedRows,
 } satisfies Record<string, RowKernel>;
 
 export type RowKernelName = keyof typeof ROW_KERNELS;
