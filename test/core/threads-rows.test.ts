@@ -3,6 +3,7 @@ import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { CpuBackend } from '../../packages/core/src/backends/cpu/index.ts';
 import { inArena } from '../../packages/core/src/backends/cpu/arena.ts';
+import type { HalfArr } from '../../packages/core/src/backends/cpu/half.ts';
 import { PARALLEL_ROWS_MIN } from '../../packages/core/src/backends/cpu/rows.ts';
 import { disposeThreads, getNumThreads, parallelJobs, setNumThreads } from '../../packages/core/src/backends/cpu/threads.ts';
 
@@ -104,5 +105,22 @@ describe('cpu row kernels on the thread pool', () => {
         for (const name of Object.keys(ref)) assert.equal(got[name], ref[name], `${name}: rows=${rows} cols=${cols} threads=${threads}`);
       }), { numRuns: 12 });
     split.forEach((name, i) => assert.ok(parallelJobs(name) > before[i], `${name} ran on the pool`));
+  });
+
+  test('a 16-bit weight lives in the shared memory and the gemm reads it there: the bits of its float32 widening on 1..4 threads', () => {
+    const be = new CpuBackend('half-arena-test');
+    const [m, k, n] = [96, 160, 200];
+    const a = be.upload(values(m * k, 11), 'float32') as Float32Array;
+    for (const dtype of ['bfloat16', 'float16'] as const) {
+      const w = be.upload(values(n * k, 12), dtype);
+      assert.ok(inArena(w as Uint16Array), `${dtype} storage is in the shared memory`);
+      const wide = be.cast(w, n * k, 'float32') as Float32Array;
+      setNumThreads(1);
+      const ref = bits(be.matmul(a, [m, k], wide, [n, k], false, true, [m, n]));
+      for (const threads of [1, 2, 3, 4]) {
+        setNumThreads(threads);
+        assert.equal(bits(be.matmul(a, [m, k], w as HalfArr, [n, k], false, true, [m, n])), ref, `${dtype} on ${threads} threads`);
+      }
+    }
   });
 });

@@ -151,7 +151,7 @@ export function release(at: number): void {
   }
 }
 
-type View = Float32Array | Int32Array | Float64Array;
+type View = Float32Array | Int32Array | Float64Array | Uint16Array;
 type ViewCtor<V extends View> = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => V;
 
 /**

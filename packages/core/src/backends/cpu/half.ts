@@ -68,8 +68,10 @@ export function f16BitsToNumber(h: number): number {
  * are copied (a bf16 checkpoint tensor goes into bf16 storage untouched),
  * of the other kind widened and rounded.
  */
-export function toHalf(kind: 'bfloat16' | 'float16', values: ArrayLike<number>, size = values.length): HalfArr {
-  const out = kind === 'bfloat16' ? new BF16Array(size) : new F16Array(size);
+export function toHalf(
+  kind: 'bfloat16' | 'float16', values: ArrayLike<number>, size = values.length,
+  out: HalfArr = kind === 'bfloat16' ? new BF16Array(size) : new F16Array(size),
+): HalfArr {
   if (isHalf(values)) {
     if ((kind === 'bfloat16') === values instanceof BF16Array) out.set(values.subarray(0, size));
     else out.set(toHalf(kind, widen(values, size)));

@@ -7,7 +7,7 @@ import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arr
 import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
 import { disposeThreads, getNumThreads } from './threads.ts';
-import { BF16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
+import { BF16Array, F16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
 import { arenaArray, arenaFree } from './arena.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
@@ -153,7 +153,7 @@ export class CpuBackend implements Backend {
   }
 
   upload(values: ArrayLike<number>, dtype: DType): Arr {
-    if (isHalfDtype(dtype)) return toHalf(dtype, values);
+    if (isHalfDtype(dtype)) return toHalf(dtype, values, values.length, this.allocHalf(dtype, values.length));
     const out = this.allocDtype(dtype, values.length);
     out.set(values);
     return out;
@@ -165,6 +165,12 @@ export class CpuBackend implements Backend {
     if (dtype === 'int32' && n >= ARENA_MIN_LENGTH) return arenaArray(Int32Array, n) ?? new Int32Array(n);
     return allocFor(this.F, dtype, n);
   };
+
+  /** Zeroed 16-bit storage: in the shared memory when large (the gemm then reads a 16-bit weight in place). */
+  private allocHalf(dtype: 'bfloat16' | 'float16', n: number): HalfArr {
+    const C = dtype === 'bfloat16' ? BF16Array : F16Array;
+    return (n >= ARENA_MIN_LENGTH ? arenaArray(C, n) : null) ?? new C(n);
+  }
 
   /** A 16-bit storage reads back widened to float32. */
   download(data: unknown, _dtype: DType, size: number): HostArray {
@@ -180,7 +186,7 @@ export class CpuBackend implements Backend {
    * grew the pool, and RSS, by their size every step until the cap.
    */
   free(data: unknown): void {
-    if ((data instanceof Float32Array || data instanceof Int32Array) && arenaFree(data)) return;
+    if ((data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint16Array) && arenaFree(data)) return;
     if (!(data instanceof this.F) || !this.issued.has(data)) return;
     this.issued.delete(data);
     if (this.pooledBytes + data.byteLength > POOL_MAX_BYTES) return;
@@ -210,7 +216,7 @@ export class CpuBackend implements Backend {
 
   fill(size: number, value: number, dtype: DType): Arr {
     if (isHalfDtype(dtype)) {
-      const half = allocFor(this.F, dtype, size) as HalfArr;
+      const half = this.allocHalf(dtype, size);
       if (value !== 0) half.fill(toHalf(dtype, [value])[0]);
       return half;
     }
@@ -222,7 +228,7 @@ export class CpuBackend implements Backend {
   cast(x: Arr, size: number, to: DType): Arr {
     if (isHalfDtype(to)) {
       if (isHalf(x) && (to === 'bfloat16') === x instanceof BF16Array) return x.slice(0, size);
-      return toHalf(to, isHalf(x) ? widen(x, size) : x, size);
+      return toHalf(to, isHalf(x) ? widen(x, size) : x, size, this.allocHalf(to, size));
     }
     if (isHalf(x)) {
       const wide = widen(x, size);
