@@ -1,5 +1,7 @@
 import { ACTIVATIONS_WASM_BASE64, ACTIVATIONS_WASM_PLAIN_BASE64 } from './activations-wasm.ts';
-import { GEMM_WASM_BASE64, GEMM_WASM_PLAIN_BASE64 } from './gemm-wasm.ts';
+import {
+  GEMM_WASM_BASE64, GEMM_WASM_PLAIN_BASE64, GEMM_WASM_RELAXED_BASE64, GEMM_WASM_RELAXED_PLAIN_BASE64,
+} from './gemm-wasm.ts';
 
 export interface GemmExports {
   gemm(
@@ -27,6 +29,8 @@ export interface WasmRuntime {
   act: ActivationExports;
   gemmModule: WebAssembly.Module;
   actModule: WebAssembly.Module;
+  /** Whether the gemm runs its relaxed-SIMD (fused multiply-add) micro-kernel. */
+  relaxed: boolean;
 }
 
 const PAGE = 65536;
@@ -78,6 +82,17 @@ function instantiate<E>(module: WebAssembly.Module, memory: WebAssembly.Memory):
 let runtime: WasmRuntime | null | undefined;
 
 /**
+ * Whether to use the relaxed-SIMD gemm where the engine has it (default yes).
+ * LOWRANK_RELAXED_SIMD=0 keeps the plain kernel, whose float32 results are
+ * the same on every machine (a fused multiply-add rounds once, so results
+ * with and without one differ in the last bits).
+ */
+function relaxedWanted(): boolean {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  return env?.LOWRANK_RELAXED_SIMD !== '0';
+}
+
+/**
  * The runtime, created on first use; null where WebAssembly SIMD is missing.
  * NOTE: validating the real module is the SIMD feature test: without f32x4 it fails.
  */
@@ -87,13 +102,17 @@ export function wasmRuntime(): WasmRuntime | null {
   const initial = Math.ceil(FIXED_BYTES / PAGE);
   const shared = sharedMemory(initial);
   const memory = shared ?? new WebAssembly.Memory({ initial, maximum: MAX_PAGES });
-  const gemmBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
+  const plainBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
   const actBytes = decodeBase64(shared ? ACTIVATIONS_WASM_BASE64 : ACTIVATIONS_WASM_PLAIN_BASE64);
-  if (!WebAssembly.validate(gemmBytes) || !WebAssembly.validate(actBytes)) return (runtime = null);
+  if (!WebAssembly.validate(plainBytes) || !WebAssembly.validate(actBytes)) return (runtime = null);
+  // NOTE: validating the relaxed module is the relaxed-SIMD feature test (Node 20 needs --experimental-wasm-relaxed-simd).
+  const relaxedBytes = relaxedWanted() ? decodeBase64(shared ? GEMM_WASM_RELAXED_BASE64 : GEMM_WASM_RELAXED_PLAIN_BASE64) : null;
+  const relaxed = relaxedBytes !== null && WebAssembly.validate(relaxedBytes);
+  const gemmBytes = relaxed ? relaxedBytes : plainBytes;
   const gemmModule = new WebAssembly.Module(gemmBytes);
   const actModule = new WebAssembly.Module(actBytes);
   runtime = {
-    memory, shared: shared !== null, gemmModule, actModule,
+    memory, shared: shared !== null, gemmModule, actModule, relaxed,
     gemm: instantiate<GemmExports>(gemmModule, memory),
     act: instantiate<ActivationExports>(actModule, memory),
   };
