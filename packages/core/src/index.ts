@@ -21,6 +21,7 @@ export { recompute, checkpoint } from './recompute.ts';
 export * from './ops/index.ts';
 export { gradcheck, type GradcheckOptions, type GradcheckReport } from './gradcheck.ts';
 export { CpuBackend } from './backends/cpu/index.ts';
+export { BF16Array, F16Array } from './backends/cpu/half.ts';
 export {
   setNumThreads, getNumThreads, threadsNote, setWorkerFactory, disposeThreads,
   type WorkerFactory, type WorkerHandle, type WorkerInit,

@@ -20,8 +20,8 @@ export interface FromPretrainedOptions extends LoadWeightsOptions {
 
 const FROM_PRETRAINED_OPTIONS = ['backend', 'dtype', 'train'];
 const FROM_PRETRAINED_HINTS: Record<string, string> = {
-  torch_dtype: "use dtype ('float32')",
-  torchDtype: "use dtype ('float32')",
+  torch_dtype: "use dtype ('float32', 'bfloat16' or 'float16')",
+  torchDtype: "use dtype ('float32', 'bfloat16' or 'float16')",
   device_map: 'use backend',
   deviceMap: 'use backend',
   device: 'use backend',

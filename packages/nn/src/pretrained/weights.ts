@@ -6,7 +6,7 @@
  * time, so the extra memory is one shard's bytes (plus one tensor in flight).
  */
 import {
-  Tensor, encodeSafetensors, f16ToF32Bits, parseSafetensorsHeader, safetensorsHeaderLength, tensor,
+  BF16Array, F16Array, Tensor, encodeSafetensors, f16ToF32Bits, parseSafetensorsHeader, safetensorsHeaderLength, tensor,
   type RawTensor, type SafetensorsEntry,
 } from '@lowrank/core';
 import type { Module } from '../module.ts';
@@ -18,15 +18,22 @@ export const WEIGHTS_INDEX_NAME = 'model.safetensors.index.json';
 export const CONFIG_NAME = 'config.json';
 export const GENERATION_CONFIG_NAME = 'generation_config.json';
 
-/** Storage dtypes a loader may be asked for (16-bit storage arrives with the bf16 work, issue 11). */
+/** Storage dtypes a loader may be asked for. */
 export type WeightDtype = 'float32' | 'bfloat16' | 'float16';
 
 export interface LoadWeightsOptions {
   /** Backend for the parameters (default: the default backend). */
   backend?: string;
-  /** Storage dtype of the loaded parameters (default float32). */
+  /**
+   * Storage of the weight matrices (parameters of rank >= 2), as
+   * `loadStateDict({ dtype })`: 'bfloat16' / 'float16' store them in 16 bits
+   * and frozen (a checkpoint stored in that dtype is read straight into the
+   * storage, no float32 copy); norms and biases stay float32. Default float32.
+   */
   dtype?: WeightDtype;
 }
+
+const WEIGHT_DTYPES: readonly string[] = ['float32', 'bfloat16', 'float16'];
 
 /** Non-parameter buffers some checkpoints carry, skipped by the last two name segments. */
 const SKIPPED_BUFFERS = ['attn.bias', 'attn.masked_bias', 'rotary_emb.inv_freq'];
@@ -44,11 +51,7 @@ interface Planned {
 }
 
 /** The values a float parameter gets from one stored tensor: the single place stored dtypes are widened. */
-export function widenTensor(e: SafetensorsEntry, data: Uint8Array, dtype: WeightDtype = 'float32'): Float32Array {
-  if (dtype !== 'float32') {
-    // NOTE: the hook for 16-bit storage (issue 11): keep the raw halves instead of widening here.
-    throw new Error(`fromPretrained: dtype '${dtype}' storage is not available in this build (use 'float32')`);
-  }
+export function widenTensor(e: SafetensorsEntry, data: Uint8Array): Float32Array {
   const n = e.numel;
   const view = new DataView(data.buffer, data.byteOffset + e.begin, e.end - e.begin);
   const out = new Float32Array(n);
@@ -70,6 +73,34 @@ export function widenTensor(e: SafetensorsEntry, data: Uint8Array, dtype: Weight
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** The raw 16-bit values of a tensor stored as BF16 (`kind` bfloat16) or F16 (float16), or null for another file dtype. */
+function storedHalves(e: SafetensorsEntry, data: Uint8Array, kind: 'bfloat16' | 'float16'): BF16Array | F16Array | null {
+  if (e.fileDtype !== (kind === 'bfloat16' ? 'BF16' : 'F16')) return null;
+  const out = kind === 'bfloat16' ? new BF16Array(e.numel) : new F16Array(e.numel);
+  if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(data.subarray(e.begin, e.end));
+  else {
+    const view = new DataView(data.buffer, data.byteOffset + e.begin, e.end - e.begin);
+    for (let i = 0; i < e.numel; i++) out[i] = view.getUint16(2 * i, true);
+  }
+  return out;
+}
+
+/**
+ * The parameter for one stored tensor: float32, or for a weight matrix under a
+ * 16-bit `dtype` 16-bit storage (the file's bits when it is stored so, else
+ * rounded from the widened values), frozen.
+ */
+function loadedTensor(e: SafetensorsEntry, data: Uint8Array, shape: number[], opts: LoadWeightsOptions): Tensor {
+  const dtype = opts.dtype ?? 'float32';
+  if (dtype === 'float32' || shape.length < 2) {
+    const t = tensor(widenTensor(e, data), { shape, backend: opts.backend });
+    return t.requiresGrad_(true);
+  }
+  // A 16-bit array passed to tensor() holds bits of its kind (see toHalf).
+  const values = storedHalves(e, data, dtype) ?? widenTensor(e, data);
+  return tensor(values, { shape, dtype, backend: opts.backend });
+}
 
 const FLOAT_FILE_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 
@@ -214,6 +245,9 @@ export async function planWeights(src: ModelSource, config: PretrainedConfig, pr
  * parameters (built on any backend, `meta` included) by tensors on `backend`.
  */
 export async function loadPlanned(model: Module, src: ModelSource, plan: readonly Planned[], opts: LoadWeightsOptions = {}): Promise<void> {
+  if (opts.dtype !== undefined && !WEIGHT_DTYPES.includes(opts.dtype)) {
+    throw new Error(`fromPretrained: dtype must be 'float32', 'bfloat16' or 'float16', got ${JSON.stringify(opts.dtype)}`);
+  }
   const byShard = new Map<string, Planned[]>();
   for (const p of plan) {
     const list = byShard.get(p.shard) ?? [];
@@ -234,22 +268,19 @@ export async function loadPlanned(model: Module, src: ModelSource, plan: readonl
     for (const p of items) {
       const e = entries.get(p.fileKey);
       if (!e || e.shape.some((d, i) => d !== p.shape[i])) throw new Error(`${src.describe}/${shard}: tensor '${p.fileKey}' changed while loading`);
-      const values = widenTensor(e, data, opts.dtype);
-      const t = tensor(values, { shape: p.shape, backend: opts.backend });
-      setParameter(model, p.key, t);
+      setParameter(model, p.key, loadedTensor(e, data, p.shape, opts));
     }
     bytes = null; // the shard's bytes go before the next shard is read
   }
 }
 
-/** Replaces the parameter at a dotted key by `t` (trainable, named by its key); the old tensor is freed. */
+/** Replaces the parameter at a dotted key by `t` (named by its key); the old tensor is freed. */
 function setParameter(model: Module, key: string, t: Tensor): void {
   const dot = key.lastIndexOf('.');
   const owner = model.getSubmodule(key.slice(0, dot));
   const name = key.slice(dot + 1);
   const old = owner.ownParameters().find(([n]) => n === name)?.[1];
   owner.registerParameter(name, t);
-  t.requiresGrad_(true);
   t.name = key;
   old?.dispose();
 }

@@ -62,9 +62,21 @@ export function f16BitsToNumber(h: number): number {
   return sign * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-/** Rounds float values into a new 16-bit array of the given kind. */
-export function toHalf(kind: 'bfloat16' | 'float16', values: ArrayLike<number>, size = values.length): HalfArr {
-  const out = kind === 'bfloat16' ? new BF16Array(size) : new F16Array(size);
+/**
+ * Rounds float values into a new 16-bit array of the given kind. A 16-bit
+ * array passed as `values` holds bits, not numbers: of the same kind they
+ * are copied (a bf16 checkpoint tensor goes into bf16 storage untouched),
+ * of the other kind widened and rounded.
+ */
+export function toHalf(
+  kind: 'bfloat16' | 'float16', values: ArrayLike<number>, size = values.length,
+  out: HalfArr = kind === 'bfloat16' ? new BF16Array(size) : new F16Array(size),
+): HalfArr {
+  if (isHalf(values)) {
+    if ((kind === 'bfloat16') === values instanceof BF16Array) out.set(values.subarray(0, size));
+    else out.set(toHalf(kind, widen(values, size)));
+    return out;
+  }
   const round = kind === 'bfloat16' ? toBF16Bits : toF16Bits;
   for (let i = 0; i < size; i++) out[i] = round(values[i]);
   return out;

@@ -7,13 +7,20 @@ import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arr
 import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
 import { disposeThreads, getNumThreads } from './threads.ts';
-import { BF16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
+import { BF16Array, F16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
+import { arenaArray, arenaFree } from './arena.ts';
 import * as nn from './nn-kernels.ts';
 import * as attn from './attention.ts';
+import { runRows } from './rows.ts';
+
+/** The binary ops the row kernels run (binaryElements' op codes). */
+const ARITH_CODES: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3 };
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 /** Arrays below this many elements are left to the garbage collector. */
 const POOL_MIN_LENGTH = 4096;
+/** float32 and int32 storage from this many elements lives in the shared wasm memory (see arena.ts). */
+const ARENA_MIN_LENGTH = 256;
 const POOL_MAX_BYTES = 256 * 2 ** 20;
 
 /**
@@ -157,14 +164,24 @@ export class CpuBackend implements Backend {
   }
 
   upload(values: ArrayLike<number>, dtype: DType): Arr {
-    if (isHalfDtype(dtype)) return toHalf(dtype, values);
+    if (isHalfDtype(dtype)) return toHalf(dtype, values, values.length, this.allocHalf(dtype, values.length));
     const out = this.allocDtype(dtype, values.length);
     out.set(values);
     return out;
   }
 
-  /** Float storage comes from the pool (so that what `free` keeps is reused); int storage is fresh. */
-  private readonly allocDtype = (dtype: DType, n: number): Arr => (dtype === 'float32' ? this.alloc(n) : allocFor(this.F, dtype, n));
+  /** Float storage comes from the arena or the pool (so that what `free` keeps is reused); int storage from the arena or fresh. */
+  private readonly allocDtype = (dtype: DType, n: number): Arr => {
+    if (dtype === 'float32') return this.alloc(n);
+    if (dtype === 'int32' && n >= ARENA_MIN_LENGTH) return arenaArray(Int32Array, n) ?? new Int32Array(n);
+    return allocFor(this.F, dtype, n);
+  };
+
+  /** Zeroed 16-bit storage: in the shared memory when large (the gemm then reads a 16-bit weight in place). */
+  private allocHalf(dtype: 'bfloat16' | 'float16', n: number): HalfArr {
+    const C = dtype === 'bfloat16' ? BF16Array : F16Array;
+    return (n >= ARENA_MIN_LENGTH ? arenaArray(C, n) : null) ?? new C(n);
+  }
 
   /** A 16-bit storage reads back widened to float32. */
   download(data: unknown, _dtype: DType, size: number): HostArray {
@@ -180,6 +197,7 @@ export class CpuBackend implements Backend {
    * grew the pool, and RSS, by their size every step until the cap.
    */
   free(data: unknown): void {
+    if ((data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint16Array) && arenaFree(data)) return;
     if (!(data instanceof this.F) || !this.issued.has(data)) return;
     this.issued.delete(data);
     if (this.pooledBytes + data.byteLength > POOL_MAX_BYTES) return;
@@ -191,6 +209,10 @@ export class CpuBackend implements Backend {
 
   /** A zeroed float array of n elements, recycled when one of that length was freed. */
   readonly alloc = (n: number): FArr => {
+    if (n >= ARENA_MIN_LENGTH && this.F === Float32Array) {
+      const shared = arenaArray(Float32Array, n);
+      if (shared) return shared;
+    }
     if (n < POOL_MIN_LENGTH) return new this.F(n);
     let out = this.pool.get(n)?.pop();
     if (out) {
@@ -205,7 +227,7 @@ export class CpuBackend implements Backend {
 
   fill(size: number, value: number, dtype: DType): Arr {
     if (isHalfDtype(dtype)) {
-      const half = allocFor(this.F, dtype, size) as HalfArr;
+      const half = this.allocHalf(dtype, size);
       if (value !== 0) half.fill(toHalf(dtype, [value])[0]);
       return half;
     }
@@ -217,7 +239,7 @@ export class CpuBackend implements Backend {
   cast(x: Arr, size: number, to: DType): Arr {
     if (isHalfDtype(to)) {
       if (isHalf(x) && (to === 'bfloat16') === x instanceof BF16Array) return x.slice(0, size);
-      return toHalf(to, isHalf(x) ? widen(x, size) : x, size);
+      return toHalf(to, isHalf(x) ? widen(x, size) : x, size, this.allocHalf(to, size));
     }
     if (isHalf(x)) {
       const wide = widen(x, size);
@@ -239,7 +261,7 @@ export class CpuBackend implements Backend {
       return out;
     }
     if (op === 'silu') {
-      for (let i = 0; i < size; i++) out[i] = x[i] * sigmoid(x[i]);
+      nn.siluInto(x, out, size);
       return out;
     }
     const f = unaryFns[op];
@@ -256,10 +278,7 @@ export class CpuBackend implements Backend {
       return out;
     }
     if (op === 'silu' && x) {
-      for (let i = 0; i < size; i++) {
-        const sg = sigmoid(x[i]);
-        out[i] = dy[i] * sg * (1 + x[i] * (1 - sg));
-      }
+      nn.siluGradInto(x, dy, out, size);
       return out;
     }
     const f = unaryGradFns[op];
@@ -286,9 +305,9 @@ export class CpuBackend implements Backend {
     const f = binaryFns[op];
     const an = sizeOf(aShape);
     const bn = sizeOf(bShape);
+    const code = ARITH_CODES[op];
     if (an === n && bn === n) {
-      if (op === 'add') for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
-      else if (op === 'mul') for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
+      if (code !== undefined) runRows(op, 'binaryElements', [a, b, out], [code], n, n);
       else for (let i = 0; i < n; i++) out[i] = f(a[i], b[i]);
       return out;
     }
@@ -299,6 +318,10 @@ export class CpuBackend implements Backend {
     }
     if (an === n && isSuffix(bShape, outShape)) {
       // A bias-like operand repeated over leading axes: [N, C] + [C].
+      if (code !== undefined) {
+        runRows(op, 'binaryRowsBias', [a, b, out], [bn, code], n / bn, n);
+        return out;
+      }
       for (let o = 0; o < n; o += bn) {
         if (op === 'add') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] + b[c];
         else if (op === 'mul') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] * b[c];
@@ -344,11 +367,14 @@ export class CpuBackend implements Backend {
     const trailing = axes.every((a, i) => a === rank - axes.length + i);
     if (trailing) {
       const cols = sizeOf(axes.map((a) => shape[a]));
+      if (op === 'sum') {
+        runRows('reduce', 'sumTrailingRows', [x, out], [cols], out.length, n);
+        return out;
+      }
       for (let r = 0; r < out.length; r++) {
         let acc = init;
         const o = r * cols;
-        if (op === 'sum') for (let c = 0; c < cols; c++) acc += x[o + c];
-        else for (let c = 0; c < cols; c++) if (x[o + c] > acc || x[o + c] !== x[o + c]) acc = x[o + c];
+        for (let c = 0; c < cols; c++) if (x[o + c] > acc || x[o + c] !== x[o + c]) acc = x[o + c];
         out[r] = acc;
       }
       return out;
@@ -358,10 +384,14 @@ export class CpuBackend implements Backend {
       // Reducing the leading axes (a bias gradient): accumulate whole rows.
       const cols = out.length;
       const rows = n / cols;
+      if (op === 'sum') {
+        // Split by columns: each column's sum keeps its row order on any thread count.
+        runRows('reduce', 'sumLeadingCols', [x, out], [cols, rows], cols, n);
+        return out;
+      }
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        if (op === 'sum') for (let c = 0; c < cols; c++) out[c] += x[o + c];
-        else for (let c = 0; c < cols; c++) if (x[o + c] > out[c] || x[o + c] !== x[o + c]) out[c] = x[o + c];
+        for (let c = 0; c < cols; c++) if (x[o + c] > out[c] || x[o + c] !== x[o + c]) out[c] = x[o + c];
       }
       return out;
     }
@@ -401,6 +431,10 @@ export class CpuBackend implements Backend {
       // Up to 4-D (every permute in a transformer): plain nested loops, no odometer callbacks.
       const [n0, n1, n2, n3] = pad4(outShape, 1);
       const [s0, s1, s2, s3] = pad4(strides, 0);
+      if (!(x instanceof Int32Array) && !isHalf(x)) {
+        runRows('strided', 'stridedRows', [x, out as FArr], [n1, n2, n3, s0, s1, s2, s3, offset], n0 * n1 * n2, out.length);
+        return out;
+      }
       let o = 0;
       for (let a = 0; a < n0; a++) {
         for (let b = 0; b < n1; b++) {

@@ -1,44 +1,22 @@
 import type { AdamHyper, Reduction } from '../../backend.ts';
 import type { Alloc, Arr, FArr } from './arrays.ts';
+import { arenaArray, arenaFree, inArena } from './arena.ts';
+import { runRows } from './rows.ts';
+
+/**
+ * The fused row kernels: each allocates its outputs and runs one of
+ * row-kernels.ts through runRows (across the pool for large inputs).
+ */
 
 export function softmaxRows(alloc: Alloc, x: FArr, rows: number, cols: number, log: boolean): FArr {
   const y = alloc(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    if (log) {
-      const [m, logS] = rowMaxLogSum(x, o, cols);
-      for (let c = 0; c < cols; c++) y[o + c] = x[o + c] - m - logS;
-      continue;
-    }
-    // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4; each exp is taken once.
-    let m = -Infinity;
-    for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
-    let s = 0;
-    for (let c = 0; c < cols; c++) {
-      const e = Math.exp(x[o + c] - m);
-      y[o + c] = e;
-      s += e;
-    }
-    const inv = 1 / s;
-    for (let c = 0; c < cols; c++) y[o + c] *= inv;
-  }
+  runRows(log ? 'logSoftmax' : 'softmax', 'softmaxRows', [x, y], [cols, log ? 1 : 0], rows, rows * cols);
   return y;
 }
 
 export function softmaxGradRows(alloc: Alloc, y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
   const dx = alloc(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    if (log) {
-      let s = 0;
-      for (let c = 0; c < cols; c++) s += dy[o + c];
-      for (let c = 0; c < cols; c++) dx[o + c] = dy[o + c] - Math.exp(y[o + c]) * s;
-    } else {
-      let s = 0;
-      for (let c = 0; c < cols; c++) s += dy[o + c] * y[o + c];
-      for (let c = 0; c < cols; c++) dx[o + c] = y[o + c] * (dy[o + c] - s);
-    }
-  }
+  runRows(log ? 'logSoftmax' : 'softmax', 'softmaxGradRows', [y, dy, dx], [cols, log ? 1 : 0], rows, rows * cols);
   return dx;
 }
 
@@ -57,31 +35,28 @@ function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: numbe
   return n;
 }
 
-/**
- * The row max m and log(sum(exp(x - m))) of one row: logsumexp = m + logS.
- * NOTE: callers subtract m and logS separately: at |x| ~ 1e30, m + logS rounds to m,
- * and x - (m + logS) would lose the log(n) entirely.
- */
-function rowMaxLogSum(x: FArr, o: number, cols: number): [number, number] {
-  let m = -Infinity;
-  for (let c = 0; c < cols; c++) if (x[o + c] > m) m = x[o + c];
-  let s = 0;
-  for (let c = 0; c < cols; c++) s += Math.exp(x[o + c] - m);
-  return [m, Math.log(s)];
+/** Targets where the pool's workers can read them (a copy in the shared memory when they are not there). */
+function sharedTargets(targets: Arr, rows: number): Int32Array {
+  const t = targets as Int32Array;
+  if (inArena(t)) return t;
+  const copy = rows >= 64 ? arenaArray(Int32Array, rows) : null;
+  if (!copy) return t;
+  copy.set(t.subarray(0, rows));
+  return copy;
 }
 
 export function crossEntropyRows(
   alloc: Alloc, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
   const valid = countValid(targets, rows, cols, ignoreIndex);
+  // Each row's loss in float64, summed here in row order: the total does not depend on the split.
+  const loss = arenaArray(Float64Array, rows) ?? new Float64Array(rows);
+  const t = sharedTargets(targets, rows);
+  runRows('crossEntropy', 'crossEntropyLossRows', [logits, t, loss], [cols, ignoreIndex], rows, rows * cols);
   let total = 0;
-  for (let r = 0; r < rows; r++) {
-    const t = targets[r];
-    if (t === ignoreIndex) continue;
-    const o = r * cols;
-    const [m, logS] = rowMaxLogSum(logits, o, cols);
-    total += m - logits[o + t] + logS;
-  }
+  for (let r = 0; r < rows; r++) if (targets[r] !== ignoreIndex) total += loss[r];
+  arenaFree(loss);
+  if (t !== targets) arenaFree(t);
   // PyTorch: a mean over zero valid targets is NaN.
   const out = alloc(1);
   out[0] = reduction === 'mean' ? total / valid : total;
@@ -94,14 +69,9 @@ export function crossEntropyGradRows(
   const valid = countValid(targets, rows, cols, ignoreIndex);
   const scale = reduction === 'mean' ? dy[0] / valid : dy[0];
   const dx = alloc(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const t = targets[r];
-    if (t === ignoreIndex) continue;
-    const o = r * cols;
-    const [m, logS] = rowMaxLogSum(logits, o, cols);
-    for (let c = 0; c < cols; c++) dx[o + c] = Math.exp(logits[o + c] - m - logS) * scale;
-    dx[o + t] -= scale;
-  }
+  const t = sharedTargets(targets, rows);
+  runRows('crossEntropy', 'crossEntropyGradRows', [logits, t, dx], [cols, ignoreIndex, scale], rows, rows * cols);
+  if (t !== targets) arenaFree(t);
   return dx;
 }
 
@@ -111,24 +81,7 @@ export function layerNormRows(
   const y = alloc(rows * cols);
   const mean = alloc(rows);
   const rstd = alloc(rows);
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    let s = 0;
-    for (let c = 0; c < cols; c++) s += x[o + c];
-    const mu = s / cols;
-    let v = 0;
-    for (let c = 0; c < cols; c++) {
-      const d = x[o + c] - mu;
-      v += d * d;
-    }
-    const rs = 1 / Math.sqrt(v / cols + eps);
-    mean[r] = mu;
-    rstd[r] = rs;
-    for (let c = 0; c < cols; c++) {
-      const h = (x[o + c] - mu) * rs;
-      y[o + c] = h * (w ? w[c] : 1) + (b ? b[c] : 0);
-    }
-  }
+  runRows('layerNorm', 'layerNormRows', [x, w, b, y, mean, rstd], [cols, eps], rows, rows * cols);
   return { y, mean, rstd };
 }
 
@@ -139,30 +92,9 @@ export function layerNormGradRows(
   const dx = need.x ? alloc(rows * cols) : null;
   const dw = need.w ? alloc(cols) : null;
   const db = need.b ? alloc(cols) : null;
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    const mu = mean[r];
-    const rs = rstd[r];
-    let sumG = 0;
-    let sumGH = 0;
-    for (let c = 0; c < cols; c++) {
-      const h = (x[o + c] - mu) * rs;
-      const g = dy[o + c] * (w ? w[c] : 1);
-      sumG += g;
-      sumGH += g * h;
-      if (dw) dw[c] += dy[o + c] * h;
-      if (db) db[c] += dy[o + c];
-    }
-    if (dx) {
-      const mg = sumG / cols;
-      const mgh = sumGH / cols;
-      for (let c = 0; c < cols; c++) {
-        const h = (x[o + c] - mu) * rs;
-        const g = dy[o + c] * (w ? w[c] : 1);
-        dx[o + c] = rs * (g - mg - h * mgh);
-      }
-    }
-  }
+  if (dx) runRows('layerNorm', 'layerNormGradXRows', [x, w, mean, rstd, dy, dx], [cols], rows, rows * cols);
+  // The weight and bias gradients sum over rows: split by columns, so each sum keeps its order.
+  if (dw || db) runRows('layerNorm', 'normGradWCols', [x, mean, rstd, dy, dw, db], [cols, rows], cols, rows * cols);
   return { dx, dw, db };
 }
 
@@ -171,14 +103,7 @@ export function rmsNormRows(
 ): { y: FArr; rstd: FArr } {
   const y = alloc(rows * cols);
   const rstd = alloc(rows);
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    let s = 0;
-    for (let c = 0; c < cols; c++) s += x[o + c] * x[o + c];
-    const rs = 1 / Math.sqrt(s / cols + eps);
-    rstd[r] = rs;
-    for (let c = 0; c < cols; c++) y[o + c] = x[o + c] * rs * (w ? w[c] : 1);
-  }
+  runRows('rmsNorm', 'rmsNormRows', [x, w, y, rstd], [cols, eps], rows, rows * cols);
   return { y, rstd };
 }
 
@@ -187,24 +112,19 @@ export function rmsNormGradRows(
 ): { dx: FArr | null; dw: FArr | null } {
   const dx = need.x ? alloc(rows * cols) : null;
   const dw = need.w ? alloc(cols) : null;
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    const rs = rstd[r];
-    let sumGH = 0;
-    for (let c = 0; c < cols; c++) {
-      const h = x[o + c] * rs;
-      sumGH += dy[o + c] * (w ? w[c] : 1) * h;
-      if (dw) dw[c] += dy[o + c] * h;
-    }
-    if (dx) {
-      const mgh = sumGH / cols;
-      for (let c = 0; c < cols; c++) {
-        const h = x[o + c] * rs;
-        dx[o + c] = rs * (dy[o + c] * (w ? w[c] : 1) - h * mgh);
-      }
-    }
-  }
+  if (dx) runRows('rmsNorm', 'rmsNormGradXRows', [x, w, rstd, dy, dx], [cols], rows, rows * cols);
+  if (dw) runRows('rmsNorm', 'normGradWCols', [x, null, rstd, dy, dw, null], [cols, rows], cols, rows * cols);
   return { dx, dw };
+}
+
+/** out = silu(x) over n elements. */
+export function siluInto(x: FArr, out: FArr, n: number): void {
+  runRows('silu', 'siluElements', [x, out], [], n, n);
+}
+
+/** out = dy * silu'(x) over n elements. */
+export function siluGradInto(x: FArr, dy: FArr, out: FArr, n: number): void {
+  runRows('silu', 'siluGradElements', [x, dy, out], [], n, n);
 }
 
 /** In place: p, m, v are updated and returned. */
@@ -214,13 +134,5 @@ export function adamInPlace(p: FArr, g: FArr, m: FArr, v: FArr, size: number, h:
   const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
   const stepSize = lr / bc1;
   const decay = decoupled ? 1 - lr * weightDecay : 1;
-  for (let i = 0; i < size; i++) {
-    let gi = g[i];
-    if (!decoupled && weightDecay !== 0) gi += weightDecay * p[i];
-    const mi = beta1 * m[i] + (1 - beta1) * gi;
-    const vi = beta2 * v[i] + (1 - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / bc2Sqrt + eps);
-  }
+  runRows('adamUpdate', 'adamElements', [p, g, m, v], [beta1, beta2, eps, weightDecay, decoupled ? 1 : 0, stepSize, decay, bc2Sqrt], size, 4 * size);
 }

@@ -1,4 +1,5 @@
-import { wasmRuntime, workspaceOf, type WasmRuntime } from './wasm-module.ts';
+import { wasmRuntime, type WasmRuntime } from './wasm-module.ts';
+import { workspaceOf } from './arena.ts';
 import {
   CTL_CLAIM, CTL_COUNT, CTL_DESC, CTL_DONE, CTL_FAILED, CTL_GEN, CTL_KIND, CTL_QUIT, CTL_READY, CTL_WORDS, ERROR_BASE,
   ERROR_BYTES, GEN_MASK, JOB_FAIL, MAX_TILES, MAX_WORKERS, TILE_BITS, WORKER_SOURCE,
@@ -188,6 +189,13 @@ function warnOnce(): void {
 
 const workers: WorkerHandle[] = [];
 let generation = 0;
+/** Jobs handed to the pool so far, by kernel name (tests check that a kernel really ran split). */
+const jobCounts = new Map<string, number>();
+
+/** How many jobs of `kernel` went to the pool in this process. */
+export function parallelJobs(kernel: string): number {
+  return jobCounts.get(kernel) ?? 0;
+}
 
 function control(rt: WasmRuntime): Int32Array {
   return new Int32Array(rt.memory.buffer, 0, CTL_WORDS);
@@ -210,9 +218,12 @@ function ensureWorkers(rt: WasmRuntime, n: number): boolean {
     const index = workers.length + 1;
     Atomics.store(ctl, CTL_READY + index, 0);
     Atomics.store(ctl, CTL_QUIT + index, 0);
+    const workspace = workspaceOf(index);
+    // The memory is full: this kernel runs on the calling thread.
+    if (workspace < 0) return false;
     try {
       workers.push(f(WORKER_SOURCE, {
-        memory: rt.memory, gemmModule: rt.gemmModule, actModule: rt.actModule, index, workspace: workspaceOf(index),
+        memory: rt.memory, gemmModule: rt.gemmModule, actModule: rt.actModule, index, workspace,
       }));
     } catch (e) {
       broken = `starting worker ${index} failed: ${(e as Error).message}`;
@@ -279,6 +290,7 @@ export function runParallel(
   const rt = wasmRuntime();
   if (rt === null || !ensureWorkers(rt, threads)) return false;
   const ctl = control(rt);
+  jobCounts.set(kernel, parallelJobs(kernel) + 1);
   const g = (generation = (generation + 1) & GEN_MASK);
   // Close the claim word under the new generation first: a worker still on the old job stops claiming.
   Atomics.store(ctl, CTL_CLAIM, ((g << TILE_BITS) | MAX_TILES) | 0);

@@ -1,18 +1,10 @@
 import { runParallel, threadsFor } from './threads.ts';
-import { ensureBytes, operandBase, wasmRuntime, type WasmRuntime } from './wasm-module.ts';
+import { wasmRuntime, type WasmRuntime } from './wasm-module.ts';
+import { Scratch, arenaBuffer, inArena } from './arena.ts';
 import { DESC_WORDS, JOB_GELU, JOB_GELU_GRAD, MAX_TILES } from './worker-source.ts';
 
 /** Below this many elements GELU runs on one thread. */
 export const PARALLEL_ELEMENTWISE_MIN = 1 << 16;
-
-/** Room for `arrays` arrays of n floats (each padded to whole 4-lane vectors); their byte offsets. */
-function reserve(rt: WasmRuntime, threads: number, n: number, arrays: number): number[] | null {
-  const stride = Math.ceil(n / 4) * 16;
-  const base = operandBase(threads);
-  if (!ensureBytes(rt.memory, base + stride * arrays)) return null;
-  // One more offset: the free room after the arrays (for the tiles' descriptors).
-  return Array.from({ length: arrays + 1 }, (_, i) => base + i * stride);
-}
 
 /** Vectors per tile at least: smaller pieces cost more to hand out than they take to compute. */
 const MIN_TILE_VECTORS = 4096;
@@ -24,11 +16,10 @@ const MIN_TILE_VECTORS = 4096;
  * free room for the descriptors.
  */
 function spread(
-  kernel: string, job: number, threads: number, n4: number, ptrs: number[], at: number,
+  kernel: string, job: number, threads: number, n4: number, ptrs: number[], at: number, count: number,
   rt: WasmRuntime, run: (v0: number, v1: number) => void,
 ): void {
-  const count = Math.min(3 * threads, Math.ceil(n4 / MIN_TILE_VECTORS), MAX_TILES - 1);
-  if (threads === 1 || count < 2 || !ensureBytes(rt.memory, at + count * DESC_WORDS * 4)) {
+  if (threads === 1 || count < 2) {
     run(0, n4);
     return;
   }
@@ -44,30 +35,42 @@ function spread(
   if (!ran) run(0, n4);
 }
 
+/**
+ * Runs a GELU kernel over x.length elements: arrays in the shared memory in
+ * place, others through scratch (the last array is the output).
+ */
+function geluKernel(
+  job: number, arrays: Float32Array[], run: (rt: WasmRuntime, ptrs: number[], v0: number, v1: number) => void,
+): boolean {
+  const rt = wasmRuntime();
+  if (!rt) return false;
+  const n = arrays[0].length;
+  const T = threadsFor(n, PARALLEL_ELEMENTWISE_MIN);
+  const scratch = new Scratch();
+  // Each scratch array is padded to whole 4-lane vectors (an arena block is 64-byte aligned and padded too).
+  const ptrs = arrays.map((x) => scratch.place(x, Math.ceil(n / 4) * 16));
+  const count = Math.min(3 * T, Math.ceil(n / 4 / MIN_TILE_VECTORS), MAX_TILES - 1);
+  const at = scratch.take(count * DESC_WORDS * 4);
+  try {
+    if (!scratch.ok) return false;
+    const buf = arenaBuffer(rt);
+    arrays.forEach((x, i) => { if (i < arrays.length - 1 && !inArena(x)) new Float32Array(buf, ptrs[i], n).set(x); });
+    spread('gelu', job, T, Math.ceil(n / 4), ptrs, at, count, rt, (v0, v1) => run(rt, ptrs, v0, v1));
+    const out = arrays[arrays.length - 1];
+    if (!inArena(out)) out.set(new Float32Array(rt.memory.buffer, ptrs[ptrs.length - 1], n));
+    return true;
+  } finally {
+    scratch.done();
+  }
+}
+
 /** out = gelu(x) on the SIMD kernel; false when WebAssembly SIMD is unavailable. */
 export function geluWasm(x: Float32Array, out: Float32Array): boolean {
-  const rt = wasmRuntime();
-  const T = threadsFor(x.length, PARALLEL_ELEMENTWISE_MIN);
-  const at = rt && reserve(rt, T, x.length, 2);
-  if (!rt || !at) return false;
-  new Float32Array(rt.memory.buffer, at[0], x.length).set(x);
-  spread('gelu', JOB_GELU, T, Math.ceil(x.length / 4), at.slice(0, 2), at[2], rt,
-    (v0, v1) => rt.act.gelu(at[0] + v0 * 16, at[1] + v0 * 16, v1 - v0));
-  out.set(new Float32Array(rt.memory.buffer, at[1], x.length));
-  return true;
+  return geluKernel(JOB_GELU, [x, out.subarray(0, x.length)], (rt, [px, po], v0, v1) => rt.act.gelu(px + v0 * 16, po + v0 * 16, v1 - v0));
 }
 
 /** out = dy * gelu'(x) on the SIMD kernel; false when WebAssembly SIMD is unavailable. */
 export function geluGradWasm(x: Float32Array, dy: Float32Array, out: Float32Array): boolean {
-  const rt = wasmRuntime();
-  const T = threadsFor(x.length, PARALLEL_ELEMENTWISE_MIN);
-  const at = rt && reserve(rt, T, x.length, 3);
-  if (!rt || !at) return false;
-  const buf = rt.memory.buffer;
-  new Float32Array(buf, at[0], x.length).set(x);
-  new Float32Array(buf, at[1], x.length).set(dy.subarray(0, x.length));
-  spread('gelu', JOB_GELU_GRAD, T, Math.ceil(x.length / 4), at.slice(0, 3), at[3], rt, (v0, v1) =>
-    rt.act.geluGrad(at[0] + v0 * 16, at[1] + v0 * 16, at[2] + v0 * 16, v1 - v0));
-  out.set(new Float32Array(rt.memory.buffer, at[2], x.length));
-  return true;
+  return geluKernel(JOB_GELU_GRAD, [x, dy.subarray(0, x.length), out.subarray(0, x.length)], (rt, [px, pd, po], v0, v1) =>
+    rt.act.geluGrad(px + v0 * 16, pd + v0 * 16, po + v0 * 16, v1 - v0));
 }

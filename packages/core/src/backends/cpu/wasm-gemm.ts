@@ -1,8 +1,7 @@
 import { BF16Array, F16Array, f16BitsToNumber, type HalfArr } from './half.ts';
 import { runParallel, threadsFor } from './threads.ts';
-import {
-  KC, MC, NC, align16, ensureBytes, ensureF16Table, operandBase, wasmRuntime, workspaceOf, type WasmRuntime,
-} from './wasm-module.ts';
+import { KC, MC, NC, ensureF16Table, wasmRuntime, type WasmRuntime } from './wasm-module.ts';
+import { Scratch, arenaBuffer, inArena, workspaceOf } from './arena.ts';
 import { DESC_WORDS, JOB_GEMM, MAX_TILES } from './worker-source.ts';
 
 /**
@@ -96,17 +95,22 @@ export function gemmWasm(
   const bmode = B instanceof BF16Array ? 1 : B instanceof F16Array ? 2 : 0;
   const bBytes = B.BYTES_PER_ELEMENT;
   const tiles = planTiles(batches, m, n, batches <= MAX_TILES - 1 ? T : 1);
-  const aPtr = operandBase(T);
-  const bPtr = align16(aPtr + A.length * 4);
-  const cPtr = align16(bPtr + B.length * bBytes);
-  const dPtr = align16(cPtr + batches * m * n * 4);
-  const end = dPtr + tiles.length * DESC_WORDS * 4;
-  if (!ensureBytes(rt.memory, end)) return false;
+  const cLength = batches * m * n;
+  // Operands that live in the shared memory are read and written in place; others go through scratch.
+  const scratch = new Scratch();
+  const aPtr = scratch.place(A, A.length * 4);
+  const bPtr = scratch.place(B, B.length * bBytes);
+  const cPtr = scratch.place(C, cLength * 4);
+  const dPtr = scratch.take(tiles.length * DESC_WORDS * 4);
+  const ws0 = workspaceOf(0);
+  if (!scratch.ok || ws0 < 0) {
+    scratch.done();
+    return false;
+  }
   if (bmode === 2) ensureF16Table(rt, f16BitsToNumber);
-  const buf = rt.memory.buffer;
-  new Float32Array(buf, aPtr, A.length).set(A);
-  if (bmode === 0) new Float32Array(buf, bPtr, B.length).set(B);
-  else new Uint16Array(buf, bPtr, B.length).set(B);
+  const buf = arenaBuffer(rt);
+  if (!inArena(A)) new Float32Array(buf, aPtr, A.length).set(A);
+  if (!inArena(B)) (bmode === 0 ? new Float32Array(buf, bPtr, B.length) : new Uint16Array(buf, bPtr, B.length)).set(B);
   const d = new Int32Array(buf, dPtr, tiles.length * DESC_WORDS);
   tiles.forEach(({ bi, r0, r1, c0, c1 }, i) => {
     d.set([
@@ -116,10 +120,13 @@ export function gemmWasm(
       cPtr + (bi * m * n + r0 * n + c0) * 4, n, 0, MC, KC, NC, bmode,
     ], i * DESC_WORDS);
   });
-  const ws0 = workspaceOf(0);
-  const ran = T > 1 && tiles.length > 1
-    && runParallel('matmul', JOB_GEMM, T, dPtr, tiles.length, (i) => runTile(rt, d, i, ws0));
-  if (!ran) for (let i = 0; i < tiles.length; i++) runTile(rt, d, i, ws0);
-  C.set(new Float32Array(rt.memory.buffer, cPtr, batches * m * n));
+  try {
+    const ran = T > 1 && tiles.length > 1
+      && runParallel('matmul', JOB_GEMM, T, dPtr, tiles.length, (i) => runTile(rt, d, i, ws0));
+    if (!ran) for (let i = 0; i < tiles.length; i++) runTile(rt, d, i, ws0);
+    if (!inArena(C)) C.set(new Float32Array(rt.memory.buffer, cPtr, cLength));
+  } finally {
+    scratch.done();
+  }
   return true;
 }

@@ -1,5 +1,7 @@
 import { ACTIVATIONS_WASM_BASE64, ACTIVATIONS_WASM_PLAIN_BASE64 } from './activations-wasm.ts';
-import { GEMM_WASM_BASE64, GEMM_WASM_PLAIN_BASE64 } from './gemm-wasm.ts';
+import {
+  GEMM_WASM_BASE64, GEMM_WASM_PLAIN_BASE64, GEMM_WASM_RELAXED_BASE64, GEMM_WASM_RELAXED_PLAIN_BASE64,
+} from './gemm-wasm.ts';
 
 export interface GemmExports {
   gemm(
@@ -27,6 +29,8 @@ export interface WasmRuntime {
   act: ActivationExports;
   gemmModule: WebAssembly.Module;
   actModule: WebAssembly.Module;
+  /** Whether the gemm runs its relaxed-SIMD (fused multiply-add) micro-kernel. */
+  relaxed: boolean;
 }
 
 const PAGE = 65536;
@@ -35,13 +39,14 @@ const MAX_BYTES = 2 ** 31;
 const MAX_PAGES = MAX_BYTES / PAGE;
 
 /**
- * The memory's fixed layout, in bytes: the thread pool's control block, the
- * float16 -> float32 table the gemm reads 16-bit halves through (gemm.wat's
- * `offset=65536`), then one gemm workspace per thread; per-call operands follow.
+ * The memory's fixed layout, in bytes: the thread pool's control block, then
+ * the float16 -> float32 table the gemm reads 16-bit halves through
+ * (gemm.wat's `offset=65536`). Everything after is the arena (arena.ts):
+ * tensors, per-thread gemm workspaces, per-call scratch.
  */
 export const CONTROL_BYTES = 65536;
 export const F16_TABLE = 65536;
-const WORKSPACES = F16_TABLE + 65536 * 4;
+export const FIXED_BYTES = F16_TABLE + 65536 * 4;
 
 /** Gemm cache blocking (tuned on Zen 5): an MC x KC block of A stays in L2, a KC x 8 panel of B in L1. */
 export const MC = 128;
@@ -51,16 +56,6 @@ export const NC = 1024;
 export const WORKSPACE_BYTES = 128 + (MC + NC) * KC * 4;
 
 export const align16 = (x: number): number => Math.ceil(x / 16) * 16;
-
-/** The first byte free for operands when `threads` workspaces are in use. */
-export function operandBase(threads: number): number {
-  return align16(WORKSPACES + threads * WORKSPACE_BYTES);
-}
-
-/** The byte offset of thread t's gemm workspace. */
-export function workspaceOf(t: number): number {
-  return WORKSPACES + t * WORKSPACE_BYTES;
-}
 
 /** Decodes base64 with `atob`, which Node (>= 16) and browsers both have, unlike `Buffer`. */
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
@@ -87,22 +82,37 @@ function instantiate<E>(module: WebAssembly.Module, memory: WebAssembly.Memory):
 let runtime: WasmRuntime | null | undefined;
 
 /**
+ * Whether to use the relaxed-SIMD gemm where the engine has it (default yes).
+ * LOWRANK_RELAXED_SIMD=0 keeps the plain kernel, whose float32 results are
+ * the same on every machine (a fused multiply-add rounds once, so results
+ * with and without one differ in the last bits).
+ */
+function relaxedWanted(): boolean {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  return env?.LOWRANK_RELAXED_SIMD !== '0';
+}
+
+/**
  * The runtime, created on first use; null where WebAssembly SIMD is missing.
  * NOTE: validating the real module is the SIMD feature test: without f32x4 it fails.
  */
 export function wasmRuntime(): WasmRuntime | null {
   if (runtime !== undefined) return runtime;
   if (typeof WebAssembly === 'undefined') return (runtime = null);
-  const initial = Math.ceil(operandBase(1) / PAGE) + 1;
+  const initial = Math.ceil(FIXED_BYTES / PAGE);
   const shared = sharedMemory(initial);
   const memory = shared ?? new WebAssembly.Memory({ initial, maximum: MAX_PAGES });
-  const gemmBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
+  const plainBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
   const actBytes = decodeBase64(shared ? ACTIVATIONS_WASM_BASE64 : ACTIVATIONS_WASM_PLAIN_BASE64);
-  if (!WebAssembly.validate(gemmBytes) || !WebAssembly.validate(actBytes)) return (runtime = null);
+  if (!WebAssembly.validate(plainBytes) || !WebAssembly.validate(actBytes)) return (runtime = null);
+  // NOTE: validating the relaxed module is the relaxed-SIMD feature test (Node 20 needs --experimental-wasm-relaxed-simd).
+  const relaxedBytes = relaxedWanted() ? decodeBase64(shared ? GEMM_WASM_RELAXED_BASE64 : GEMM_WASM_RELAXED_PLAIN_BASE64) : null;
+  const relaxed = relaxedBytes !== null && WebAssembly.validate(relaxedBytes);
+  const gemmBytes = relaxed ? relaxedBytes : plainBytes;
   const gemmModule = new WebAssembly.Module(gemmBytes);
   const actModule = new WebAssembly.Module(actBytes);
   runtime = {
-    memory, shared: shared !== null, gemmModule, actModule,
+    memory, shared: shared !== null, gemmModule, actModule, relaxed,
     gemm: instantiate<GemmExports>(gemmModule, memory),
     act: instantiate<ActivationExports>(actModule, memory),
   };

@@ -1,3 +1,5 @@
+import { ROW_KERNEL_LIST } from './row-kernels.ts';
+
 /**
  * The source of a cpu-backend worker, as a string: Node runs it with
  * `new Worker(src, { eval: true })`, a browser from a Blob URL, so no file
@@ -35,10 +37,24 @@ export const DESC_WORDS = 16;
 export const JOB_GEMM = 1;
 export const JOB_GELU = 2;
 export const JOB_GELU_GRAD = 3;
+/** A row kernel of row-kernels.ts; the job's header is described at ROW_HEADER_WORDS. */
+export const JOB_ROWS = 4;
+/**
+ * A row job's header (Int32 words at the job's desc): kernel, units, tiles,
+ * array count, then (byte offset, length, type) per array, type 0 absent,
+ * 1 float32, 2 int32, 3 float64; the kernel's numbers follow as float64 at
+ * byte ROW_HEADER_WORDS * 4. Tile i runs units [floor(i u / n), floor((i + 1) u / n)).
+ */
+export const ROW_HEADER_WORDS = 32;
+export const ROW_MAX_ARRAYS = 9;
+export const ROW_MAX_SCALARS = 8;
 /** Test hook: the tile throws, as a kernel bug would. */
 export const JOB_FAIL = 99;
 
 export const WORKER_SOURCE = `
+const ROW_KERNELS = [
+${ROW_KERNEL_LIST.map(String).join(',\n')}
+];
 'use strict';
 const C = { GEN: ${CTL_GEN}, KIND: ${CTL_KIND}, COUNT: ${CTL_COUNT}, DESC: ${CTL_DESC}, CLAIM: ${CTL_CLAIM},
   DONE: ${CTL_DONE}, FAILED: ${CTL_FAILED}, READY: ${CTL_READY}, QUIT: ${CTL_QUIT}, WORDS: ${CTL_WORDS} };
@@ -73,6 +89,16 @@ function start(d) {
       act.gelu(w[0], w[1], w[2]);
     } else if (kind === ${JOB_GELU_GRAD}) {
       act.geluGrad(w[0], w[1], w[2], w[3]);
+    } else if (kind === ${JOB_ROWS}) {
+      const h = new Int32Array(memory.buffer, desc, ${ROW_HEADER_WORDS});
+      const nums = new Float64Array(memory.buffer, desc + ${ROW_HEADER_WORDS * 4}, ${ROW_MAX_SCALARS});
+      const views = [];
+      for (let a = 0; a < h[3]; a++) {
+        const at = h[4 + 3 * a], len = h[5 + 3 * a], type = h[6 + 3 * a];
+        views.push(type === 0 ? null : new (type === 1 ? Float32Array : type === 2 ? Int32Array : Float64Array)(memory.buffer, at, len));
+      }
+      const units = h[1], count = h[2];
+      ROW_KERNELS[h[0]](views, nums, Math.floor(i * units / count), Math.floor((i + 1) * units / count));
     } else if (kind === ${JOB_FAIL}) {
       throw new Error('deliberate failure (test hook)');
     } else {
