@@ -1,4 +1,4 @@
-import type { CompiledKernel, GpuJs } from './gpujs.ts';
+import type { CompiledKernel, GpuJs, RawGl } from './gpujs.ts';
 
 /** One cached kernel and how many of its outputs are alive (an evicted kernel must have none). */
 interface Entry {
@@ -61,7 +61,7 @@ export class KernelCache {
   }
 
   /** Compiles from the GpuJs wrapper (kept here so callers need not import it). */
-  compile(source: string, loopMax: number, types: Record<string, string>): CompiledKernel {
-    return this.gj.compile(source, loopMax, types);
+  compile(source: string, loopMax: number, types: Record<string, string>, raw?: RawGl): CompiledKernel {
+    return this.gj.compile(source, loopMax, types, raw);
   }
 }

@@ -1,6 +1,9 @@
 import type { GPU, GPUVariableType, Texture } from 'gpu.js';
 import { linNatives } from './codegen.ts';
 import { gpuJs } from './load.ts';
+import { patchKernelShader, type RawGl } from './shader-patch.ts';
+
+export type { RawGl } from './shader-patch.ts';
 
 /** The gpu.js modes this backend drives. */
 export type GpuMode = 'headlessgl' | 'webgl2' | 'webgl' | 'webasm' | 'cpu';
@@ -43,6 +46,7 @@ interface KernelSettingsIn {
   strictIntegers: boolean;
   loopMaxIterations: number;
   tactic: 'precision';
+  optimizeFloatMemory: boolean;
 }
 
 /** Which gpu.js mode would run, probing each explicitly and never silently. */
@@ -89,7 +93,7 @@ export class GpuJs {
    * change per call (dynamicOutput/dynamicArguments), so one compile serves
    * every shape. `argumentTypes` names each argument's gpu.js type.
    */
-  compile(source: string, loopMax: number, argumentTypes: Record<string, string>): CompiledKernel {
+  compile(source: string, loopMax: number, argumentTypes: Record<string, string>, raw?: RawGl): CompiledKernel {
     const settings: KernelSettingsIn = {
       output: [1],
       argumentTypes: argumentTypes as Record<string, GPUVariableType>,
@@ -101,8 +105,12 @@ export class GpuJs {
       strictIntegers: true,
       loopMaxIterations: Math.max(1, loopMax),
       tactic: 'precision',
+      // GL: packed storage, 4 values per RGBA32F texel (gpu.js runs the kernel body once per channel).
+      optimizeFloatMemory: isGlMode(this.mode),
     };
     const k = this.gpu.createKernel(source, settings);
+    if (raw && !isGlMode(this.mode)) throw new Error(`gpu backend: a GLSL kernel cannot run in '${this.mode}' mode`);
+    if (isGlMode(this.mode)) patchKernelShader((k as unknown as { kernel?: unknown }).kernel, raw);
     let checked = false;
     let size = 1;
     const run = (n: number, args: readonly KernelArg[]): DeviceBuffer => {

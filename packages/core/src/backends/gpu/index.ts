@@ -13,6 +13,7 @@ import {
   type DeviceBuffer, type GpuMode, type KernelArg,
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
+import { glMatmul, glMatmulFits } from './matmul-gl.ts';
 import * as src from './sources.ts';
 
 export type { GpuMode } from './gpujs.ts';
@@ -223,20 +224,21 @@ export class GpuBackend implements Backend {
     // change rebuilds it, and each kernel keeps only 8), so there one kernel
     // serves one size signature; GL kernels read sizes from uniforms.
     const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}|`;
-    const key = `${sizes}${loopBucket(spec.loop)}|${types.join(',')}|${spec.src}`;
-    const entry = this.entry(key, spec.src, spec.loop, types);
+    const raw = spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '';
+    const key = `${sizes}${loopBucket(spec.loop)}|${types.join(',')}|${raw}${spec.src}`;
+    const entry = this.entry(key, spec, types);
     const out = entry.kernel.run(spec.size, all);
     this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
     return { out, owner: isGlMode(this.mode) ? entry : undefined };
   }
 
   /** A compiled kernel from the cache; a miss counts as a compile. */
-  private entry(key: string, source: string, loop: number, types: readonly string[]) {
+  private entry(key: string, spec: src.KernelSpec, types: readonly string[]) {
     const before = this.cache.compiles;
     const e = this.cache.get(key, () => {
-      const names = argNames(source);
-      if (names.length !== types.length) throw new Error(`gpu backend: kernel takes ${names.length} arguments, given ${types.length}`);
-      return this.cache.compile(source, loopBucket(loop), Object.fromEntries(names.map((n, i) => [n, types[i]])));
+      const names = argNames(spec.src);
+      if (names.length !== types.length) throw new Error(`gpu backend: kernel '${spec.name}' takes ${names.length} arguments, given ${types.length}`);
+      return this.cache.compile(spec.src, loopBucket(spec.loop), Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw);
     });
     if (this.cache.compiles !== before) statsOf(this).compiles++;
     return e;
@@ -426,8 +428,15 @@ export class GpuBackend implements Backend {
   ): GpuData {
     const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
     if (k === 0 && !bias) return this.zeros(sizeOf(outShape));
-    const spec = src.matmul(this.gen(), aShape, bShape, transA, transB, outShape, bias !== null);
+    const spec = isGlMode(this.mode) && glMatmulFits(outShape)
+      ? this.glMatmulSpec(aShape, bShape, transA, transB, outShape, bias !== null)
+      : src.matmul(this.gen(), aShape, bShape, transA, transB, outShape, bias !== null);
     return this.run(spec, bias ? [a, b, bias] : [a, b]);
+  }
+
+  private glMatmulSpec(aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: boolean): src.KernelSpec {
+    const g = glMatmul(aShape, bShape, transA, transB, outShape, bias, this.mode === 'webgl2');
+    return { name: 'matmul4', src: g.src, raw: g.raw, size: g.size, loop: g.loop, ints: g.ints, floats: [] };
   }
 
   strided(x: GpuData, outShape: Shape, strides: readonly number[], offset: number): GpuData {
@@ -624,7 +633,7 @@ export class GpuBackend implements Backend {
     const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal, scale), [q, k]);
     if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
     const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
-    const out = this.run(src.bmm(this.gen(), bh, tq, tk, dv, false), [p, v]);
+    const out = this.bmm([p, v], bh, tq, tk, dv, false);
     this.free(p);
     return { out, lse };
   }
@@ -635,17 +644,27 @@ export class GpuBackend implements Backend {
     need: { q: boolean; k: boolean; v: boolean },
   ) {
     const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
-    const dV = need.v ? this.run(src.bmm(this.gen(), bh, tk, tq, dv, true), [p, dout]) : null;
+    const dV = need.v ? this.bmm([p, dout], bh, tk, tq, dv, true) : null;
     let dQ: GpuData | null = null;
     let dK: GpuData | null = null;
     if (need.q || need.k) {
       const ds = this.run(src.attnDsFused(this.gen(), bh, tq, tk, dv, scale), [p, dout, v, out]);
-      if (need.q) dQ = this.run(src.bmm(this.gen(), bh, tq, tk, dk, false), [ds, k]);
-      if (need.k) dK = this.run(src.bmm(this.gen(), bh, tk, tq, dk, true), [ds, q]);
+      if (need.q) dQ = this.bmm([ds, k], bh, tq, tk, dk, false);
+      if (need.k) dK = this.bmm([ds, q], bh, tk, tq, dk, true);
       this.free(ds);
     }
     this.free(p);
     return { dq: dQ, dk: dK, dv: dV };
+  }
+
+  /** out[h] = A[h] @ B[h] (A[h]^T when transA): A [bh, I, J] or [bh, J, I], B [bh, J, D]. */
+  private bmm([a, b]: [GpuData, GpuData], bh: number, I: number, J: number, D: number, transA: boolean): GpuData {
+    const aShape = transA ? [bh, J, I] : [bh, I, J];
+    const outShape = [bh, I, D];
+    if (isGlMode(this.mode) && glMatmulFits(outShape)) {
+      return this.run(this.glMatmulSpec(aShape, [bh, J, D], transA, false, outShape, false), [a, b]);
+    }
+    return this.run(src.bmm(this.gen(), bh, I, J, D, transA), [a, b]);
   }
 
   adamUpdate(p: GpuData, g: GpuData, m: GpuData, v: GpuData, size: number, h: AdamHyper): { p: GpuData; m: GpuData; v: GpuData } {

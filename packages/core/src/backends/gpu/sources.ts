@@ -1,6 +1,7 @@
 import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { CodeGen, flt, kernelSource, powCode, sigmoidCode, tanhCode } from './codegen.ts';
+import type { RawGl } from './gpujs.ts';
 
 /**
  * A generated kernel: source (generic in its sizes), flat output size,
@@ -14,6 +15,8 @@ export interface KernelSpec {
   loop: number;
   ints: readonly number[];
   floats: readonly number[];
+  /** GL modes: the kernel in GLSL (src then only declares the arguments). */
+  raw?: RawGl;
 }
 
 const T = 'this.thread.x';

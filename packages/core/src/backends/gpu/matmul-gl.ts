@@ -1,0 +1,181 @@
+/**
+ * The GL modes' matmul: hand-written GLSL over packed storage (4 values per
+ * RGBA32F texel). Each fragment computes 4 consecutive outputs of one row
+ * (out[m, n..n+3]) and walks K four at a time, so 16 multiply-adds cost 5
+ * texel fetches (A's 4 values in one, B's 4 rows or columns in 4) instead of
+ * 32. Texel coordinates advance incrementally: no division in the loop.
+ *
+ * Sizes, strides and offsets are integer uniforms as everywhere else, so one
+ * compiled shader serves every shape with the same structure (transposes,
+ * batch rank, bias). Any M and K work (a row that starts mid-texel is read
+ * through a shifting window of two texels, a ragged last K-block is masked),
+ * so a new sequence length reuses the shader; N % 4 == 0 is required (a
+ * fragment's 4 outputs share a row), other N take the generic kernel.
+ *
+ * NOTE: masked lanes are zeroed on both operands, never multiplied by 0, so
+ * an Inf beside the data cannot turn into NaN.
+ */
+import { broadcastStrides, sizeOf, type Shape } from '../../shape.ts';
+import type { RawGl } from './gpujs.ts';
+
+export interface GlMatmul {
+  /** Stub gpu.js source that declares the arguments; its body is replaced by `raw`. */
+  src: string;
+  raw: RawGl;
+  size: number;
+  loop: number;
+  ints: number[];
+}
+
+/** Whether the packed matmul serves these shapes (a fragment's 4 outputs must share a row). */
+export function glMatmulFits(outShape: Shape): boolean {
+  return outShape[outShape.length - 1] % 4 === 0 && sizeOf(outShape) > 0;
+}
+
+/** GLSL helpers: exact integer split by a float reciprocal, texel streams, lane selects. */
+const HELPERS = `
+ivec2 lrSplit(int a, int d) {
+  int q = int(floor((float(a) + 0.5) / float(d)));
+  int r = a - q * d;
+  if (r < 0) { q -= 1; r += d; } else if (r >= d) { q += 1; r -= d; }
+  return ivec2(q, r);
+}
+ivec2 lrTexel(int t, ivec2 size) {
+  ivec2 qr = lrSplit(t, size.x);
+  return ivec2(qr.y, qr.x);
+}
+ivec2 lrStep(ivec2 p, ivec2 st, int w) {
+  p += st;
+  if (p.x >= w) { p.x -= w; p.y += 1; }
+  return p;
+}
+vec4 lrShift(vec4 lo, vec4 hi, int s) {
+  if (s == 0) { return lo; }
+  if (s == 1) { return vec4(lo.yzw, hi.x); }
+  if (s == 2) { return vec4(lo.zw, hi.xy); }
+  return vec4(lo.w, hi.xyz);
+}
+float lrPick(vec4 t, int c) {
+  if (c == 0) { return t.x; }
+  if (c == 1) { return t.y; }
+  if (c == 2) { return t.z; }
+  return t.w;
+}
+vec4 lrKeep(vec4 v, int r) {
+  if (r < 4) { v.w = 0.0; }
+  if (r < 3) { v.z = 0.0; }
+  if (r < 2) { v.y = 0.0; }
+  return v;
+}
+`;
+
+/** Emits GLSL for texel reads of one argument. */
+class Reads {
+  constructor(readonly arg: 'a' | 'b', readonly tex: string) {}
+
+  fetch(p: string): string {
+    return `${this.tex}(user_${this.arg}, (vec2(${p}) + 0.5) * i${this.arg})`;
+  }
+
+  /** A window over 4 consecutive elements from flat element `e`, one texel further per step. */
+  initRun(name: string, e: string): string {
+    const size = `user_${this.arg}Size`;
+    return `  ivec2 ${name}q = lrSplit(${e}, 4);\n  int ${name}s = ${name}q.y;\n` +
+      `  ivec2 ${name}p = lrTexel(${name}q.x, ${size});\n  vec4 ${name}lo = ${this.fetch(`${name}p`)};\n` +
+      `  ${name}p = lrStep(${name}p, ivec2(1, 0), ${size}.x);\n`;
+  }
+
+  stepRun(name: string, v: string): string {
+    return `    vec4 ${name}hi = ${this.fetch(`${name}p`)};\n    vec4 ${v} = lrShift(${name}lo, ${name}hi, ${name}s);\n` +
+      `    ${name}lo = ${name}hi;\n    ${name}p = lrStep(${name}p, ivec2(1, 0), user_${this.arg}Size.x);\n`;
+  }
+
+  /** One element per step from flat element `e`, `stride` texels further per step (its channel never changes). */
+  initLane(name: string, e: string): string {
+    return `  ivec2 ${name}q = lrSplit(${e}, 4);\n  int ${name}c = ${name}q.y;\n  ivec2 ${name}p = lrTexel(${name}q.x, user_${this.arg}Size);\n`;
+  }
+
+  stepLane(name: string): string {
+    return `lrPick(${this.fetch(`${name}p`)}, ${name}c)`;
+  }
+}
+
+/**
+ * out = a @ b (+ bias), a [..., aRows, aCols] (transposed when transA), b
+ * likewise, out [...batch, M, N]; batch dims broadcast.
+ */
+export function glMatmul(
+  aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, withBias: boolean, webgl2: boolean,
+): GlMatmul {
+  const r = outShape.length;
+  const M = outShape[r - 2];
+  const N = outShape[r - 1];
+  const K = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
+  const batch = outShape.slice(0, -2);
+  const aMat = aShape[aShape.length - 2] * aShape[aShape.length - 1];
+  const bMat = bShape[bShape.length - 2] * bShape[bShape.length - 1];
+  const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aMat);
+  const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
+  const ints: number[] = [];
+  const u = (v: number): string => {
+    ints.push(v);
+    return `user_n${ints.length - 1}`;
+  };
+  const tex = webgl2 ? 'texture' : 'texture2D';
+  const A = new Reads('a', tex);
+  const B = new Reads('b', tex);
+  const size = sizeOf(outShape);
+  const total = u(size);
+  const nN = u(N);
+  const nMN = u(M * N);
+  const nK = u(K);
+  const nM = u(M);
+  let body = `vec4 lrMatmul() {\n  int o = index * 4;\n  if (o >= ${total}) { return vec4(0.0); }\n`;
+  body += `  ivec2 bq = lrSplit(o, ${nMN});\n  ivec2 mn = lrSplit(bq.y, ${nN});\n  int m = mn.x;\n  int n = mn.y;\n`;
+  body += '  int aOff = 0;\n  int bOff = 0;\n';
+  if (batch.length > 0) {
+    body += '  int bt = bq.x;\n';
+    for (let d = batch.length - 1; d >= 0; d--) {
+      body += `  ivec2 c${d} = lrSplit(bt, ${u(batch[d])});\n  bt = c${d}.x;\n`;
+      body += `  aOff += c${d}.y * ${u(aBatch[d])};\n  bOff += c${d}.y * ${u(bBatch[d])};\n`;
+    }
+  }
+  body += '  vec2 ia = 1.0 / vec2(user_aSize);\n  vec2 ib = 1.0 / vec2(user_bSize);\n';
+  // a[m, k..k+3]: a window along the row, or (transposed) 4 lanes M elements = M/4... apart: k*M + m.
+  let loop = '';
+  if (!transA) {
+    body += A.initRun('ra', `aOff + m * ${nK}`);
+    loop += A.stepRun('ra', 'av');
+  } else {
+    for (let j = 0; j < 4; j++) body += A.initLane(`la${j}`, `aOff + ${j} * ${nM} + m`);
+    // 4 rows further is 4 M elements = M texels: each lane keeps its channel.
+    body += `  ivec2 sa = lrTexel(${nM}, user_aSize);\n`;
+    loop += `    vec4 av = vec4(${[0, 1, 2, 3].map((j) => A.stepLane(`la${j}`)).join(', ')});\n`;
+    for (let j = 0; j < 4; j++) loop += `    la${j}p = lrStep(la${j}p, sa, user_aSize.x);\n`;
+  }
+  // b rows k..k+3 at n..n+3 (aligned: N % 4 == 0), or (transposed) windows along rows n..n+3.
+  if (!transB) {
+    body += `  ivec2 pb = lrTexel((bOff + n) / 4, user_bSize);\n  ivec2 sb = lrTexel(${nN} / 4, user_bSize);\n`;
+    for (let j = 0; j < 4; j++) loop += `    vec4 b${j} = ${B.fetch('pb')};\n    pb = lrStep(pb, sb, user_bSize.x);\n`;
+  } else {
+    for (let j = 0; j < 4; j++) {
+      body += B.initRun(`rb${j}`, `bOff + (n + ${j}) * ${nK}`);
+      loop += B.stepRun(`rb${j}`, `b${j}`);
+    }
+  }
+  // The last, ragged block: lanes past K are zeroed on both sides.
+  loop += `    int left = ${nK} - k;\n    if (left < 4) {\n      av = lrKeep(av, left);\n`;
+  loop += transB
+    ? [0, 1, 2, 3].map((j) => `      b${j} = lrKeep(b${j}, left);\n`).join('')
+    : '      if (left < 4) { b3 = vec4(0.0); }\n      if (left < 3) { b2 = vec4(0.0); }\n      if (left < 2) { b1 = vec4(0.0); }\n';
+  loop += '    }\n';
+  loop += transB
+    ? '    acc += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));\n'
+    : '    acc += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;\n';
+  body += withBias ? `  vec4 acc = ${tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize));\n` : '  vec4 acc = vec4(0.0);\n';
+  body += `  for (int k = 0; k < LOOP_MAX; k += 4) {\n    if (k >= ${nK}) { break; }\n${loop}  }\n  return acc;\n}\n`;
+  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...ints.map((_, i) => `n${i}`)];
+  // The stub reads every argument so gpu.js declares each uniform; its body never runs.
+  const stub = `function (${args.join(', ')}) {\nlet s = a[0] + b[0]${withBias ? ' + bias[0]' : ''};\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: K, ints };
+}
