@@ -1,5 +1,6 @@
 // Saved in a loop by a child process that crash.test.ts kills with SIGKILL at random times.
-// argv: format (peft | native | checkpoint), dir, first generation. Generation g writes every
+// argv: format (peft | native | checkpoint), dir, first generation, and optionally how many saves
+// to make before exiting (default: until killed). Generation g writes every
 // lora_B (or every parameter) as g, and loraAlpha 8 for even g, 16 for odd g; prints `saved g`.
 import '@lowrank/core/node';
 import { constant_, TransformerLM, gptTiny } from '@lowrank/nn';
@@ -11,11 +12,12 @@ import path from 'node:path';
 
 export const alphaOf = (g: number): number => (g % 2 === 0 ? 8 : 16);
 
-const [format, dir, first] = process.argv.slice(2);
+const [format, dir, first, count] = process.argv.slice(2);
+const last = count === undefined ? Infinity : Number(first) + Number(count) - 1;
 const model = new TransformerLM(gptTiny());
 const peft = getPeftModel(model, { r: 8, loraAlpha: 8, targetModules: ['q_proj', 'v_proj', 'up_proj', 'down_proj'] });
 process.stdout.write('ready\n');
-for (let g = Number(first); ; g++) {
+for (let g = Number(first); g <= last; g++) {
   noGrad(() => {
     if (format === 'checkpoint') for (const p of model.parameters()) constant_(p, g);
     else for (const [, l] of peft.baseModel.loraLayers()) constant_(l.loraB.get('default').weight, g);

@@ -83,7 +83,7 @@ describe('kill -9 during saves', { concurrency: 3 }, () => {
       mkdirSync(dir, { recursive: true });
       const rnd = lcg(format.length * 7919);
       // Generation 0, saved to completion, is "the old set" of the first trial.
-      assert.equal(await runAndKillAfterFirstSave(format, dir), 0);
+      assert.equal(await saveOnce(format, dir), 0);
       let g = await loadedGeneration(format, dir);
       const row = { trials: TRIALS, loadedOld: 0, loadedNew: 0, mixed: 0, leftTemps: 0, maxTempBytes: 0 };
       for (let t = 0; t < TRIALS; t++) {
@@ -107,21 +107,23 @@ describe('kill -9 during saves', { concurrency: 3 }, () => {
       crashTable[format] = row;
       console.log(`crash ${format}: ${JSON.stringify(row)}`);
       // The next save removes what the killed ones left.
-      await runAndKillAfterFirstSave(format, dir, g + 1);
+      await saveOnce(format, dir, g + 1);
       assert.deepEqual(temps(dir), [], 'stale temp files removed by the next save');
     });
   }
 });
 
-/** Runs the child until its first save is reported, then kills it. */
-function runAndKillAfterFirstSave(format: string, dir: string, first = 0): Promise<number> {
+/**
+ * Runs the child for one complete save and lets it exit. (Killing it once `saved` is reported
+ * would race its next save, whose temp files a kill leaves behind by design.)
+ */
+function saveOnce(format: string, dir: string, first = 0): Promise<number> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [child, format, dir, String(first)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [child, format, dir, String(first), '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
     let err = '';
-    p.stdout.on('data', (d: Buffer) => {
-      if (d.toString().includes(`saved ${first}`)) p.kill('SIGKILL');
-    });
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolve(first) : reject(new Error(`child exited ${code}: ${err}`))));
+    p.on('exit', (code) => (code === 0 && out.includes(`saved ${first}`) ? resolve(first) : reject(new Error(`child exited ${code}: ${err}`))));
   });
 }
