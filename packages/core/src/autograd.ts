@@ -202,7 +202,8 @@ function sweep(root: Tensor, grad: Tensor | undefined): void {
     fn.inputs.forEach((input, k) => {
       const thunk = thunks[k];
       if (!thunk || !input.requiresGrad) return;
-      let g = thunk();
+      // A thunk's temporaries are freed as it returns (nothing is saved under the sweep's noGrad).
+      let g = forwardScope(thunk);
       // A fresh handle, so that each gradient can be disposed on its own.
       if (g === dy) g = shareStorage(dy, dy.shape);
       if (!shapesEqual(g.shape, input.shape)) {

@@ -44,14 +44,7 @@ export function div(a: Tensor, b: Tensor | number): Tensor {
   const y = binaryRaw('div', a, b);
   return attach('div', y, [a, b], (dy) => [
     () => div(dy, b),
-    () => {
-      const t = div(y, b);
-      const g = mul(dy, t);
-      t.dispose();
-      const n = affine(g, -1, 0);
-      g.dispose();
-      return n;
-    },
+    () => affine(mul(dy, div(y, b)), -1, 0),
   ]);
 }
 
@@ -61,14 +54,7 @@ export function powScalar(x: Tensor, exponent: number): Tensor {
   const b = backendOf('pow', x);
   const y = result(b, runKernel(b, 'powScalar', x.shape, x.data_, x.size, exponent), x.shape);
   return attach('pow', y, [x], (dy) => [
-    () => {
-      const p = powScalar(x, exponent - 1);
-      const d = affine(p, exponent, 0);
-      const g = mul(dy, d);
-      p.dispose();
-      d.dispose();
-      return g;
-    },
+    () => mul(dy, affine(powScalar(x, exponent - 1), exponent, 0)),
   ]);
 }
 
@@ -78,22 +64,8 @@ export function pow(x: Tensor, e: Tensor | number): Tensor {
   requireFloat('pow', x, e);
   const y = binaryRaw('pow', x, e);
   return attach('pow', y, [x, e], (dy) => [
-    () => {
-      const em1 = affine(e, 1, -1);
-      const p = binaryRaw('pow', x, em1, 'pow');
-      const d = mul(p, e);
-      const g = mul(dy, d);
-      for (const t of [em1, p, d]) t.dispose();
-      return g;
-    },
-    () => {
-      const l = log(x);
-      const d = mul(y, l);
-      const g = mul(dy, d);
-      l.dispose();
-      d.dispose();
-      return g;
-    },
+    () => mul(dy, mul(binaryRaw('pow', x, affine(e, 1, -1), 'pow'), e)),
+    () => mul(dy, mul(y, log(x))),
   ]);
 }
 
@@ -101,13 +73,10 @@ export function pow(x: Tensor, e: Tensor | number): Tensor {
 export function maximum(a: Tensor, b: Tensor): Tensor {
   requireFloat('maximum', a, b);
   const y = binaryRaw('maximum', a, b);
-  const masked = (aSide: boolean) => (dy: Tensor): Tensor => {
-    const isA = binaryRaw('eq', y, a);
-    const g = aSide ? where(isA, dy, 0) : where(isA, 0, dy);
-    isA.dispose();
-    return g;
-  };
-  return attach('maximum', y, [a, b], (dy) => [() => masked(true)(dy), () => masked(false)(dy)]);
+  return attach('maximum', y, [a, b], (dy) => [
+    () => where(binaryRaw('eq', y, a), dy, 0),
+    () => where(binaryRaw('eq', y, a), 0, dy),
+  ]);
 }
 
 /** Elementwise minimum, -maximum(-a, -b): NaN in either input gives NaN (torch.minimum). */

@@ -31,12 +31,7 @@ export function sum(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
   const axes = normalizeAxes('sum', axis, x.rank);
   const y = reduceRaw('sum', x, axes, keepdim);
   return attach('sum', y, [x], (dy) => [
-    () => {
-      const r = reshape(dy, reduced(x.shape, axes, true));
-      const g = expand(r, x.shape);
-      r.dispose();
-      return g;
-    },
+    () => expand(reshape(dy, reduced(x.shape, axes, true)), x.shape),
   ], []);
 }
 
@@ -59,10 +54,7 @@ export function max(x: Tensor, axis: AxisArg = null, keepdim = false): Tensor {
       const keepShape = reduced(x.shape, axes, true);
       const yk = reshape(y, keepShape);
       const dyk = reshape(dy, keepShape);
-      const mask = eq(x, yk);
-      const g = mul(mask, dyk);
-      for (const t of [yk, dyk, mask]) t.dispose();
-      return g;
+      return mul(eq(x, yk), dyk);
     },
   ]);
 }
