@@ -3,7 +3,8 @@
 // SwiftShader. Run with `npm run test:browser` (.ci/run runs it after npm test).
 // It fails, never skips, when Chromium is missing.
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +17,9 @@ import {
   type BaseModel, type PeftFiles,
 } from '../../examples/web/src/recipe.ts';
 import type { RunSummary } from '../../examples/web/src/protocol.ts';
+import { hfLogits, hfLoraRun, encodeHf, loadHfBase, loadHfPeft } from '../../examples/web/src/hf.ts';
+import { fixturesDir } from '../fixtures-dir.ts';
+import { charTokenizerFiles } from '../pretrained/tiny-tokenizer.ts';
 
 export const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 // Tiny on purpose: a gpu step on SwiftShader is slow.
@@ -197,6 +201,48 @@ test('without WebGL the gpu backend falls back to gpu.js\'s WebAssembly mode, sa
     assert.deepEqual(plain.errors, []);
   } finally {
     await plain.close();
+  }
+});
+
+test('a Hugging Face model folder: LoRA in the page on its default modules, Node\'s losses, the PEFT adapter reloads in Node', async () => {
+  // The gpt2-tiny fixture (sizes from its config.json) with a character tokenizer beside it, as a folder.
+  const folder = path.join(mkdtempSync(path.join(tmpdir(), 'lowrank-page-hf-')), 'gpt2-tiny');
+  cpSync(path.join(fixturesDir, 'hf/gpt2-tiny'), folder, { recursive: true });
+  const config = JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8')) as { vocab_size: number; eos_token_id: number };
+  for (const [name, bytes] of charTokenizerFiles(config)) writeFileSync(path.join(folder, name), bytes);
+  try {
+    await d.act(() => d.page.setInputFiles('#hf-dir', folder));
+    assert.match(await d.message(), /opened gpt2-tiny/);
+    assert.match((await d.page.textContent('#base-info')) ?? '', /gpt2, \d+ layers, .*LoRA on c_attn/);
+    assert.equal(await d.page.locator('#download-base').isDisabled(), true, 'a Hugging Face base is not offered as a page model file');
+
+    const steps = 4;
+    await d.backend('cpu');
+    await d.fill({ 'tune-steps': steps, 'batch-size': SIZE.batchSize, seed: SIZE.seed, rank: SIZE.rank, lr: 0.01 });
+    await d.click('#finetune');
+    const run = await d.run('finetune-cpu');
+    assert.equal(run.losses.length, steps, await d.message());
+
+    const files = new Map(readdirSync(folder).map((f) => [f, new Uint8Array(readFileSync(path.join(folder, f)))] as [string, Uint8Array]));
+    const hf = await loadHfBase(files, 'gpt2-tiny');
+    const text = await d.page.inputValue('#text');
+    const node = await hfLoraRun(hf, encodeHf(hf, text), { steps, batchSize: SIZE.batchSize, lr: 0.01, seed: SIZE.seed }, SIZE.rank, 'cpu');
+    while (!node.done) node.step();
+    const lossDiff = assertClose(run.losses, node.losses, LOSS_TOL, 'Hugging Face model LoRA losses');
+
+    const adapter = { config: await d.download('#download-config'), weights: await d.download('#download-weights') };
+    const json = JSON.parse(new TextDecoder().decode(adapter.config)) as Record<string, unknown>;
+    assert.deepEqual(json.target_modules, ['c_attn']);
+    assert.equal(json.fan_in_fan_out, true);
+    const peft = await loadHfPeft(hf, adapter, 'cpu');
+    const logitDiff = assertClose(Array.from(await d.logits(text)), Array.from(hfLogits(peft, hf, text).logits), 1e-5, 'Hugging Face adapter logits');
+
+    await d.click('#generate');
+    assert.ok(((await d.page.textContent('#generated')) ?? '').length > 'He said '.length, await d.message());
+    results.hf = { model: 'gpt2-tiny', losses: run.losses, medianMs: median(run.stepMs.slice(1)), lossDiff, logitDiff };
+    assert.deepEqual(d.errors, []);
+  } finally {
+    rmSync(path.dirname(folder), { recursive: true, force: true });
   }
 });
 

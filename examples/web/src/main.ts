@@ -34,11 +34,11 @@ worker.onmessage = (e: MessageEvent<FromWorker>) => {
 };
 worker.onerror = (e) => showError(`the training worker failed: ${e.message}`);
 
-function call<K extends RequestType>(req: Extract<Request, { type: K }>): Promise<Replies[K]> {
+function call<K extends RequestType>(req: Extract<Request, { type: K }>, transfer: Transferable[] = []): Promise<Replies[K]> {
   const id = nextId++;
   return new Promise((resolve, reject) => {
     pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-    worker.postMessage({ ...req, id });
+    worker.postMessage({ ...req, id }, transfer);
   });
 }
 
@@ -87,11 +87,11 @@ function setBusy(busy: boolean, label = ''): void {
   state.busy = busy;
   document.body.dataset.state = busy ? 'busy' : 'idle';
   $('status').textContent = busy ? label : 'ready';
-  for (const id of ['pretrain', 'base-file', 'backend', 'builtin-text']) $<HTMLButtonElement>(id).disabled = busy;
+  for (const id of ['pretrain', 'base-file', 'hf-dir', 'backend', 'builtin-text']) $<HTMLButtonElement>(id).disabled = busy;
   $<HTMLButtonElement>('stop').disabled = !busy;
   $<HTMLButtonElement>('finetune').disabled = busy || !state.base;
   $<HTMLButtonElement>('generate').disabled = busy || !state.base;
-  $<HTMLButtonElement>('download-base').disabled = busy || !state.base;
+  $<HTMLButtonElement>('download-base').disabled = busy || state.base?.kind !== 'char';
   $<HTMLButtonElement>('download-config').disabled = busy || !state.adapter;
   $<HTMLButtonElement>('download-weights').disabled = busy || !state.adapter;
 }
@@ -126,9 +126,12 @@ async function persist(key: string, value: unknown): Promise<void> {
 
 function showBase(b: BaseInfo | null): void {
   state.base = b;
-  $('base-info').textContent = b
-    ? `${b.parameters.toLocaleString('en-US')} parameters: ${b.nLayer} layers, width ${b.nEmbd}, context ${b.blockSize}, ${b.vocabSize} characters. ${b.source}`
-    : 'No base model yet.';
+  const params = b ? `${b.parameters.toLocaleString('en-US')} parameters` : '';
+  $('base-info').textContent = !b
+    ? 'No base model yet.'
+    : b.kind === 'hf'
+      ? `${params}: ${b.modelType}, ${b.nLayer} layers, hidden ${b.nEmbd}, vocabulary ${b.vocabSize.toLocaleString('en-US')} tokens; LoRA on ${b.targets?.join(', ')}, windows of ${b.blockSize} tokens. ${b.source}`
+      : `${params}: ${b.nLayer} layers, width ${b.nEmbd}, context ${b.blockSize}, ${b.vocabSize} characters. ${b.source}`;
   updateTextInfo();
 }
 
@@ -174,12 +177,29 @@ async function loadBaseFile(file: File): Promise<void> {
   showOk(`loaded ${file.name}`);
 }
 
+/** The files a model needs (configs, tokenizer, safetensors); other weights (.bin, .onnx, .gguf) are not read. */
+const MODEL_FILE = /\.(json|safetensors)$/;
+
+async function loadHfFolder(list: readonly File[]): Promise<void> {
+  const picked = list.filter((f) => MODEL_FILE.test(f.name));
+  const folder = list[0]?.webkitRelativePath.split('/')[0] || 'the picked files';
+  const files: [string, Uint8Array][] = [];
+  for (const f of picked) files.push([f.webkitRelativePath || f.name, new Uint8Array(await f.arrayBuffer())]);
+  // Transferred, not copied: a model's weights may be hundreds of MB.
+  const out = await call({ type: 'loadPretrained', files, name: folder }, files.map(([, b]) => b.buffer as ArrayBuffer));
+  showBase(out.base);
+  showAdapter(null);
+  await persist('base', null);
+  await persist('adapter', null);
+  showOk(`opened ${folder} (${picked.length} files)`);
+}
+
 // ---- text --------------------------------------------------------------------
 
 function updateTextInfo(): void {
   const text = $<HTMLTextAreaElement>('text').value;
   let info = `${[...text].length.toLocaleString('en-US')} characters`;
-  if (state.base) {
+  if (state.base?.kind === 'char') {
     const known = new Set(state.base.vocab);
     const unknown = [...new Set(text)].filter((c) => !known.has(c));
     if (unknown.length) {
@@ -303,6 +323,11 @@ function wire(): void {
   $<HTMLInputElement>('base-file').onchange = (e) => {
     const file = (e.target as HTMLInputElement).files?.[0];
     if (file) void guarded(`loading ${file.name}...`, () => loadBaseFile(file));
+    (e.target as HTMLInputElement).value = '';
+  };
+  $<HTMLInputElement>('hf-dir').onchange = (e) => {
+    const files = Array.from((e.target as HTMLInputElement).files ?? []);
+    if (files.length) void guarded('opening the model...', () => loadHfFolder(files));
     (e.target as HTMLInputElement).value = '';
   };
   $('builtin-text').onclick = () => void guarded('fetching...', async () => setText(await builtinText('tune')));

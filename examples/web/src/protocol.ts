@@ -5,14 +5,19 @@ export type BackendChoice = 'cpu' | 'gpu';
 
 /** What the page tells the user about a base model. */
 export interface BaseInfo {
+  /** 'char': the page's own character-level GPT; 'hf': a Hugging Face model folder with its tokenizer. */
+  kind: 'char' | 'hf';
   source: string;
   parameters: number;
   vocabSize: number;
   blockSize: number;
   nLayer: number;
   nEmbd: number;
-  /** The characters the model knows. */
+  /** The characters the model knows (char models; empty for a Hugging Face tokenizer). */
   vocab: string[];
+  /** Hugging Face models: config.json's model_type and the modules LoRA adapts. */
+  modelType?: string;
+  targets?: string[];
 }
 
 export interface BackendInfo {
@@ -39,6 +44,7 @@ export type Request =
   | { type: 'setBackend'; backend: BackendChoice }
   | { type: 'pretrain'; text: string; spec: BaseSpec; train: TrainSpec }
   | { type: 'loadBase'; bytes: Uint8Array; fileName: string }
+  | { type: 'loadPretrained'; files: [string, Uint8Array][]; name: string }
   | { type: 'finetune'; text: string; skipUnknown: boolean; train: TrainSpec; lora: LoraSpec }
   | { type: 'loadAdapter'; files: PeftFiles }
   | { type: 'generate'; prompt: string; maxNewTokens: number; temperature: number; seed: number; useAdapter: boolean }
@@ -49,6 +55,7 @@ export interface Replies {
   setBackend: BackendInfo;
   pretrain: { run: RunSummary; base: BaseInfo; baseBytes: Uint8Array };
   loadBase: { base: BaseInfo; baseBytes: Uint8Array };
+  loadPretrained: { base: BaseInfo };
   finetune: { run: RunSummary; adapter: PeftFiles; trainable: number };
   loadAdapter: { trainable: number };
   generate: { text: string };

@@ -3,7 +3,7 @@
 // Browser-safe: no node:* imports.
 import { decodeSafetensors, encodeSafetensors, manualSeed, noGrad, tensor, tidy, type RawTensor, type Tensor } from '@lowrank/core';
 import {
-  AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, type Module, type TransformerConfig,
+  AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, type LossModel, type Module, type TransformerConfig,
 } from '@lowrank/nn';
 import { LoraConfig, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftModel, encodePeftAdapter, loadPeftAdapter } from '@lowrank/lora';
 
@@ -148,7 +148,7 @@ export class Run {
   private readonly sampler: BatchSampler;
   private readonly optimizer: AdamW;
 
-  constructor(readonly model: TransformerLM | PeftModel<TransformerLM>, params: Tensor[], ids: Int32Array, readonly spec: TrainSpec, readonly blockSize: number) {
+  constructor(readonly model: LossModel, params: Tensor[], ids: Int32Array, readonly spec: TrainSpec, readonly blockSize: number) {
     this.sampler = new BatchSampler(ids, { batchSize: spec.batchSize, blockSize, seed: spec.seed });
     this.optimizer = new AdamW(params, { lr: spec.lr, weightDecay: 0 });
     model.train();

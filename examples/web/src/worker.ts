@@ -2,13 +2,17 @@
 // main thread only draws. Steps yield to the event loop one at a time, so a
 // 'stop' request is seen between steps.
 import { getBackend, initBackend, loadGpuJs, probeGpuModes } from '@lowrank/core';
-import { CharTokenizer, type Module, type TransformerLM } from '@lowrank/nn';
+import { CharTokenizer, type Module, type PreTrainedModel, type TransformerLM } from '@lowrank/nn';
 import type { PeftModel } from '@lowrank/lora';
 import type { BackendChoice, BackendInfo, BaseInfo, FromWorker, Progress, Replies, Request, RunSummary, ToWorker } from './protocol.ts';
 import {
   Run, configFor, decodeBase, encodeBase, encodeText, generateText, hostTensors, instantiate, loadPeft, logitsOf,
   loraRun, peftFiles, pretrainRun, probeIds, tokenizerFor, type BaseModel, type PeftFiles,
 } from './recipe.ts';
+import type { HfBase } from './hf.ts';
+
+/** Hugging Face models (and their tokenizer library) load on first use: a page that never opens one does not fetch them. */
+const hfLib = (): Promise<typeof import('./hf.ts')> => import('./hf.ts');
 
 const scope = self as unknown as { postMessage(m: FromWorker, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<ToWorker>) => void) | null };
 
@@ -18,6 +22,10 @@ let tokenizer: CharTokenizer | null = null;
 let adapter: PeftFiles | null = null;
 /** Models built for generation, per backend; rebuilt when the base or adapter changes. */
 let cached: { key: string; model: TransformerLM | PeftModel<TransformerLM> } | null = null;
+/** A Hugging Face base (instead of `base`), its adapted model and a plain one for generation. */
+let hf: HfBase | null = null;
+let hfPeft: PeftModel<PreTrainedModel> | null = null;
+let hfPlain: { backend: string; model: PreTrainedModel } | null = null;
 let busy = false;
 let stopRequested = false;
 
@@ -41,6 +49,30 @@ function disposeModel(m: Module): void {
 function dropCache(): void {
   if (cached) disposeModel(cached.model);
   cached = null;
+  if (hfPlain) disposeModel(hfPlain.model);
+  hfPlain = null;
+}
+
+function dropHf(): void {
+  if (hfPeft) disposeModel(hfPeft);
+  hfPeft = null;
+  hf = null;
+}
+
+function hfInfo(h: HfBase): BaseInfo {
+  return {
+    kind: 'hf', source: `${h.name}: a Hugging Face ${h.modelType} model (kept for this visit only, not stored in the browser)`,
+    parameters: h.parameters, vocabSize: h.vocabSize, blockSize: h.blockSize, nLayer: h.nLayer, nEmbd: h.hidden, vocab: [],
+    modelType: h.modelType, targets: [...h.targets],
+  };
+}
+
+async function plainHfModel(h: HfBase): Promise<PreTrainedModel> {
+  if (hfPlain?.backend !== backend.name) {
+    dropCache();
+    hfPlain = { backend: backend.name, model: await (await hfLib()).instantiateHf(h, backend.name) };
+  }
+  return hfPlain.model;
 }
 
 async function selectBackend(name: BackendChoice): Promise<BackendInfo> {
@@ -65,13 +97,13 @@ function baseInfo(b: BaseModel): BaseInfo {
   const params = Object.values(b.tensors).reduce((n, t) => n + t.data.length, 0);
   const tied = b.config.tieWordEmbeddings ? b.config.vocabSize * b.config.nEmbd : 0;
   return {
-    source: b.source, parameters: params - tied, vocabSize: b.config.vocabSize, blockSize: b.config.blockSize,
+    kind: 'char', source: b.source, parameters: params - tied, vocabSize: b.config.vocabSize, blockSize: b.config.blockSize,
     nLayer: b.config.nLayer, nEmbd: b.config.nEmbd, vocab: [...b.vocab],
   };
 }
 
 function requireBase(): { base: BaseModel; tokenizer: CharTokenizer } {
-  if (!base || !tokenizer) throw new Error('no base model yet: pre-train one or load a model file first');
+  if (!base || !tokenizer) throw new Error('no base model yet: pre-train one, load a model file or open a Hugging Face model folder first');
   return { base, tokenizer };
 }
 
@@ -105,7 +137,10 @@ type Handler<K extends Request['type']> = (req: Extract<Request, { type: K }>) =
 const handlers: { [K in Request['type']]: Handler<K> } = {
   async setBackend(req) {
     const next = await selectBackend(req.backend);
-    if (next.name !== backend.name) dropCache();
+    if (next.name !== backend.name) {
+      dropCache();
+      hfPeft?.to(next.name);
+    }
     backend = next;
     return backend;
   },
@@ -122,6 +157,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
       source: `pre-trained in this page: ${steps} steps on the built-in text, loss ${summary.losses[0]?.toFixed(3)} -> ${summary.losses[steps - 1]?.toFixed(3)}`,
     };
     disposeModel(run.model);
+    dropHf();
     base = next;
     tokenizer = tok;
     adapter = null;
@@ -131,6 +167,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
 
   loadBase(req) {
     const next = decodeBase(req.bytes, req.fileName); // throws before anything changes
+    dropHf();
     base = next;
     tokenizer = new CharTokenizer(next.vocab);
     adapter = null;
@@ -138,7 +175,29 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     return { base: baseInfo(next), baseBytes: req.bytes };
   },
 
+  async loadPretrained(req) {
+    const { filesByName, loadHfBase } = await hfLib();
+    const next = await loadHfBase(filesByName(req.files), req.name); // throws before anything changes
+    dropCache();
+    dropHf();
+    base = null;
+    tokenizer = null;
+    adapter = null;
+    hf = next;
+    return { base: hfInfo(next) };
+  },
+
   async finetune(req) {
+    if (hf) {
+      const { encodeHf, hfLoraRun } = await hfLib();
+      const run = await hfLoraRun(hf, encodeHf(hf, req.text), req.train, req.lora.r, backend.name);
+      const summary = await drive(run, 'finetune');
+      const peft = run.model as PeftModel<PreTrainedModel>;
+      if (hfPeft) disposeModel(hfPeft);
+      hfPeft = peft;
+      adapter = peftFiles(peft);
+      return { run: summary, adapter, trainable: peft.getNbTrainableParameters().trainable };
+    }
     const { base: b, tokenizer: tok } = requireBase();
     const ids = encodeText(tok, req.text, b.config.blockSize, req.skipUnknown);
     const run = loraRun(b, ids, req.train, req.lora, backend.name);
@@ -153,6 +212,13 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
   },
 
   async loadAdapter(req) {
+    if (hf) {
+      const peft = await (await hfLib()).loadHfPeft(hf, req.files, backend.name); // throws before anything changes
+      if (hfPeft) disposeModel(hfPeft);
+      hfPeft = peft;
+      adapter = req.files;
+      return { trainable: peft.getNbTrainableParameters().trainable };
+    }
     const b = requireBase().base;
     const peft = await loadPeft(b, req.files, backend.name); // throws before anything changes
     dropCache();
@@ -162,13 +228,19 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
   },
 
   async generate(req) {
+    const opts = { maxNewTokens: req.maxNewTokens, temperature: req.temperature, topK: 20, seed: req.seed };
+    if (hf) {
+      const model = req.useAdapter && hfPeft ? hfPeft.getBaseModel() : await plainHfModel(hf);
+      return { text: (await hfLib()).generateHf(model, hf, req.prompt, opts) };
+    }
     const tok = requireBase().tokenizer;
     const model = await modelFor(req.useAdapter);
     const lm = 'getBaseModel' in model ? model.getBaseModel() : model;
-    return { text: generateText(lm, tok, req.prompt, { maxNewTokens: req.maxNewTokens, temperature: req.temperature, topK: 20, seed: req.seed }) };
+    return { text: generateText(lm, tok, req.prompt, opts) };
   },
 
   async probe(req) {
+    if (hf) return (await hfLib()).hfLogits(req.useAdapter && hfPeft ? hfPeft : await plainHfModel(hf), hf, req.text);
     const { base: b, tokenizer: tok } = requireBase();
     const ids = probeIds(encodeText(tok, req.text, b.config.blockSize, true), b.config.blockSize);
     return { logits: logitsOf(await modelFor(req.useAdapter), ids, b.config.blockSize), ids };

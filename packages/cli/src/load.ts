@@ -12,13 +12,8 @@ export interface Io {
   progress: boolean | ((line: string) => void);
 }
 
-/** PEFT's default target modules per model_type (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
-export const DEFAULT_TARGETS: Readonly<Record<string, readonly string[]>> = {
-  gpt2: ['c_attn'],
-  llama: ['q_proj', 'v_proj'],
-  mistral: ['q_proj', 'v_proj'],
-  qwen2: ['q_proj', 'v_proj'],
-};
+/** PEFT's default target modules per model_type (now in @lowrank/lora; re-exported for the commands). */
+export { DEFAULT_TARGETS } from '@lowrank/lora';
 
 /**
  * A model by directory, URL or Hub id, with an error that says what was looked for.

@@ -11,3 +11,4 @@ export {
 export * from './accounting.ts';
 export * from './load.ts';
 export * from './pattern.ts';
+export * from './targets.ts';
