@@ -9,10 +9,7 @@ import {
   Run, configFor, decodeBase, encodeBase, encodeText, generateText, hostTensors, instantiate, loadPeft, logitsOf,
   loraRun, peftFiles, pretrainRun, probeIds, tokenizerFor, type BaseModel, type PeftFiles,
 } from './recipe.ts';
-import type { HfBase } from './hf.ts';
-
-/** Hugging Face models (and their tokenizer library) load on first use: a page that never opens one does not fetch them. */
-const hfLib = (): Promise<typeof import('./hf.ts')> => import('./hf.ts');
+import { encodeHf, filesByName, generateHf, hfLogits, hfLoraRun, instantiateHf, loadHfBase, loadHfPeft, type HfBase } from './hf.ts';
 
 const scope = self as unknown as { postMessage(m: FromWorker, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<ToWorker>) => void) | null };
 
@@ -70,7 +67,7 @@ function hfInfo(h: HfBase): BaseInfo {
 async function plainHfModel(h: HfBase): Promise<PreTrainedModel> {
   if (hfPlain?.backend !== backend.name) {
     dropCache();
-    hfPlain = { backend: backend.name, model: await (await hfLib()).instantiateHf(h, backend.name) };
+    hfPlain = { backend: backend.name, model: await instantiateHf(h, backend.name) };
   }
   return hfPlain.model;
 }
@@ -176,7 +173,6 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
   },
 
   async loadPretrained(req) {
-    const { filesByName, loadHfBase } = await hfLib();
     const next = await loadHfBase(filesByName(req.files), req.name); // throws before anything changes
     dropCache();
     dropHf();
@@ -189,7 +185,6 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
 
   async finetune(req) {
     if (hf) {
-      const { encodeHf, hfLoraRun } = await hfLib();
       const run = await hfLoraRun(hf, encodeHf(hf, req.text), req.train, req.lora.r, backend.name);
       const summary = await drive(run, 'finetune');
       const peft = run.model as PeftModel<PreTrainedModel>;
@@ -213,7 +208,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
 
   async loadAdapter(req) {
     if (hf) {
-      const peft = await (await hfLib()).loadHfPeft(hf, req.files, backend.name); // throws before anything changes
+      const peft = await loadHfPeft(hf, req.files, backend.name); // throws before anything changes
       if (hfPeft) disposeModel(hfPeft);
       hfPeft = peft;
       adapter = req.files;
@@ -231,7 +226,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     const opts = { maxNewTokens: req.maxNewTokens, temperature: req.temperature, topK: 20, seed: req.seed };
     if (hf) {
       const model = req.useAdapter && hfPeft ? hfPeft.getBaseModel() : await plainHfModel(hf);
-      return { text: (await hfLib()).generateHf(model, hf, req.prompt, opts) };
+      return { text: generateHf(model, hf, req.prompt, opts) };
     }
     const tok = requireBase().tokenizer;
     const model = await modelFor(req.useAdapter);
@@ -240,7 +235,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
   },
 
   async probe(req) {
-    if (hf) return (await hfLib()).hfLogits(req.useAdapter && hfPeft ? hfPeft : await plainHfModel(hf), hf, req.text);
+    if (hf) return hfLogits(req.useAdapter && hfPeft ? hfPeft : await plainHfModel(hf), hf, req.text);
     const { base: b, tokenizer: tok } = requireBase();
     const ids = probeIds(encodeText(tok, req.text, b.config.blockSize, true), b.config.blockSize);
     return { logits: logitsOf(await modelFor(req.useAdapter), ids, b.config.blockSize), ids };
