@@ -7,6 +7,11 @@
  *   npm run bench -- peers [--tfjs-dir ../shared/peers/tfjs] [--rounds 2] [--steps 10] [--warmup 3]
  *                          [--modes full,lora] [--backend cpu] [--cpu-steps 2] [--no-tfjs-cpu]
  *                          [--torch-dir ../shared/peers/torch] [--no-torch] [--threads N]
+ *                          [--no-tfjs] [--baseline DIR] [--relaxed]
+ *
+ * --baseline DIR also runs the lowrank checkout in DIR (its bench/w2-worker.ts) next to ours, as
+ * `lowrank-baseline`: a before/after comparison in one session. --relaxed also runs ours with
+ * Node's --experimental-wasm-relaxed-simd (the gemm's fused multiply-add kernel), as `lowrank-relaxed`.
  *
  * PyTorch runs as its README says (Debian's python3-torch, OpenBLAS-OpenMP,
  * the machine's OpenBLAS overrides unset) with --threads N (default: ours).
@@ -26,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { getNumThreads } from '@lowrank/core';
 import { applyThreads, fmtMs, fmtRatio, flag, formatTable, intOption, median, option } from './common.ts';
 import { runWorker } from './lora-suite.ts';
+import { runWorkerOf, type WorkerOrigin } from './workers.ts';
 import type { TrainMode } from './protocol.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -121,14 +127,14 @@ function runTorch(dir: string, mode: TrainMode, steps: number, warmup: number, t
   });
 }
 
-async function runOurs(backend: string, mode: TrainMode, steps: number, warmup: number): Promise<PeerRun> {
-  const r = await runWorker(
-    ['--mode', mode, '--size', 'w2', '--backend', backend, '--vocab', '65', '--steps', String(steps), '--warmup', String(warmup)],
-    `lowrank ${mode}`,
-  );
-  if (r.kind !== 'train' || r.medianMs === null) throw new Error('peers: our worker returned no step time');
+async function runOurs(
+  backend: string, mode: TrainMode, steps: number, warmup: number, origin?: WorkerOrigin, engine = 'lowrank',
+): Promise<PeerRun> {
+  const args = ['--mode', mode, '--size', 'w2', '--backend', backend, '--vocab', '65', '--steps', String(steps), '--warmup', String(warmup)];
+  const r = origin ? await runWorkerOf(origin, args, `${engine} ${mode}`) : await runWorker(args, `lowrank ${mode}`);
+  if (r.kind !== 'train' || r.medianMs === null) throw new Error(`peers: the ${engine} worker returned no step time`);
   return {
-    engine: 'lowrank', backend: r.backend, mode: r.mode, precision: r.precision, trainMode: mode, medianMs: r.medianMs,
+    engine, backend: r.backend, mode: r.mode, precision: r.precision, trainMode: mode, medianMs: r.medianMs,
     threads: r.threads, trainable: r.trainableParams,
   };
 }
@@ -157,7 +163,11 @@ export function peerRows(runs: readonly PeerRun[]): PeerRow[] {
 
 export async function run(args: string[]): Promise<PeerRow[]> {
   applyThreads(args);
-  const dir = prepareTfjs(option(args, 'tfjs-dir') ?? '../shared/peers/tfjs');
+  const tfjs = !flag(args, 'no-tfjs');
+  const dir = tfjs ? prepareTfjs(option(args, 'tfjs-dir') ?? '../shared/peers/tfjs') : '(not run)';
+  const baselineDir = option(args, 'baseline');
+  const baseline: WorkerOrigin | null = baselineDir ? { root: resolve(process.cwd(), baselineDir) } : null;
+  const relaxed: WorkerOrigin | null = flag(args, 'relaxed') ? { nodeFlags: ['--experimental-wasm-relaxed-simd'] } : null;
   const torchDir = resolve(ROOT, option(args, 'torch-dir') ?? '../shared/peers/torch');
   const torch = !flag(args, 'no-torch') && existsSync(join(torchDir, 'torch_bench.py'));
   const threads = getNumThreads();
@@ -167,7 +177,7 @@ export async function run(args: string[]): Promise<PeerRow[]> {
   const cpuSteps = intOption(args, 'cpu-steps', 2);
   const backend = option(args, 'backend') ?? 'cpu';
   const modes = (option(args, 'modes') ?? 'full,lora').split(',').map((m) => m.trim()).filter((m): m is TrainMode => m === 'full' || m === 'lora');
-  const tfjsCpu = !flag(args, 'no-tfjs-cpu');
+  const tfjsCpu = tfjs && !flag(args, 'no-tfjs-cpu');
   console.log(`W2 step, lowrank (${backend}) vs TensorFlow.js 4.22 from ${dir}: ${rounds} rounds, alternating ours/theirs; ` +
     `${warmup} warm-up + ${steps} timed steps per run (tfjs-cpu: full only, 1 + ${cpuSteps}); ` +
     `lowrank on ${threads} thread(s)${torch ? `, PyTorch from ${torchDir} on ${threads}` : ', no PyTorch'}`);
@@ -187,7 +197,9 @@ export async function run(args: string[]): Promise<PeerRow[]> {
   for (let round = 1; round <= rounds; round++) {
     for (const mode of modes) {
       await attempt(`round ${round}/${rounds}: lowrank ${mode}`, () => runOurs(backend, mode, steps, warmup));
-      await attempt(`round ${round}/${rounds}: tfjs-wasm ${mode}`, () => runTfjs(dir, 'wasm', mode, steps, warmup));
+      if (baseline) await attempt(`round ${round}/${rounds}: lowrank-baseline ${mode}`, () => runOurs(backend, mode, steps, warmup, baseline, 'lowrank-baseline'));
+      if (relaxed) await attempt(`round ${round}/${rounds}: lowrank-relaxed ${mode}`, () => runOurs(backend, mode, steps, warmup, relaxed, 'lowrank-relaxed'));
+      if (tfjs) await attempt(`round ${round}/${rounds}: tfjs-wasm ${mode}`, () => runTfjs(dir, 'wasm', mode, steps, warmup));
       if (torch) {
         await attempt(`round ${round}/${rounds}: lowrank ${mode} (again, next to torch)`, () => runOurs(backend, mode, steps, warmup));
         await attempt(`round ${round}/${rounds}: torch ${mode}`, () => runTorch(torchDir, mode, steps, warmup, threads));

@@ -39,11 +39,24 @@ export function setWorkerPlacement(p: 'process' | 'inline'): void {
 
 /** Runs bench/w2-worker.ts in a fresh Node process; its stderr is forwarded as progress (unless `quiet`). */
 export async function runWorker(args: readonly string[], label: string, quiet = false): Promise<WorkerResult> {
-  if (placement === 'inline') {
+  return runWorkerOf({}, args, label, quiet);
+}
+
+/**
+ * Which lowrank a worker runs: another checkout's bench/w2-worker.ts (`root`,
+ * for a before/after comparison in one session) and extra Node flags.
+ */
+export interface WorkerOrigin {
+  root?: string;
+  nodeFlags?: readonly string[];
+}
+
+export async function runWorkerOf(origin: WorkerOrigin, args: readonly string[], label: string, quiet = false): Promise<WorkerResult> {
+  if (placement === 'inline' && origin.root === undefined && !origin.nodeFlags?.length) {
     const { runMode } = await import('./w2-worker.ts');
     return runMode(args, (tag, msg) => { if (!quiet) process.stderr.write(`    [${tag}] ${msg}\n`); });
   }
-  return spawnWorker(args, label, quiet);
+  return spawnWorker(args, label, quiet, origin);
 }
 
 /** Live worker processes: a suite stopped with Ctrl-C or SIGTERM takes its worker down with it. */
@@ -61,10 +74,12 @@ function hookSignals(): void {
   }
 }
 
-function spawnWorker(args: readonly string[], label: string, quiet: boolean): Promise<WorkerResult> {
+function spawnWorker(args: readonly string[], label: string, quiet: boolean, origin: WorkerOrigin = {}): Promise<WorkerResult> {
   hookSignals();
+  const root = origin.root ?? ROOT;
+  const worker = origin.root === undefined ? WORKER : join(root, 'bench', 'w2-worker.ts');
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', WORKER, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(origin.nodeFlags ?? []), '--import', 'tsx', worker, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
     let stdout = '';
     let stderrTail = '';

@@ -28,7 +28,7 @@ export async function compileWat(m: WasmModule, shared = true, relaxed = false):
   const src = readFileSync(`${CPU_DIR}${m.wat}`, 'utf8');
   const memory = shared ? src : src.replace(/\(memory 1 32768 shared\)/, '(memory 1 32768)');
   const text = relaxed ? toRelaxedMadd(memory) : memory;
-  const features = { simd: true, threads: true, relaxed_simd: relaxed };
+  const features = { simd: true, threads: true, bulk_memory: true, relaxed_simd: relaxed };
   const mod = w.parseWat(m.wat, text, features);
   try {
     // NOTE: validate takes feature flags at runtime although its typings say it takes none.

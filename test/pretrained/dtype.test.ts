@@ -5,9 +5,11 @@
  * whose weight matrices were rounded the same way.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { cast, memory, noGrad, tensor, type Tensor } from '@lowrank/core';
-import { AutoModelForCausalLM, type PreTrainedModel } from '@lowrank/nn';
+import { AutoModelForCausalLM, type ModelSource, type PreTrainedModel } from '@lowrank/nn';
 import '@lowrank/nn/node';
 import { hfFixtures } from './helpers.ts';
 
@@ -70,6 +72,35 @@ for (const fx of fixtures) {
         }
       });
     }
+
+    test('a 16-bit load reads the weights tensor by tensor (range reads), never the whole shard at once', async () => {
+      const whole: string[] = [];
+      let largest = 0;
+      const bytesOf = (name: string): Uint8Array | null => {
+        try {
+          return new Uint8Array(readFileSync(path.join(fx.dir, name)));
+        } catch {
+          return null;
+        }
+      };
+      const src: ModelSource = {
+        describe: `${fx.name} (counting reads)`,
+        read: async (name) => {
+          if (name.endsWith('.safetensors')) whole.push(name);
+          return bytesOf(name);
+        },
+        readRange: async (name, start, end) => {
+          const b = bytesOf(name)?.subarray(start, end) ?? null;
+          if (b && start > 0) largest = Math.max(largest, b.length);
+          return b;
+        },
+        size: async (name) => bytesOf(name)?.length ?? null,
+      };
+      const model = await AutoModelForCausalLM.fromPretrained(src, { dtype: 'bfloat16' });
+      assert.deepEqual(whole, [], 'no whole-shard read');
+      const biggest = Math.max(...distinctParams(model).map((p) => p.size));
+      assert.ok(largest > 0 && largest <= 4 * biggest, `largest read ${largest} bytes, largest tensor ${biggest} elements`);
+    });
 
     test('a bad dtype is an error naming the option', async () => {
       await assert.rejects(AutoModelForCausalLM.fromPretrained(fx.dir, { dtype: 'int8' as 'float32' }), /fromPretrained: dtype must be 'float32', 'bfloat16' or 'float16', got "int8"/);

@@ -254,23 +254,64 @@ export async function loadPlanned(model: Module, src: ModelSource, plan: readonl
     list.push(p);
     byShard.set(p.shard, list);
   }
+  // A 16-bit load reads tensor by tensor where the source can: the point of the dtype is memory,
+  // and a whole shard in memory next to the model would cost as much as the float32 weights.
+  const stream = src.readRange !== undefined && opts.dtype !== undefined && opts.dtype !== 'float32';
   for (const [shard, items] of byShard) {
-    let bytes: Uint8Array | null = await src.read(shard);
-    if (!bytes) throw new Error(`${src.describe}/${shard}: file disappeared while loading`);
-    let header;
-    try {
-      header = parseSafetensorsHeader(bytes);
-    } catch (err) {
-      throw new Error(`${src.describe}/${shard}: ${(err as Error).message}`);
-    }
-    const entries = new Map(header.entries.map((e) => [e.name, e]));
-    const data = bytes.subarray(header.dataStart);
-    for (const p of items) {
-      const e = entries.get(p.fileKey);
-      if (!e || e.shape.some((d, i) => d !== p.shape[i])) throw new Error(`${src.describe}/${shard}: tensor '${p.fileKey}' changed while loading`);
-      setParameter(model, p.key, loadedTensor(e, data, p.shape, opts));
-    }
-    bytes = null; // the shard's bytes go before the next shard is read
+    if (stream) await loadShardByRanges(model, src, shard, items, opts);
+    else await loadShardWhole(model, src, shard, items, opts);
+  }
+}
+
+function changed(src: ModelSource, shard: string, p: Planned, e: SafetensorsEntry | undefined): Error | null {
+  if (e && !e.shape.some((d, i) => d !== p.shape[i])) return null;
+  return new Error(`${src.describe}/${shard}: tensor '${p.fileKey}' changed while loading`);
+}
+
+async function loadShardWhole(model: Module, src: ModelSource, shard: string, items: Planned[], opts: LoadWeightsOptions): Promise<void> {
+  let bytes: Uint8Array | null = await src.read(shard);
+  if (!bytes) throw new Error(`${src.describe}/${shard}: file disappeared while loading`);
+  let header;
+  try {
+    header = parseSafetensorsHeader(bytes);
+  } catch (err) {
+    throw new Error(`${src.describe}/${shard}: ${(err as Error).message}`);
+  }
+  const entries = new Map(header.entries.map((e) => [e.name, e]));
+  const data = bytes.subarray(header.dataStart);
+  for (const p of items) {
+    const e = entries.get(p.fileKey);
+    const err = changed(src, shard, p, e);
+    if (err) throw err;
+    setParameter(model, p.key, loadedTensor(e!, data, p.shape, opts));
+  }
+  bytes = null; // the shard's bytes go before the next shard is read
+}
+
+/** One range read per tensor: the extra memory is one tensor's bytes. */
+async function loadShardByRanges(model: Module, src: ModelSource, shard: string, items: Planned[], opts: LoadWeightsOptions): Promise<void> {
+  const read = src.readRange!.bind(src);
+  const where = `${src.describe}/${shard}`;
+  let header;
+  try {
+    const size = src.size ? await src.size(shard) : null;
+    const first = await read(shard, 0, 8);
+    if (!first) throw new Error('file disappeared while loading');
+    const n = safetensorsHeaderLength(first, size ?? Number.MAX_SAFE_INTEGER);
+    const head = await read(shard, 0, 8 + n);
+    if (!head || head.length < 8 + n) throw new Error(`truncated header (${head?.length ?? 0} of ${8 + n} bytes)`);
+    header = parseSafetensorsHeader(head, size);
+  } catch (err) {
+    throw new Error(`${where}: ${(err as Error).message}`);
+  }
+  const entries = new Map(header.entries.map((e) => [e.name, e]));
+  for (const p of items) {
+    const e = entries.get(p.fileKey);
+    const err = changed(src, shard, p, e);
+    if (err) throw err;
+    const bytes = await read(shard, header.dataStart + e!.begin, header.dataStart + e!.end);
+    if (!bytes || bytes.length !== e!.end - e!.begin) throw new Error(`${where}: tensor '${p.fileKey}' is truncated (${bytes?.length ?? 0} of ${e!.end - e!.begin} bytes)`);
+    setParameter(model, p.key, loadedTensor({ ...e!, begin: 0, end: e!.end - e!.begin }, bytes, p.shape, opts));
   }
 }
 

@@ -94,4 +94,9 @@
         (local.set $out (i32.add (local.get $out) (i32.const 16)))
         (local.set $n4 (i32.sub (local.get $n4) (i32.const 1)))
         (br $next))))
+
+  ;; Zeroes n bytes at p (the arena's fresh tensors). NOTE: TypedArray fill on a
+  ;; SharedArrayBuffer takes a slow word-by-word path in V8; memory.fill is a memset.
+  (func (export "zero") (param $p i32) (param $n i32)
+    (memory.fill (local.get $p) (i32.const 0) (local.get $n)))
 )

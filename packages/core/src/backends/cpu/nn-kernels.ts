@@ -1,7 +1,7 @@
 import type { AdamHyper, Reduction } from '../../backend.ts';
 import type { Alloc, Arr, FArr } from './arrays.ts';
 import { arenaArray, arenaFree, inArena } from './arena.ts';
-import { runRows } from './rows.ts';
+import { runRows, splits } from './rows.ts';
 
 /**
  * The fused row kernels: each allocates its outputs and runs one of
@@ -92,6 +92,11 @@ export function layerNormGradRows(
   const dx = need.x ? alloc(rows * cols) : null;
   const dw = need.w ? alloc(cols) : null;
   const db = need.b ? alloc(cols) : null;
+  const all = [x, w, mean, rstd, dy, dx, dw, db];
+  if (!splits(all, rows, rows * cols)) {
+    runRows('layerNorm', 'layerNormGradFused', all, [cols], rows, 0);
+    return { dx, dw, db };
+  }
   if (dx) runRows('layerNorm', 'layerNormGradXRows', [x, w, mean, rstd, dy, dx], [cols], rows, rows * cols);
   // The weight and bias gradients sum over rows: split by columns, so each sum keeps its order.
   if (dw || db) runRows('layerNorm', 'normGradWCols', [x, mean, rstd, dy, dw, db], [cols, rows], cols, rows * cols);
@@ -112,6 +117,11 @@ export function rmsNormGradRows(
 ): { dx: FArr | null; dw: FArr | null } {
   const dx = need.x ? alloc(rows * cols) : null;
   const dw = need.w ? alloc(cols) : null;
+  const all = [x, w, rstd, dy, dx, dw];
+  if (!splits(all, rows, rows * cols)) {
+    runRows('rmsNorm', 'rmsNormGradFused', all, [cols], rows, 0);
+    return { dx, dw };
+  }
   if (dx) runRows('rmsNorm', 'rmsNormGradXRows', [x, w, rstd, dy, dx], [cols], rows, rows * cols);
   if (dw) runRows('rmsNorm', 'normGradWCols', [x, null, rstd, dy, dw, null], [cols, rows], cols, rows * cols);
   return { dx, dw };

@@ -10,6 +10,9 @@
  *
  * `v` are the kernel's arrays (null for an absent optional one), `s` its
  * numbers (a Float64Array in the pool, so both sides read the same doubles).
+ * Sizes and offsets are read with `| 0`: a double from a Float64Array used
+ * as a loop bound or index made V8 do the index arithmetic in doubles (2x
+ * slower copies).
  */
 import type { FArr } from './arrays.ts';
 
@@ -20,7 +23,7 @@ export type RowKernel = (v: RowViews, s: ArrayLike<number>, u0: number, u1: numb
 /** v = [x, y]; s = [cols, log]. Rows. */
 function softmaxRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, y = v[1]!;
-  const cols = s[0], log = s[1] !== 0;
+  const cols = s[0] | 0, log = s[1] !== 0;
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     // NOTE: subtracting the row max keeps exp() finite for |x| ~ 1e4; each exp is taken once.
@@ -47,7 +50,7 @@ function softmaxRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number):
 /** v = [y, dy, dx]; s = [cols, log]. Rows. */
 function softmaxGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const y = v[0]!, dy = v[1]!, dx = v[2]!;
-  const cols = s[0], log = s[1] !== 0;
+  const cols = s[0] | 0, log = s[1] !== 0;
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     let sum = 0;
@@ -64,7 +67,7 @@ function softmaxGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: numb
 /** v = [logits, targets, loss (float64, per row; ignored rows untouched)]; s = [cols, ignoreIndex]. Rows. */
 function crossEntropyLossRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, targets = v[1]!, loss = v[2]!;
-  const cols = s[0], ignoreIndex = s[1];
+  const cols = s[0] | 0, ignoreIndex = s[1] | 0;
   for (let r = u0; r < u1; r++) {
     const t = targets[r];
     if (t === ignoreIndex) continue;
@@ -80,7 +83,7 @@ function crossEntropyLossRows(v: RowViews, s: ArrayLike<number>, u0: number, u1:
 /** v = [logits, targets, dx]; s = [cols, ignoreIndex, scale]. Rows. */
 function crossEntropyGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, targets = v[1]!, dx = v[2]!;
-  const cols = s[0], ignoreIndex = s[1], scale = s[2];
+  const cols = s[0] | 0, ignoreIndex = s[1] | 0, scale = s[2];
   for (let r = u0; r < u1; r++) {
     const t = targets[r];
     if (t === ignoreIndex) continue;
@@ -98,7 +101,7 @@ function crossEntropyGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u1:
 /** v = [x, w, b, y, mean, rstd]; s = [cols, eps]. Rows. */
 function layerNormRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, w = v[1], b = v[2], y = v[3]!, mean = v[4]!, rstd = v[5]!;
-  const cols = s[0], eps = s[1];
+  const cols = s[0] | 0, eps = s[1];
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     let sum = 0;
@@ -122,7 +125,7 @@ function layerNormRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number
 /** dx of layerNorm: v = [x, w, mean, rstd, dy, dx]; s = [cols]. Rows. */
 function layerNormGradXRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, w = v[1], mean = v[2]!, rstd = v[3]!, dy = v[4]!, dx = v[5]!;
-  const cols = s[0];
+  const cols = s[0] | 0;
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     const mu = mean[r];
@@ -146,13 +149,68 @@ function layerNormGradXRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: n
 }
 
 /**
+ * layerNorm's dx, dw and db in one pass, for one thread (a split by rows
+ * would reorder the dw sums): the bits of layerNormGradXRows + normGradWCols.
+ * v = [x, w, mean, rstd, dy, dx, dw, db]; s = [cols]. Rows, all of them.
+ */
+function layerNormGradFused(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const x = v[0]!, w = v[1], mean = v[2]!, rstd = v[3]!, dy = v[4]!, dx = v[5], dw = v[6], db = v[7];
+  const cols = s[0] | 0;
+  for (let r = u0; r < u1; r++) {
+    const o = r * cols;
+    const mu = mean[r];
+    const rs = rstd[r];
+    let sumG = 0;
+    let sumGH = 0;
+    for (let c = 0; c < cols; c++) {
+      const h = (x[o + c] - mu) * rs;
+      const g = dy[o + c] * (w ? w[c] : 1);
+      sumG += g;
+      sumGH += g * h;
+      if (dw) dw[c] += dy[o + c] * h;
+      if (db) db[c] += dy[o + c];
+    }
+    if (!dx) continue;
+    const mg = sumG / cols;
+    const mgh = sumGH / cols;
+    for (let c = 0; c < cols; c++) {
+      const h = (x[o + c] - mu) * rs;
+      const g = dy[o + c] * (w ? w[c] : 1);
+      dx[o + c] = rs * (g - mg - h * mgh);
+    }
+  }
+}
+
+/** rmsNorm's dx and dw in one pass, for one thread: v = [x, w, rstd, dy, dx, dw]; s = [cols]. Rows, all of them. */
+function rmsNormGradFused(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
+  const x = v[0]!, w = v[1], rstd = v[2]!, dy = v[3]!, dx = v[4], dw = v[5];
+  const cols = s[0] | 0;
+  for (let r = u0; r < u1; r++) {
+    const o = r * cols;
+    const rs = rstd[r];
+    let sumGH = 0;
+    for (let c = 0; c < cols; c++) {
+      const h = x[o + c] * rs;
+      sumGH += dy[o + c] * (w ? w[c] : 1) * h;
+      if (dw) dw[c] += dy[o + c] * h;
+    }
+    if (!dx) continue;
+    const mgh = sumGH / cols;
+    for (let c = 0; c < cols; c++) {
+      const h = x[o + c] * rs;
+      dx[o + c] = rs * (dy[o + c] * (w ? w[c] : 1) - h * mgh);
+    }
+  }
+}
+
+/**
  * The weight and bias gradients of layerNorm (mean given) or rmsNorm (mean
  * null): dw[c] += dy h, db[c] += dy over the rows in order. v = [x, mean,
  * rstd, dy, dw, db]; s = [cols, rows]. Columns: a thread owns whole columns.
  */
 function normGradWCols(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, mean = v[1], rstd = v[2]!, dy = v[3]!, dw = v[4], db = v[5];
-  const cols = s[0], rows = s[1];
+  const cols = s[0] | 0, rows = s[1] | 0;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     const rs = rstd[r];
@@ -171,7 +229,7 @@ function normGradWCols(v: RowViews, s: ArrayLike<number>, u0: number, u1: number
 /** v = [x, w, y, rstd]; s = [cols, eps]. Rows. */
 function rmsNormRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, w = v[1], y = v[2]!, rstd = v[3]!;
-  const cols = s[0], eps = s[1];
+  const cols = s[0] | 0, eps = s[1];
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     let q = 0;
@@ -185,7 +243,7 @@ function rmsNormRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number):
 /** dx of rmsNorm: v = [x, w, rstd, dy, dx]; s = [cols]. Rows. */
 function rmsNormGradXRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, w = v[1], rstd = v[2]!, dy = v[3]!, dx = v[4]!;
-  const cols = s[0];
+  const cols = s[0] | 0;
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     const rs = rstd[r];
@@ -255,7 +313,7 @@ function adamElements(v: RowViews, s: ArrayLike<number>, u0: number, u1: number)
  */
 function attentionSoftmaxRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const sc = v[0]!, lse = v[1]!;
-  const tq = s[0], tk = s[1], scale = s[2], causal = s[3] !== 0;
+  const tq = s[0] | 0, tk = s[1] | 0, scale = s[2], causal = s[3] !== 0;
   for (let r = u0; r < u1; r++) {
     const i = r % tq;
     const o = r * tk;
@@ -282,7 +340,7 @@ function attentionSoftmaxRows(v: RowViews, s: ArrayLike<number>, u0: number, u1:
 /** P = exp(S scale - lse), causally masked, in place: v = [p, lse]; s = [tq, tk, scale, causal]. Rows. */
 function attentionProbsRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const p = v[0]!, lse = v[1]!;
-  const tq = s[0], tk = s[1], scale = s[2], causal = s[3] !== 0;
+  const tq = s[0] | 0, tk = s[1] | 0, scale = s[2], causal = s[3] !== 0;
   for (let r = u0; r < u1; r++) {
     const i = r % tq;
     const o = r * tk;
@@ -296,7 +354,7 @@ function attentionProbsRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: n
 /** dS = P (dO V^T - rowsum(dO O)) scale, in place over dO V^T: v = [ds, p, dout, out]; s = [tk, dv, scale]. Rows. */
 function attentionScoreGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const ds = v[0]!, p = v[1]!, dout = v[2]!, out = v[3]!;
-  const tk = s[0], dv = s[1], scale = s[2];
+  const tk = s[0] | 0, dv = s[1] | 0, scale = s[2];
   for (let r = u0; r < u1; r++) {
     let delta = 0;
     const oo = r * dv;
@@ -309,7 +367,7 @@ function attentionScoreGradRows(v: RowViews, s: ArrayLike<number>, u0: number, u
 /** out = a op b, same shapes: v = [a, b, out]; s = [op] (0 add, 1 sub, 2 mul, 3 div). Elements. */
 function binaryElements(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const a = v[0]!, b = v[1]!, out = v[2]!;
-  const op = s[0];
+  const op = s[0] | 0;
   if (op === 0) for (let i = u0; i < u1; i++) out[i] = a[i] + b[i];
   else if (op === 1) for (let i = u0; i < u1; i++) out[i] = a[i] - b[i];
   else if (op === 2) for (let i = u0; i < u1; i++) out[i] = a[i] * b[i];
@@ -319,7 +377,7 @@ function binaryElements(v: RowViews, s: ArrayLike<number>, u0: number, u1: numbe
 /** out[r, c] = a[r, c] op b[c] (a bias-like b): v = [a, b, out]; s = [cols, op] (as binaryElements). Rows. */
 function binaryRowsBias(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const a = v[0]!, b = v[1]!, out = v[2]!;
-  const cols = s[0], op = s[1];
+  const cols = s[0] | 0, op = s[1] | 0;
   for (let r = u0; r < u1; r++) {
     const o = r * cols;
     if (op === 0) for (let c = 0; c < cols; c++) out[o + c] = a[o + c] + b[c];
@@ -332,7 +390,7 @@ function binaryRowsBias(v: RowViews, s: ArrayLike<number>, u0: number, u1: numbe
 /** out[c] += x[r, c] over the rows in order (a bias gradient): v = [x, out]; s = [cols, rows]. Columns. */
 function sumLeadingCols(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, out = v[1]!;
-  const cols = s[0], rows = s[1];
+  const cols = s[0] | 0, rows = s[1] | 0;
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     for (let c = u0; c < u1; c++) out[c] += x[o + c];
@@ -342,7 +400,7 @@ function sumLeadingCols(v: RowViews, s: ArrayLike<number>, u0: number, u1: numbe
 /** out[r] = sum over c of x[r, c], in order: v = [x, out]; s = [cols]. Rows. */
 function sumTrailingRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, out = v[1]!;
-  const cols = s[0];
+  const cols = s[0] | 0;
   for (let r = u0; r < u1; r++) {
     let acc = 0;
     const o = r * cols;
@@ -358,7 +416,7 @@ function sumTrailingRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: numb
  */
 function stridedRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
   const x = v[0]!, out = v[1]!;
-  const n1 = s[0], n2 = s[1], n3 = s[2], s0 = s[3], s1 = s[4], s2 = s[5], s3 = s[6], offset = s[7];
+  const n1 = s[0] | 0, n2 = s[1] | 0, n3 = s[2] | 0, s0 = s[3] | 0, s1 = s[4] | 0, s2 = s[5] | 0, s3 = s[6] | 0, offset = s[7] | 0;
   for (let r = u0; r < u1; r++) {
     const c = r % n2;
     const ab = (r - c) / n2;
@@ -376,7 +434,7 @@ export const ROW_KERNELS = {
   softmaxRows, softmaxGradRows, crossEntropyLossRows, crossEntropyGradRows, layerNormRows, layerNormGradXRows,
   normGradWCols, rmsNormRows, rmsNormGradXRows, siluElements, siluGradElements, adamElements,
   attentionSoftmaxRows, attentionProbsRows, attentionScoreGradRows, binaryElements, binaryRowsBias, sumLeadingCols,
-  sumTrailingRows, stridedRows,
+  sumTrailingRows, stridedRows, layerNormGradFused, rmsNormGradFused,
 } satisfies Record<string, RowKernel>;
 
 export type RowKernelName = keyof typeof ROW_KERNELS;

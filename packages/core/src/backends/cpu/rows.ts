@@ -25,6 +25,11 @@ function typeCode(x: RowViews[number]): number {
  * else on this thread. Either way each unit runs the same code, so the bits
  * do not depend on the thread count. `op` names the kernel in errors.
  */
+/** Whether runRows would split this job across the pool (else it runs on the calling thread). */
+export function splits(views: RowViews, units: number, work: number): boolean {
+  return units > 1 && threadsFor(work, PARALLEL_ROWS_MIN) > 1 && views.every((x) => x === null || inArena(x));
+}
+
 export function runRows(op: string, name: RowKernelName, views: RowViews, nums: readonly number[], units: number, work: number): void {
   const fn = ROW_KERNELS[name];
   const s = Float64Array.from(nums);

@@ -15,6 +15,8 @@ export interface GemmExports {
 export interface ActivationExports {
   gelu(x: number, out: number, n4: number): void;
   geluGrad(x: number, dy: number, out: number, n4: number): void;
+  /** Zeroes n bytes at p (memory.fill). */
+  zero(p: number, n: number): void;
 }
 
 /**
