@@ -34,6 +34,11 @@ export class KernelCache {
     return this.entries.size;
   }
 
+  /** Whether a kernel is held (does not touch its recency). */
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
   /** The entry for a kernel, compiling on a miss and evicting past the limit. */
   get(key: string, make: () => CompiledKernel): Entry {
     let e = this.entries.get(key);

@@ -44,6 +44,9 @@ export interface GpuBackendOptions {
   maxKernels?: number;
 }
 
+/** A loop reuses a kernel compiled for a loop up to this many times longer (its iterations past the bound only test and break). */
+const MAX_LOOP_REUSE = 64;
+
 /** Trailing sums longer than this take two passes (chunk sums, then their sum). */
 const CHUNKED_SUM = 4096;
 
@@ -225,20 +228,28 @@ export class GpuBackend implements Backend {
     // serves one size signature; GL kernels read sizes from uniforms.
     const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}|`;
     const raw = spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '';
-    const key = `${sizes}${loopBucket(spec.loop)}|${types.join(',')}|${raw}${spec.src}`;
-    const entry = this.entry(key, spec, types);
+    const rest = `|${types.join(',')}|${raw}${spec.src}`;
+    // A kernel compiled for a longer loop serves a shorter one (loops stop at their uniform bound).
+    let bucket = loopBucket(spec.loop);
+    for (let b = bucket; b <= MAX_LOOP_REUSE * bucket; b *= 2) {
+      if (this.cache.has(`${sizes}${b}${rest}`)) {
+        bucket = b;
+        break;
+      }
+    }
+    const entry = this.entry(`${sizes}${bucket}${rest}`, spec, bucket, types);
     const out = entry.kernel.run(spec.size, all);
     this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
     return { out, owner: isGlMode(this.mode) ? entry : undefined };
   }
 
   /** A compiled kernel from the cache; a miss counts as a compile. */
-  private entry(key: string, spec: src.KernelSpec, types: readonly string[]) {
+  private entry(key: string, spec: src.KernelSpec, bucket: number, types: readonly string[]) {
     const before = this.cache.compiles;
     const e = this.cache.get(key, () => {
       const names = argNames(spec.src);
       if (names.length !== types.length) throw new Error(`gpu backend: kernel '${spec.name}' takes ${names.length} arguments, given ${types.length}`);
-      return this.cache.compile(spec.src, loopBucket(spec.loop), Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw);
+      return this.cache.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw);
     });
     if (this.cache.compiles !== before) statsOf(this).compiles++;
     return e;
