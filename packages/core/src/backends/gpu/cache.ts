@@ -66,7 +66,7 @@ export class KernelCache {
   }
 
   /** Compiles from the GpuJs wrapper (kept here so callers need not import it). */
-  compile(source: string, loopMax: number, types: Record<string, string>, raw?: RawGl): CompiledKernel {
-    return this.gj.compile(source, loopMax, types, raw);
+  compile(source: string, loopMax: number, types: Record<string, string>, raw?: RawGl, subKernels?: readonly string[]): CompiledKernel {
+    return this.gj.compile(source, loopMax, types, raw, subKernels);
   }
 }

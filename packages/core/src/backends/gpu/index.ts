@@ -215,7 +215,7 @@ export class GpuBackend implements Backend {
    */
   private exec(
     spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], hostUploads = true,
-  ): { out: DeviceBuffer; owner?: { live: number } } | null {
+  ): { out: DeviceBuffer; extra: DeviceBuffer[]; owner?: { live: number } } | null {
     if (spec.size === 0) return null;
     this.checkSize(spec.size);
     const bufs: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
@@ -227,7 +227,7 @@ export class GpuBackend implements Backend {
     // change rebuilds it, and each kernel keeps only 8), so there one kernel
     // serves one size signature; GL kernels read sizes from uniforms.
     const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}|`;
-    const raw = spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '';
+    const raw = (spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '') + (spec.subKernels ?? []).join('|');
     const rest = `|${types.join(',')}|${raw}${spec.src}`;
     // A kernel compiled for a longer loop serves a shorter one (loops stop at their uniform bound).
     let bucket = loopBucket(spec.loop);
@@ -238,9 +238,10 @@ export class GpuBackend implements Backend {
       }
     }
     const entry = this.entry(`${sizes}${bucket}${rest}`, spec, bucket, types);
-    const out = entry.kernel.run(spec.size, all);
+    const [out, ...extra] = entry.kernel.run(spec.size, all);
     this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
-    return { out, owner: isGlMode(this.mode) ? entry : undefined };
+    for (const b of extra) statsOf(this).textureBytes += bufferBytes(b);
+    return { out, extra, owner: isGlMode(this.mode) ? entry : undefined };
   }
 
   /** A compiled kernel from the cache; a miss counts as a compile. */
@@ -249,7 +250,7 @@ export class GpuBackend implements Backend {
     const e = this.cache.get(key, () => {
       const names = argNames(spec.src);
       if (names.length !== types.length) throw new Error(`gpu backend: kernel '${spec.name}' takes ${names.length} arguments, given ${types.length}`);
-      return this.cache.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw);
+      return this.cache.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw, spec.subKernels);
     });
     if (this.cache.compiles !== before) statsOf(this).compiles++;
     return e;
@@ -685,6 +686,13 @@ export class GpuBackend implements Backend {
     const hp: src.AdamParams = {
       beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
     };
+    if (isGlMode(this.mode) && !m.lane && !v.lane) {
+      // One dispatch: the parameter is the result, m and v the sub-kernel outputs (multiple render targets).
+      const r = this.exec(src.adamFused(this.gen(), decoupled, size, hp), [p, g, m, v]);
+      if (!r) return { p: this.wrap(null, 0), m: this.wrap(null, 0), v: this.wrap(null, 0) };
+      const [nm, nv] = r.extra;
+      return { p: this.wrap(r.out, size, null, r.owner), m: this.wrap(nm, size, null, r.owner), v: this.wrap(nv, size, null, r.owner) };
+    }
     // The new m and v come from one dispatch as two lanes of one buffer, which the next step reads in place.
     const [ma, va] = [this.laneArg(m), this.laneArg(v)];
     const args = [p, g, ma.arg, va.arg];
