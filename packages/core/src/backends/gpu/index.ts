@@ -14,6 +14,7 @@ import {
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
 import { glMatmul, glMatmulFits } from './matmul-gl.ts';
+import { glAttention, glAttentionFits } from './attention-gl.ts';
 import * as src from './sources.ts';
 
 export type { GpuMode } from './gpujs.ts';
@@ -644,6 +645,11 @@ export class GpuBackend implements Backend {
   attention(q: GpuData, k: GpuData, v: GpuData, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
     const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal, scale), [q, k]);
     if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
+    if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk)) {
+      const g = glAttention(bh, tq, tk, dk, dv, scale, causal, this.mode === 'webgl2');
+      const spec: src.KernelSpec = { name: 'attention4', ...g };
+      return { out: this.run(spec, [q, k, v, lse]), lse };
+    }
     const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
     const out = this.bmm([p, v], bh, tq, tk, dv, false);
     this.free(p);
