@@ -58,6 +58,25 @@ for (const mode of modesUnderTest) {
       console.log(`${mode}: compiles at warm-up ${warm}, for a new sequence length ${afterNew - warm}`);
     });
 
+    if (gl) {
+      test('a shorter loop reuses the kernel compiled for a longer one', () => {
+        const be = backendFor(mode);
+        const rnd = lcg(9);
+        const sum = (n: number): number => {
+          const x = be.upload(randArray(n, rnd), 'float32');
+          const y = be.reduce('sum', x, [n], [0]);
+          const v = (be.download(y, 'float32', 1) as Float32Array)[0];
+          be.free(x);
+          be.free(y);
+          return v;
+        };
+        sum(1500);
+        const before = be.kernelCompiles;
+        assert.ok(Number.isFinite(sum(700)));
+        assert.equal(be.kernelCompiles, before, 'a 700-long sum compiled a new kernel after a 1500-long one');
+      });
+    }
+
     test('the kernel cache stays within its bound over many distinct kernels, destroying evicted ones', () => {
       const name = `gpu-${mode}-bounded`;
       const be = new GpuBackend({ mode, name, maxKernels: 6 });

@@ -108,6 +108,10 @@ export interface Backend extends Kernels {
   readonly hasStorage: boolean;
   upload(values: ArrayLike<number>, dtype: DType): unknown;
   download(data: unknown, dtype: DType, size: number): HostArray;
+  /** An asynchronous readback (`await t.data()`); absent: `download`. */
+  downloadAsync?(data: unknown, dtype: DType, size: number): Promise<HostArray>;
+  /** false where values come back only asynchronously (WebGPU): the synchronous readers throw, naming the async one. */
+  readonly syncReadback?: boolean;
   free(data: unknown): void;
   /** Bytes one element takes in this backend's storage. */
   bytesPerElement(dtype: DType): number;

@@ -170,21 +170,64 @@ export class Tensor {
     finalizer.register(this, storage, this);
   }
 
-  /** Flat values, read back from the backend. */
+  /** Flat values, read back from the backend. Throws on a backend that reads back only asynchronously (use `await t.data()`). */
   dataSync(): HostArray {
-    const b = this.backend;
-    if (!b.hasStorage) throw new Error(`dataSync: ${this.describe()} lives on the '${b.name}' backend, which holds no values`);
-    countReadback(b);
-    return b.download(this.storage.data, this.dtype, this.size);
+    return this.readSync('dataSync()', 'await t.data()');
   }
 
+  /**
+   * Flat values, read back asynchronously: the reader that works on every
+   * backend (on WebGPU the only one).
+   * @example const values = await loss.data();
+   */
   async data(): Promise<HostArray> {
-    return this.dataSync();
+    const b = this.backend;
+    if (!b.hasStorage) throw new Error(`data: ${this.describe()} lives on the '${b.name}' backend, which holds no values`);
+    countReadback(b);
+    // NOTE: the read is issued before the first await, so a dispose() after this call cannot free the storage under it.
+    return b.downloadAsync ? b.downloadAsync(this.storage.data, this.dtype, this.size) : b.download(this.storage.data, this.dtype, this.size);
   }
 
   /** Nested arrays like `tensor.tolist()` in PyTorch. */
   toArray(): NestedArray {
-    const flat = this.dataSync();
+    return this.nest(this.readSync('toArray()', 'await t.array()'));
+  }
+
+  /**
+   * Nested arrays, read back asynchronously. @example const rows = await logits.array();
+   */
+  async array(): Promise<NestedArray> {
+    return this.nest(await this.data());
+  }
+
+  item(): number {
+    this.checkScalar('item');
+    return this.readSync('item()', 'await t.itemAsync()')[0];
+  }
+
+  /**
+   * The single value, read back asynchronously. @example const l = await loss.itemAsync();
+   */
+  async itemAsync(): Promise<number> {
+    this.checkScalar('itemAsync');
+    return (await this.data())[0];
+  }
+
+  private checkScalar(op: string): void {
+    if (this.size !== 1) throw new Error(`${op}: expected a tensor with one element, got ${this.describe()}`);
+  }
+
+  private readSync(reader: string, asyncReader: string): HostArray {
+    const b = this.backend;
+    if (!b.hasStorage) throw new Error(`dataSync: ${this.describe()} lives on the '${b.name}' backend, which holds no values`);
+    if (b.syncReadback === false) {
+      throw new Error(`${reader}: the '${b.name}' backend (${b.mode}) reads back only asynchronously; use ${asyncReader} for ${this.describe()}`);
+    }
+    countReadback(b);
+    return b.download(this.storage.data, this.dtype, this.size);
+  }
+
+  private nest(flat: HostArray): NestedArray {
     if (this.rank === 0) return flat[0];
     const build = (axis: number, offset: number): NestedArray[] => {
       const n = this.shape[axis];
@@ -196,11 +239,6 @@ export class Tensor {
       return out;
     };
     return build(0, 0);
-  }
-
-  item(): number {
-    if (this.size !== 1) throw new Error(`item: expected a tensor with one element, got ${this.describe()}`);
-    return this.dataSync()[0];
   }
 
   /** Copies to another backend: `t.to('gpu')`. Returns this when already there. */

@@ -72,30 +72,67 @@ export interface TrainResult {
  * @example const val = evaluate(model, valSampler, 8);
  */
 export function evaluate(model: LossModel, source: BatchSource, batches = 8, backend?: string): number {
+  let total = 0;
+  inEval(model, () => {
+    for (let i = 0; i < batches; i++) total += readNow(validationLoss(model, source, backend));
+  });
+  return total / batches;
+}
+
+/**
+ * `evaluate` with asynchronous readback, for every backend (WebGPU too).
+ * @example const val = await evaluateAsync(model, valSampler, 8);
+ */
+export async function evaluateAsync(model: LossModel, source: BatchSource, batches = 8, backend?: string): Promise<number> {
   const wasTraining = model.training;
   model.eval();
   let total = 0;
   try {
-    for (let i = 0; i < batches; i++) {
-      total += tidy(() => noGrad(() => {
-        const { x, y } = toTensors(source.next(), backend ?? backendOf(model));
-        return model.forward(x, { targets: y }).loss!.item();
-      }));
-    }
+    for (let i = 0; i < batches; i++) total += await readLater(validationLoss(model, source, backend));
   } finally {
     model.train(wasTraining);
   }
   return total / batches;
 }
 
-/**
- * One training step inside `tidy`: forward, backward, optional clip, optimizer and scheduler step.
- * @example const loss = trainStep(model, opt, sampler.next());
- */
-export function trainStep(
-  model: LossModel, optimizer: Optimizer<BaseHyper>, batch: Batch,
-  opts: { scheduler?: LambdaLR; gradClip?: number; backend?: string } = {},
-): { loss: number; gradNorm?: number } {
+function inEval(model: LossModel, fn: () => void): void {
+  const wasTraining = model.training;
+  model.eval();
+  try {
+    fn();
+  } finally {
+    model.train(wasTraining);
+  }
+}
+
+/** One validation batch's loss, as a detached scalar tensor (the graph and inputs freed). */
+function validationLoss(model: LossModel, source: BatchSource, backend: string | undefined): Tensor {
+  return tidy(() => noGrad(() => {
+    const { x, y } = toTensors(source.next(), backend ?? backendOf(model));
+    return model.forward(x, { targets: y }).loss!.detach();
+  }));
+}
+
+function readNow(t: Tensor): number {
+  try {
+    return t.item();
+  } finally {
+    t.dispose();
+  }
+}
+
+async function readLater(t: Tensor): Promise<number> {
+  try {
+    return await t.itemAsync();
+  } finally {
+    t.dispose();
+  }
+}
+
+/** The device work of one step; the loss comes back as a detached scalar tensor, not yet read. */
+function stepOnDevice(
+  model: LossModel, optimizer: Optimizer<BaseHyper>, batch: Batch, opts: { scheduler?: LambdaLR; gradClip?: number; backend?: string },
+): { loss: Tensor; gradNorm?: number } {
   return tidy(() => {
     const { x, y } = toTensors(batch, opts.backend ?? backendOf(model));
     optimizer.zeroGrad();
@@ -107,8 +144,34 @@ export function trainStep(
       : undefined;
     optimizer.step();
     opts.scheduler?.step();
-    return { loss: loss.item(), gradNorm };
+    return { loss: loss.detach(), gradNorm };
   });
+}
+
+/**
+ * One training step inside `tidy`: forward, backward, optional clip, optimizer and scheduler step.
+ * @example const loss = trainStep(model, opt, sampler.next());
+ */
+export function trainStep(
+  model: LossModel, optimizer: Optimizer<BaseHyper>, batch: Batch,
+  opts: { scheduler?: LambdaLR; gradClip?: number; backend?: string } = {},
+): { loss: number; gradNorm?: number } {
+  const { loss, gradNorm } = stepOnDevice(model, optimizer, batch, opts);
+  return { loss: readNow(loss), gradNorm };
+}
+
+/**
+ * `trainStep` whose loss is read back asynchronously, so it runs on every
+ * backend (on WebGPU the synchronous readers throw). `gradClip` still reads
+ * the gradient norm synchronously.
+ * @example const { loss } = await trainStepAsync(model, opt, sampler.next());
+ */
+export async function trainStepAsync(
+  model: LossModel, optimizer: Optimizer<BaseHyper>, batch: Batch,
+  opts: { scheduler?: LambdaLR; gradClip?: number; backend?: string } = {},
+): Promise<{ loss: number; gradNorm?: number }> {
+  const { loss, gradNorm } = stepOnDevice(model, optimizer, batch, opts);
+  return { loss: await readLater(loss), gradNorm };
 }
 
 /**
@@ -137,7 +200,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   o.model.train();
   for (let step = start; step < o.steps; step++) {
     const batch = o.train.next();
-    const { loss, gradNorm } = trainStep(o.model, o.optimizer, batch, o);
+    const { loss, gradNorm } = await trainStepAsync(o.model, o.optimizer, batch, o);
     tokens += batch.x.length;
     losses.push(loss);
     const done = step + 1;
@@ -146,7 +209,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     o.onStep?.({ step: done, loss, lr: o.optimizer.lr, gradNorm, tokensPerSecond: tps });
     let line = progressLine(done, o.steps, loss, tps, (seconds / (done - start)) * (o.steps - done));
     if (o.val && o.evalEvery && (done % o.evalEvery === 0 || done === o.steps)) {
-      const v = evaluate(o.model, o.val, o.evalBatches ?? 8, o.backend);
+      const v = await evaluateAsync(o.model, o.val, o.evalBatches ?? 8, o.backend);
       valLosses.push({ step: done, loss: v });
       line += ` | val ${v.toFixed(4)}`;
       write(line, true);

@@ -1,6 +1,6 @@
 import {
   Rng, Tensor, add, arange, crossEntropy, globalRng, isGradEnabled, narrow, noGrad, recompute,
-  tensor, tidy, type NestedArray,
+  tensor, tidy, type HostArray, type NestedArray,
 } from '@lowrank/core';
 import { Module, ModuleList } from '../module.ts';
 import {
@@ -253,6 +253,38 @@ export class TransformerLM extends Module {
    * @example const out = model.generate(tensor([[0]], { dtype: 'int32' }), { maxNewTokens: 20, temperature: 0 });
    */
   generate(ids: Tensor, opts: GenerateOptions): Tensor {
+    const run = this.generation(ids, opts);
+    let done = false;
+    try {
+      let r = run.next();
+      while (!r.done) r = run.next(readAndFree(r.value, ids, (t) => t.dataSync()));
+      done = true;
+      return r.value;
+    } finally {
+      if (!done) run.return(ids);
+    }
+  }
+
+  /**
+   * `generate` with asynchronous readback of each step's logits, so it runs
+   * on every backend (on WebGPU the synchronous readers throw).
+   * @example const out = await model.generateAsync(tensor([[0]], { dtype: 'int32' }), { maxNewTokens: 20 });
+   */
+  async generateAsync(ids: Tensor, opts: GenerateOptions): Promise<Tensor> {
+    const run = this.generation(ids, opts);
+    let done = false;
+    try {
+      let r = run.next();
+      while (!r.done) r = run.next(await readAndFree(r.value, ids, (t) => t.data()));
+      done = true;
+      return r.value;
+    } finally {
+      if (!done) run.return(ids);
+    }
+  }
+
+  /** The sampling loop; it yields each tensor it needs read back and receives its values. */
+  private *generation(ids: Tensor, opts: GenerateOptions): Generator<Tensor, Tensor, HostArray> {
     const { maxNewTokens, topK } = opts;
     const temperature = opts.temperature ?? 1;
     const useCache = opts.useCache ?? true;
@@ -263,7 +295,7 @@ export class TransformerLM extends Module {
     const V = this.config.vocabSize;
     const bs = this.config.blockSize;
     const rows: number[][] = [];
-    const flat = ids.dataSync();
+    const flat = yield ids;
     for (let b = 0; b < B; b++) rows.push(Array.from(flat.subarray(b * T0, (b + 1) * T0)));
     const cache = useCache ? new KVCache(this.config.nLayer) : null;
     const wasTraining = this.training;
@@ -275,13 +307,14 @@ export class TransformerLM extends Module {
         let feedFrom = Math.max(0, len - bs);
         if (cache && cache.length > 0 && cache.length < bs && len - cache.length === 1 && len <= bs) feedFrom = len - 1;
         else if (cache) cache.dispose();
-        const last = tidy(() => noGrad(() => {
+        const lastLogits = tidy(() => noGrad(() => {
           const window = rows.map((r) => r.slice(feedFrom));
           const input = tensor(window as NestedArray, { dtype: 'int32', backend: ids.backend.name });
           const { logits } = this.forward(input, { kvCache: cache ?? undefined }); // [B, t, V]
           const t = window[0].length;
-          return narrow(logits, 1, t - 1, 1).dataSync(); // [B, 1, V]
+          return narrow(logits, 1, t - 1, 1); // [B, 1, V]
         }));
+        const last = yield lastLogits;
         for (let b = 0; b < B; b++) rows[b].push(sample(last.subarray(b * V, (b + 1) * V), temperature, topK, rng));
       }
     } finally {
@@ -290,6 +323,21 @@ export class TransformerLM extends Module {
     }
     return tensor(rows as NestedArray, { dtype: 'int32', backend: ids.backend.name });
   }
+}
+
+/** Reads a tensor the sampling loop yielded, then frees it (never the caller's ids). */
+function readAndFree<R>(t: Tensor, ids: Tensor, read: (t: Tensor) => R): R {
+  if (t === ids) return read(t);
+  let out: R;
+  try {
+    out = read(t);
+  } catch (err) {
+    t.dispose();
+    throw err;
+  }
+  if (out instanceof Promise) return out.finally(() => t.dispose()) as R;
+  t.dispose();
+  return out;
 }
 
 /** Picks a token from one row of logits. */

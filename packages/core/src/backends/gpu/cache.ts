@@ -34,6 +34,11 @@ export class KernelCache {
     return this.entries.size;
   }
 
+  /** Whether a kernel is held (does not touch its recency). */
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
   /** The entry for a kernel, compiling on a miss and evicting past the limit. */
   get(key: string, make: () => CompiledKernel): Entry {
     let e = this.entries.get(key);
@@ -61,7 +66,7 @@ export class KernelCache {
   }
 
   /** Compiles from the GpuJs wrapper (kept here so callers need not import it). */
-  compile(source: string, loopMax: number, types: Record<string, string>, raw?: RawGl): CompiledKernel {
-    return this.gj.compile(source, loopMax, types, raw);
+  compile(source: string, loopMax: number, types: Record<string, string>, raw?: RawGl, subKernels?: readonly string[]): CompiledKernel {
+    return this.gj.compile(source, loopMax, types, raw, subKernels);
   }
 }

@@ -14,9 +14,9 @@ export type DeviceBuffer = Texture | Float32Array;
 /** A kernel argument: a device buffer, a host array uploaded for that call, or a uniform. */
 export type KernelArg = DeviceBuffer | number;
 
-/** A compiled gpu.js kernel with a flat 1-D output whose size is set per call. */
+/** A compiled gpu.js kernel with flat 1-D outputs whose size is set per call: its result, then one per sub-kernel. */
 export interface CompiledKernel {
-  run(size: number, args: readonly KernelArg[]): DeviceBuffer;
+  run(size: number, args: readonly KernelArg[]): DeviceBuffer[];
   destroy(): void;
 }
 
@@ -92,8 +92,12 @@ export class GpuJs {
    * Compiles a kernel from source; its output size and argument sizes may
    * change per call (dynamicOutput/dynamicArguments), so one compile serves
    * every shape. `argumentTypes` names each argument's gpu.js type.
+   * `subKernels`: named functions the kernel calls whose values are extra
+   * outputs of the same dispatch (GL: multiple render targets).
    */
-  compile(source: string, loopMax: number, argumentTypes: Record<string, string>, raw?: RawGl): CompiledKernel {
+  compile(
+    source: string, loopMax: number, argumentTypes: Record<string, string>, raw?: RawGl, subKernels: readonly string[] = [],
+  ): CompiledKernel {
     const settings: KernelSettingsIn = {
       output: [1],
       argumentTypes: argumentTypes as Record<string, GPUVariableType>,
@@ -108,17 +112,24 @@ export class GpuJs {
       // GL: packed storage, 4 values per RGBA32F texel (gpu.js runs the kernel body once per channel).
       optimizeFloatMemory: isGlMode(this.mode),
     };
-    const k = this.gpu.createKernel(source, settings);
+    if (subKernels.length > 0 && !isGlMode(this.mode)) throw new Error(`gpu backend: kernel maps do not run in '${this.mode}' mode`);
+    const map = Object.fromEntries(subKernels.map((f, i) => [`s${i}`, f]));
+    const k = subKernels.length > 0
+      ? this.gpu.createKernelMap(map as never, source as never, settings as never)
+      : this.gpu.createKernel(source, settings);
     if (raw && !isGlMode(this.mode)) throw new Error(`gpu backend: a GLSL kernel cannot run in '${this.mode}' mode`);
     if (isGlMode(this.mode)) patchKernelShader((k as unknown as { kernel?: unknown }).kernel, raw);
     let checked = false;
     let size = 1;
-    const run = (n: number, args: readonly KernelArg[]): DeviceBuffer => {
+    const run = (n: number, args: readonly KernelArg[]): DeviceBuffer[] => {
       if (n !== size) {
         k.setOutput([n]);
         size = n;
       }
-      const out = k(...args) as DeviceBuffer;
+      const res = (k as unknown as (...a: readonly KernelArg[]) => unknown)(...args);
+      const out = subKernels.length > 0
+        ? [(res as Record<string, DeviceBuffer>).result, ...subKernels.map((_, i) => (res as Record<string, DeviceBuffer>)[`s${i}`])]
+        : [res as DeviceBuffer];
       unswitchOutput(k);
       if (!checked) {
         checked = true;

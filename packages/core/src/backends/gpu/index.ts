@@ -14,6 +14,7 @@ import {
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
 import { glMatmul, glMatmulFits } from './matmul-gl.ts';
+import { glAttention, glAttentionFits } from './attention-gl.ts';
 import * as src from './sources.ts';
 
 export type { GpuMode } from './gpujs.ts';
@@ -43,6 +44,9 @@ export interface GpuBackendOptions {
   /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
   maxKernels?: number;
 }
+
+/** A loop reuses a kernel compiled for a loop up to this many times longer (its iterations past the bound only test and break). */
+const MAX_LOOP_REUSE = 64;
 
 /** Trailing sums longer than this take two passes (chunk sums, then their sum). */
 const CHUNKED_SUM = 4096;
@@ -212,7 +216,7 @@ export class GpuBackend implements Backend {
    */
   private exec(
     spec: src.KernelSpec, args: readonly (GpuData | Float32Array)[], hostUploads = true,
-  ): { out: DeviceBuffer; owner?: { live: number } } | null {
+  ): { out: DeviceBuffer; extra: DeviceBuffer[]; owner?: { live: number } } | null {
     if (spec.size === 0) return null;
     this.checkSize(spec.size);
     const bufs: KernelArg[] = args.map((x) => (x instanceof Float32Array ? x : this.bufOf(x)));
@@ -224,21 +228,30 @@ export class GpuBackend implements Backend {
     // change rebuilds it, and each kernel keeps only 8), so there one kernel
     // serves one size signature; GL kernels read sizes from uniforms.
     const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}|`;
-    const raw = spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '';
-    const key = `${sizes}${loopBucket(spec.loop)}|${types.join(',')}|${raw}${spec.src}`;
-    const entry = this.entry(key, spec, types);
-    const out = entry.kernel.run(spec.size, all);
+    const raw = (spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '') + (spec.subKernels ?? []).join('|');
+    const rest = `|${types.join(',')}|${raw}${spec.src}`;
+    // A kernel compiled for a longer loop serves a shorter one (loops stop at their uniform bound).
+    let bucket = loopBucket(spec.loop);
+    for (let b = bucket; b <= MAX_LOOP_REUSE * bucket; b *= 2) {
+      if (this.cache.has(`${sizes}${b}${rest}`)) {
+        bucket = b;
+        break;
+      }
+    }
+    const entry = this.entry(`${sizes}${bucket}${rest}`, spec, bucket, types);
+    const [out, ...extra] = entry.kernel.run(spec.size, all);
     this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
-    return { out, owner: isGlMode(this.mode) ? entry : undefined };
+    for (const b of extra) statsOf(this).textureBytes += bufferBytes(b);
+    return { out, extra, owner: isGlMode(this.mode) ? entry : undefined };
   }
 
   /** A compiled kernel from the cache; a miss counts as a compile. */
-  private entry(key: string, spec: src.KernelSpec, types: readonly string[]) {
+  private entry(key: string, spec: src.KernelSpec, bucket: number, types: readonly string[]) {
     const before = this.cache.compiles;
     const e = this.cache.get(key, () => {
       const names = argNames(spec.src);
       if (names.length !== types.length) throw new Error(`gpu backend: kernel '${spec.name}' takes ${names.length} arguments, given ${types.length}`);
-      return this.cache.compile(spec.src, loopBucket(spec.loop), Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw);
+      return this.cache.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw, spec.subKernels);
     });
     if (this.cache.compiles !== before) statsOf(this).compiles++;
     return e;
@@ -632,6 +645,11 @@ export class GpuBackend implements Backend {
   attention(q: GpuData, k: GpuData, v: GpuData, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
     const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal, scale), [q, k]);
     if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
+    if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk)) {
+      const g = glAttention(bh, tq, tk, dk, dv, scale, causal, this.mode === 'webgl2');
+      const spec: src.KernelSpec = { name: 'attention4', ...g };
+      return { out: this.run(spec, [q, k, v, lse]), lse };
+    }
     const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
     const out = this.bmm([p, v], bh, tq, tk, dv, false);
     this.free(p);
@@ -674,6 +692,13 @@ export class GpuBackend implements Backend {
     const hp: src.AdamParams = {
       beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
     };
+    if (isGlMode(this.mode) && !m.lane && !v.lane) {
+      // One dispatch: the parameter is the result, m and v the sub-kernel outputs (multiple render targets).
+      const r = this.exec(src.adamFused(this.gen(), decoupled, size, hp), [p, g, m, v]);
+      if (!r) return { p: this.wrap(null, 0), m: this.wrap(null, 0), v: this.wrap(null, 0) };
+      const [nm, nv] = r.extra;
+      return { p: this.wrap(r.out, size, null, r.owner), m: this.wrap(nm, size, null, r.owner), v: this.wrap(nv, size, null, r.owner) };
+    }
     // The new m and v come from one dispatch as two lanes of one buffer, which the next step reads in place.
     const [ma, va] = [this.laneArg(m), this.laneArg(v)];
     const args = [p, g, ma.arg, va.arg];

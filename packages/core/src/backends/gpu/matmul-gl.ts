@@ -33,7 +33,7 @@ export function glMatmulFits(outShape: Shape): boolean {
 }
 
 /** GLSL helpers: exact integer split by a float reciprocal, texel streams, lane selects. */
-const HELPERS = `
+export const HELPERS = `
 ivec2 lrSplit(int a, int d) {
   int q = int(floor((float(a) + 0.5) / float(d)));
   int r = a - q * d;

@@ -17,6 +17,8 @@ export interface KernelSpec {
   floats: readonly number[];
   /** GL modes: the kernel in GLSL (src then only declares the arguments). */
   raw?: RawGl;
+  /** GL modes: named functions src calls whose values are further outputs of the dispatch. */
+  subKernels?: readonly string[];
 }
 
 const T = 'this.thread.x';
@@ -613,6 +615,24 @@ export function adamParam(cg: CodeGen, decoupled: boolean, size: number, h: Adam
   let body = adamMoments(cg, T, T, decoupled, h, m, v);
   body += `return w[${T}] * ${cg.f(h.decay)} - (${cg.f(h.stepSize)} * mi) / (Math.sqrt(vi) / ${cg.f(h.bc2Sqrt)} + ${cg.f(h.eps)});\n`;
   return spec('adamParam', cg, ['w', 'g', 'm', 'v'], body, size);
+}
+
+/**
+ * Adam's whole update in one dispatch (GL modes): the new parameter is the
+ * result, the new m and v are the outputs of the sub-kernels adamM and adamV.
+ */
+export function adamFused(cg: CodeGen, decoupled: boolean, size: number, h: AdamParams): KernelSpec {
+  let body = `let gi = g[${T}];\n`;
+  if (!decoupled) body += `gi = gi + ${cg.f(h.weightDecay)} * w[${T}];\n`;
+  body += `let mi = adamM(gi, m[${T}], ${cg.f(h.beta1)});\nlet vi = adamV(gi, v[${T}], ${cg.f(h.beta2)});\n`;
+  body += `return w[${T}] * ${cg.f(h.decay)} - (${cg.f(h.stepSize)} * mi) / (Math.sqrt(vi) / ${cg.f(h.bc2Sqrt)} + ${cg.f(h.eps)});\n`;
+  return {
+    ...spec('adam', cg, ['w', 'g', 'm', 'v'], body, size),
+    subKernels: [
+      'function adamM(gi, m0, b1) { return b1 * m0 + (1 - b1) * gi; }',
+      'function adamV(gi, v0, b2) { return b2 * v0 + (1 - b2) * gi * gi; }',
+    ],
+  };
 }
 
 /** Adam's new m and v in one dispatch, packed [size, 2]. */

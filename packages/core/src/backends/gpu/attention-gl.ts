@@ -1,0 +1,60 @@
+/**
+ * The GL modes' attention forward, fused: out[h, i, d..d+3] =
+ * sum_j exp(q_i . k_j * scale - lse_i) v_j[d..d+3] in one pass, so the
+ * [T, T] probabilities are never stored in the forward pass (the backward
+ * recomputes them once). Each fragment keeps q_i in registers (the head
+ * size is structural, so it is baked in; sequence lengths are uniforms and
+ * a new one reuses the shader) and reads k and v as vec4 texels.
+ */
+import type { RawGl } from './gpujs.ts';
+import { HELPERS } from './matmul-gl.ts';
+
+export interface GlKernel {
+  src: string;
+  raw: RawGl;
+  size: number;
+  loop: number;
+  ints: number[];
+  floats: number[];
+}
+
+/** Whether the fused kernel serves these head sizes (vec4 reads of q, k and v rows). */
+export function glAttentionFits(dk: number, dv: number, tk: number): boolean {
+  return dk % 4 === 0 && dv % 4 === 0 && dk > 0 && dv > 0 && tk > 0;
+}
+
+/** out [bh, tq, dv] from q [bh, tq, dk], k [bh, tk, dk], v [bh, tk, dv] and the row log-sum-exps lse [bh * tq]. */
+export function glAttention(bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean, webgl2: boolean): GlKernel {
+  const ints: number[] = [];
+  const u = (v: number): string => {
+    ints.push(v);
+    return `user_n${ints.length - 1}`;
+  };
+  const tex = webgl2 ? 'texture' : 'texture2D';
+  const fetch = (arg: string, p: string): string => `${tex}(user_${arg}, (vec2(${p}) + 0.5) * i${arg})`;
+  const size = bh * tq * dv;
+  const total = u(size);
+  const nDv = u(dv);
+  const nTq = u(tq);
+  const nTk = u(tk);
+  const lastOff = u(causal ? tk - tq : 0);
+  const q4 = dk / 4;
+  let body = `vec4 lrAttention() {\n  int o = index * 4;\n  if (o >= ${total}) { return vec4(0.0); }\n`;
+  body += `  ivec2 rd = lrSplit(o, ${nDv});\n  int row = rd.x;\n  int d = rd.y;\n  ivec2 hi = lrSplit(row, ${nTq});\n`;
+  body += causal ? `  int last = hi.y + ${lastOff};\n` : `  int last = ${nTk} - 1;\n`;
+  body += '  vec2 iq = 1.0 / vec2(user_qSize);\n  vec2 ik = 1.0 / vec2(user_kSize);\n  vec2 iv = 1.0 / vec2(user_vSize);\n';
+  body += '  vec2 ilse = 1.0 / vec2(user_lseSize);\n';
+  body += `  ivec2 lq = lrSplit(row, 4);\n  float l = lrPick(${fetch('lse', 'lrTexel(lq.x, user_lseSize)')}, lq.y);\n`;
+  body += `  ivec2 pq = lrTexel(row * ${q4}, user_qSize);\n`;
+  for (let c = 0; c < q4; c++) body += `  vec4 q${c} = ${fetch('q', 'pq')};\n  pq = lrStep(pq, ivec2(1, 0), user_qSize.x);\n`;
+  body += `  ivec2 pk = lrTexel(hi.x * ${nTk} * ${q4}, user_kSize);\n`;
+  body += `  ivec2 pv = lrTexel((hi.x * ${nTk} * ${nDv} + d) / 4, user_vSize);\n  ivec2 sv = lrTexel(${nDv} / 4, user_vSize);\n`;
+  body += '  vec4 acc = vec4(0.0);\n  for (int j = 0; j < LOOP_MAX; j++) {\n';
+  body += `    if (j > last || j >= ${nTk}) { break; }\n    float s = 0.0;\n`;
+  for (let c = 0; c < q4; c++) body += `    s += dot(q${c}, ${fetch('k', 'pk')});\n    pk = lrStep(pk, ivec2(1, 0), user_kSize.x);\n`;
+  body += `    acc += exp(s * user_f0 - l) * ${fetch('v', 'pv')};\n    pv = lrStep(pv, sv, user_vSize.x);\n  }\n  return acc;\n}\n`;
+  const args = ['q', 'k', 'v', 'lse', ...ints.map((_, i) => `n${i}`), 'f0'];
+  // The stub reads every argument so gpu.js declares each uniform; its body never runs.
+  const stub = `function (${args.join(', ')}) {\nlet s = q[0] + k[0] + v[0] + lse[0] + f0;\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttention()' }, size, loop: tk, ints, floats: [scale] };
+}
