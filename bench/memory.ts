@@ -6,10 +6,12 @@
  *   npm run bench -- memory [--size gpt2] [--vocab 50257] [--dtype bfloat16] [--steps 2] [--warmup 1]
  *
  * "step RSS" is the largest resident set sampled after each timed forward
- * pass; "max RSS" is the process high-water mark, which for the 16-bit base
- * still includes the float32 weights the model was built from (the bench
- * builds a random model, then converts it; a loader that reads 16-bit
- * checkpoints with `dtype` never holds them).
+ * pass; "max RSS" is the process high-water mark. For the 16-bit base both
+ * still include the float32 weights the model was built from: the bench
+ * builds a random model, then converts it, and the cpu backend's shared
+ * memory never shrinks (its freed blocks are reused for activations). A load
+ * with `fromPretrained(..., { dtype })` never holds them: see
+ * `npm run bench -- pretrained --dtype bfloat16` for that footprint.
  */
 import { loadavg } from 'node:os';
 import { applyThreads, fmtBytes, fmtRatio, formatTable, intOption, option, parseSize } from './common.ts';
