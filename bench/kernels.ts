@@ -1,14 +1,15 @@
 /**
  * Kernel micro-benchmarks at W2's shapes, with Benchmark.js, per backend and
- * gpu.js mode: matmul, softmax, layerNorm, causal attention and one AdamW
- * step over W2's parameters. Each timed call ends with a readback.
+ * gpu.js mode: matmul, softmax, GELU (and on cpu its JS-loop baseline), layerNorm,
+ * causal attention and one AdamW step over W2's parameters. Each timed call ends with a readback.
  *
  *   npm run bench -- kernels [--backends cpu,gpu] [--gpu-modes webasm,cpu] [--max-time 1]
  * (`gpu` means one row per gpu.js mode that starts here, as in the matmul suite.)
  */
 import Benchmark from 'benchmark';
+import { geluInto } from '../packages/core/src/backends/cpu/gelu.ts';
 import {
-  getBackend, layerNorm, listBackends, matmul, memory, ones, randn, scaledDotProductAttention, softmax, tidy, zeros,
+  gelu, getBackend, layerNorm, listBackends, matmul, memory, ones, randn, scaledDotProductAttention, softmax, tidy, zeros,
   type Tensor,
 } from '@lowrank/core';
 import { AdamW, TransformerLM, w2 } from '@lowrank/nn';
@@ -36,6 +37,8 @@ interface KernelCase {
   /** FLOPs (for GFLOP/s) or bytes moved (for GB/s) per call. */
   work: number;
   unit: KernelRow['rateUnit'];
+  /** Runs on this backend only (a reference path of that backend). */
+  only?: string;
   setup(backend: string): { fn: () => void; dispose: () => void };
 }
 
@@ -65,6 +68,23 @@ export const CASES: readonly KernelCase[] = [
     setup(backend) {
       const x = randn([B, H, T, T], { backend });
       return { fn: () => tidy(() => { softmax(x, -1).dataSync(); }), dispose: () => disposeAll([x]) };
+    },
+  },
+  {
+    // The MLP activation at W2's hidden width: on cpu the WebAssembly SIMD kernel, split across the pool.
+    kernel: 'gelu', shape: `[${N}, ${4 * C}]`, work: 2 * 4 * N * 4 * C, unit: 'GB/s',
+    setup(backend) {
+      const x = randn([N, 4 * C], { backend });
+      return { fn: () => tidy(() => { gelu(x).dataSync(); }), dispose: () => disposeAll([x]) };
+    },
+  },
+  {
+    // What the cpu backend ran before the SIMD kernel (and runs without SIMD): the speed-up's baseline.
+    kernel: 'gelu (JS loop)', shape: `[${N}, ${4 * C}]`, work: 2 * 4 * N * 4 * C, unit: 'GB/s', only: 'cpu',
+    setup() {
+      const x = Float32Array.from({ length: N * 4 * C }, (_, i) => Math.sin(i) * 3);
+      const out = new Float32Array(x.length);
+      return { fn: () => geluInto(x, out, x.length), dispose: () => {} };
     },
   },
   {
@@ -182,7 +202,7 @@ export function run(args: string[]): KernelRow[] {
       continue;
     }
     for (const c of CASES) {
-      if (only && !only.includes(c.kernel)) continue;
+      if ((only && !only.includes(c.kernel)) || (c.only && c.only !== name)) continue;
       process.stderr.write(`  ${c.kernel} on ${name} (${b.mode})...\n`);
       rows.push(benchCase(c, name, maxTime));
     }

@@ -6,6 +6,7 @@ import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts'
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct } from './gemm.ts';
 import { geluGradWasm, geluWasm } from './wasm-activations.ts';
+import { gelu, geluGrad, geluInto } from './gelu.ts';
 import { disposeThreads, getNumThreads } from './threads.ts';
 import { BF16Array, F16Array, isHalf, toHalf, widen, widenInto, type HalfArr } from './half.ts';
 import { arenaArray, arenaFree } from './arena.ts';
@@ -16,7 +17,6 @@ import { runRows } from './rows.ts';
 /** The binary ops the row kernels run (binaryElements' op codes). */
 const ARITH_CODES: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3 };
 
-const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 /** Arrays below this many elements are left to the garbage collector. */
 const POOL_MIN_LENGTH = 4096;
 /** float32 and int32 storage from this many elements lives in the shared wasm memory (see arena.ts). */
@@ -54,26 +54,6 @@ function isSuffix(inner: Shape, outer: Shape): boolean {
     if (inner[i] !== outer[o]) return i >= 0 && inner.slice(0, i + 1).every((d) => d === 1);
   }
   return true;
-}
-
-/**
- * GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3),
- * the one JS definition of the cpu backend (activations.wat is its SIMD twin).
- */
-function gelu(x: number): number {
-  // NOTE: 0.5 (1 + tanh(u)) = sigmoid(2u); exp is much cheaper than tanh in V8.
-  return x / (1 + Math.exp(-2 * geluArg(x)));
-}
-
-function geluArg(x: number): number {
-  return SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-}
-
-function geluGrad(x: number): number {
-  // NOTE: with s = sigmoid(2u): 0.5 (1 + tanh u) = s and 0.5 (1 - tanh^2 u) = 2 s (1 - s).
-  const s = 1 / (1 + Math.exp(-2 * geluArg(x)));
-  const du = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
-  return s + 2 * x * s * (1 - s) * du;
 }
 
 function sigmoid(x: number): number {
@@ -257,7 +237,7 @@ export class CpuBackend implements Backend {
     // The hot activations get loops of their own: a call through the table per element is several times slower.
     if (op === 'gelu') {
       if (x instanceof Float32Array && out instanceof Float32Array && geluWasm(x.subarray(0, size), out)) return out;
-      for (let i = 0; i < size; i++) out[i] = gelu(x[i]);
+      geluInto(x, out, size);
       return out;
     }
     if (op === 'silu') {
