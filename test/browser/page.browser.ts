@@ -116,10 +116,20 @@ async function checkAdapter(adapter: PeftFiles, tol: number, what: string): Prom
 test('LoRA on the cpu backend: losses equal Node\'s, and Node reproduces the downloaded adapter\'s logits', async () => {
   const { run, adapter } = await finetuneIn('cpu', SIZE.cpuSteps);
   assert.equal(run.backend.mode, 'cpu');
+  // The page's Worker runs the cpu kernels on a pool of nested Workers over one shared memory;
+  // the losses below, equal to Node's, are then the multi-threaded ones.
+  const cores = await d.page.evaluate(() => navigator.hardwareConcurrency);
+  assert.equal(run.backend.threadsNote, undefined, `one thread: ${run.backend.threadsNote}`);
+  assert.equal(run.backend.threads, Math.min(cores, 64), `threads ${run.backend.threads} of ${cores} cores`);
+  assert.match((await d.page.textContent('#backend-mode')) ?? '', new RegExp(`cpu, ${run.backend.threads} thread`));
+  const pool = await d.call<{ threads: number; sameBits: boolean; msThreads: number; msOne: number }>({ type: 'poolCheck', n: 1024 });
+  assert.equal(pool.threads, run.backend.threads);
+  assert.ok(pool.sameBits, 'a matmul on the pool gives the bits it gives on one thread');
+  results.pool = pool;
   nodeCpuLosses = nodeFinetune(SIZE.cpuSteps);
   const lossDiff = assertClose(run.losses, nodeCpuLosses, LOSS_TOL, 'cpu fine-tuning losses');
   const logitDiff = await checkAdapter(adapter, 1e-5, 'cpu adapter logits');
-  results.cpu = { losses: run.losses, stepMs: run.stepMs, medianMs: median(run.stepMs.slice(1)), lossDiff, logitDiff };
+  results.cpu = { threads: run.backend.threads, losses: run.losses, stepMs: run.stepMs, medianMs: median(run.stepMs.slice(1)), lossDiff, logitDiff };
 });
 
 test('LoRA on the gpu backend runs gpu.js in WebGL2 mode, with Node\'s losses', async () => {
@@ -251,6 +261,8 @@ test('timings', () => {
   writeFileSync(path.join(ARTIFACTS, 'timings.json'), `${JSON.stringify(results, null, 2)}\n`);
   const cpu = results.cpu as { medianMs: number } | undefined;
   const gl = results.webgl2 as { medianMs: number } | undefined;
+  const pool = results.pool as { threads: number; msThreads: number; msOne: number } | undefined;
+  if (pool) console.log(`browser cpu pool: 1024^3 matmul ${pool.msOne.toFixed(1)} ms on 1 thread, ${pool.msThreads.toFixed(1)} ms on ${pool.threads} (same bits)`);
   console.log(`browser step times (tiny model, median after the first): cpu ${cpu?.medianMs.toFixed(1)} ms, webgl2 ${gl?.medianMs.toFixed(1)} ms; page JavaScript ${(server.built.startBytes / 1024).toFixed(0)} KiB at start (+ ${(Object.values(server.built.lazy).reduce((a, b) => a + b, 0) / 1024).toFixed(0)} KiB on demand); screenshot and timings.json in ${ARTIFACTS}`);
   assert.ok(cpu && gl);
 });

@@ -286,10 +286,12 @@ async function setBackend(choice: BackendChoice): Promise<void> {
     $<HTMLSelectElement>('backend').value = state.backend.name;
     throw e;
   }
-  $('backend-mode').textContent = state.backend.name === 'gpu' ? `gpu.js mode: ${state.backend.mode}` : 'cpu';
+  const b = state.backend;
+  $('backend-mode').textContent = b.name === 'gpu' ? `gpu.js mode: ${b.mode}` : `cpu, ${b.threads ?? 1} thread${b.threads === 1 ? '' : 's'}`;
   const note = $('backend-note');
-  note.hidden = !state.backend.fallback;
-  note.textContent = state.backend.fallback ?? '';
+  const text = b.fallback ?? (b.threadsNote ? `The cpu backend runs on one thread here: ${b.threadsNote}.` : '');
+  note.hidden = !text;
+  note.textContent = text;
 }
 
 async function generate(): Promise<void> {
@@ -387,6 +389,7 @@ async function start(): Promise<void> {
   redraw();
   setBusy(true, 'restoring...');
   try {
+    await setBackend('cpu').catch((e: unknown) => showError(explain(e)));
     const restored = await restore();
     if (restored.length) showOk(`restored from your last visit: ${restored.join(', ')}`);
   } finally {

@@ -26,6 +26,9 @@ export interface BackendInfo {
   mode: string;
   /** Set when the gpu backend did not get WebGL2: what it fell back to and why. */
   fallback?: string;
+  /** cpu: the threads its kernels run on (workers sharing one WebAssembly.Memory), and why 1 if so. */
+  threads?: number;
+  threadsNote?: string;
 }
 
 /** Summary of a finished (or stopped) run. */
@@ -49,6 +52,7 @@ export type Request =
   | { type: 'loadAdapter'; files: PeftFiles }
   | { type: 'generate'; prompt: string; maxNewTokens: number; temperature: number; seed: number; useAdapter: boolean }
   | { type: 'probe'; text: string; useAdapter: boolean }
+  | { type: 'poolCheck'; n: number }
   | { type: 'stop' };
 
 export interface Replies {
@@ -60,6 +64,8 @@ export interface Replies {
   loadAdapter: { trainable: number };
   generate: { text: string };
   probe: { logits: Float32Array; ids: Int32Array };
+  /** An n x n x n cpu matmul on every thread and on one: same bits?, and each one's time. */
+  poolCheck: { threads: number; sameBits: boolean; msThreads: number; msOne: number };
   stop: { stopping: boolean };
 }
 

@@ -1,7 +1,7 @@
 // The training worker: owns the models and runs every step, so the page's
 // main thread only draws. Steps yield to the event loop one at a time, so a
 // 'stop' request is seen between steps.
-import { getBackend, initBackend, loadGpuJs, probeGpuModes } from '@lowrank/core';
+import { getBackend, getNumThreads, initBackend, loadGpuJs, matmul, probeGpuModes, randn, setNumThreads, threadsNote, tidy } from '@lowrank/core';
 import { CharTokenizer, type Module, type PreTrainedModel, type TransformerLM } from '@lowrank/nn';
 import type { PeftModel } from '@lowrank/lora';
 import type { BackendChoice, BackendInfo, BaseInfo, FromWorker, Progress, Replies, Request, RunSummary, ToWorker } from './protocol.ts';
@@ -72,8 +72,14 @@ async function plainHfModel(h: HfBase): Promise<PreTrainedModel> {
   return hfPlain.model;
 }
 
+/** The cpu backend with its thread count: several in a cross-origin-isolated page's Worker, else 1 and why. */
+function cpuInfo(): BackendInfo {
+  const note = threadsNote();
+  return { name: 'cpu', mode: getBackend('cpu').mode, threads: getNumThreads(), ...(note ? { threadsNote: note } : {}) };
+}
+
 async function selectBackend(name: BackendChoice): Promise<BackendInfo> {
-  if (name === 'cpu') return { name, mode: getBackend('cpu').mode };
+  if (name === 'cpu') return cpuInfo();
   await loadGpuJs(); // gpu.js is loaded only when the gpu backend is asked for
   const supported = probeGpuModes();
   let mode: string;
@@ -116,6 +122,8 @@ async function drive(run: Run, phase: Progress['phase']): Promise<RunSummary> {
     post({ type: 'progress', phase, step: r.step, steps: run.spec.steps, loss: r.loss, ms: r.ms, tokensPerSecond: tokens / Math.max(seconds, 1e-9) });
     await nextTurn();
   }
+  // The thread count after the run: a pool that failed to start falls back to 1 and says why.
+  if (backend.name === 'cpu') backend = cpuInfo();
   return { phase, backend, losses: [...run.losses], stepMs: [...run.stepMs], stopped: !run.done, tokensPerStep };
 }
 
@@ -239,6 +247,30 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     const { base: b, tokenizer: tok } = requireBase();
     const ids = probeIds(encodeText(tok, req.text, b.config.blockSize, true), b.config.blockSize);
     return { logits: logitsOf(await modelFor(req.useAdapter), ids, b.config.blockSize), ids };
+  },
+
+  poolCheck(req) {
+    const threads = getNumThreads();
+    const a = randn([req.n, req.n], { backend: 'cpu' });
+    const b = randn([req.n, req.n], { backend: 'cpu' });
+    const timed = (): { bits: Float32Array; ms: number } => tidy(() => {
+      const t0 = performance.now();
+      const bits = Float32Array.from(matmul(a, b).dataSync());
+      return { bits, ms: performance.now() - t0 };
+    });
+    timed(); // warm-up: starts the pool's workers
+    const many = timed();
+    setNumThreads(1);
+    let one: { bits: Float32Array; ms: number };
+    try {
+      one = timed();
+    } finally {
+      setNumThreads(threads);
+      a.dispose();
+      b.dispose();
+    }
+    const sameBits = many.bits.length === one.bits.length && many.bits.every((v, i) => Object.is(v, one.bits[i]));
+    return { threads, sameBits, msThreads: many.ms, msOne: one.ms };
   },
 
   stop() {

@@ -332,7 +332,8 @@ function attentionSoftmaxRows(v: RowViews, s: ArrayLike<number>, u0: number, u1:
     }
     const inv = 1 / sum;
     for (let j = 0; j <= last; j++) sc[o + j] *= inv;
-    for (let j = last + 1; j < tk; j++) sc[o + j] = 0;
+    // A query before every key (causal, tq > tk) sees none: last < 0, and its row is all zeros.
+    for (let j = Math.max(last + 1, 0); j < tk; j++) sc[o + j] = 0;
     lse[r] = m + Math.log(sum);
   }
 }
@@ -347,7 +348,7 @@ function attentionProbsRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: n
     const last = causal ? i + tk - tq : tk - 1;
     const l = lse[r];
     for (let j = 0; j <= last; j++) p[o + j] = Math.exp(p[o + j] * scale - l);
-    for (let j = last + 1; j < tk; j++) p[o + j] = 0;
+    for (let j = Math.max(last + 1, 0); j < tk; j++) p[o + j] = 0;
   }
 }
 
