@@ -692,7 +692,8 @@ export class GpuBackend implements Backend {
     const hp: src.AdamParams = {
       beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
     };
-    if (isGlMode(this.mode) && !m.lane && !v.lane) {
+    // NOTE: not in plain 'webgl' mode, where multiple render targets need an extension a browser may lack.
+    if ((this.mode === 'headlessgl' || this.mode === 'webgl2') && !m.lane && !v.lane) {
       // One dispatch: the parameter is the result, m and v the sub-kernel outputs (multiple render targets).
       const r = this.exec(src.adamFused(this.gen(), decoupled, size, hp), [p, g, m, v]);
       if (!r) return { p: this.wrap(null, 0), m: this.wrap(null, 0), v: this.wrap(null, 0) };
