@@ -39,5 +39,30 @@ for (const mode of modesUnderTest) {
       }
       if (mode === 'headlessgl') assert.ok((be.dispatchCounts.get('attention4') ?? 0) > 0, 'the fused GL attention never ran');
     });
+
+    test('backward (dq, dk, dv) matches cpu, P recomputed in the GL kernels', () => {
+      const be = backendFor(mode);
+      const rnd = lcg(17);
+      const need = { q: true, k: true, v: true };
+      for (const [bh, tq, tk, dk, dv, causal] of CASES) {
+        const scale = 1 / Math.sqrt(dk);
+        const sizes = [bh * tq * dk, bh * tk * dk, bh * tk * dv, bh * tq * dv];
+        const inputs = sizes.map((n) => ({ values: randArray(n, rnd), dtype: 'float32' as const }));
+        const run = (b: Backend, d: unknown[]) => {
+          const f = b.attention(d[0], d[1], d[2], bh, tq, tk, dk, dv, scale, causal);
+          const g = b.attentionGrad(d[0], d[1], d[2], f.out, f.lse, d[3], bh, tq, tk, dk, dv, scale, causal, need);
+          b.free(f.out);
+          b.free(f.lse);
+          return [g.dq, g.dk, g.dv];
+        };
+        const got = runOn(be, inputs, run, sizes.slice(0, 3));
+        const want = runOn(cpu, inputs, run, sizes.slice(0, 3));
+        ['dq', 'dk', 'dv'].forEach((name, i) => {
+          assert.equal(mismatch(got[i], want[i]), null, `attention grad bh=${bh} tq=${tq} tk=${tk} dk=${dk} dv=${dv} causal=${causal}: ${name}`);
+        });
+      }
+      if (mode === 'headlessgl') assert.ok((be.dispatchCounts.get('attentionDv4') ?? 0) > 0, 'the fused GL dV never ran');
+      assert.equal(be.liveBuffers, 0, 'device buffers leaked');
+    });
   });
 }

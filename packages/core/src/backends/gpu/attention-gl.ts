@@ -58,3 +58,43 @@ export function glAttention(bh: number, tq: number, tk: number, dk: number, dv: 
   const stub = `function (${args.join(', ')}) {\nlet s = q[0] + k[0] + v[0] + lse[0] + f0;\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
   return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttention()' }, size, loop: tk, ints, floats: [scale] };
 }
+
+/**
+ * dV [bh, tk, dv] = P^T dout with P recomputed in place (never stored):
+ * each fragment keeps k_j in registers and walks the query rows i that see
+ * key j, dV[h, j, d..d+3] += exp(q_i . k_j * scale - lse_i) dout[h, i, d..d+3].
+ */
+export function glAttentionDv(bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean, webgl2: boolean): GlKernel {
+  const ints: number[] = [];
+  const u = (v: number): string => {
+    ints.push(v);
+    return `user_n${ints.length - 1}`;
+  };
+  const tex = webgl2 ? 'texture' : 'texture2D';
+  const fetch = (arg: string, p: string): string => `${tex}(user_${arg}, (vec2(${p}) + 0.5) * i${arg})`;
+  const size = bh * tk * dv;
+  const total = u(size);
+  const nDv = u(dv);
+  const nTq = u(tq);
+  const nTk = u(tk);
+  const off = u(causal ? tk - tq : 0);
+  const k4 = dk / 4;
+  let body = `vec4 lrAttentionDv() {\n  int o = index * 4;\n  if (o >= ${total}) { return vec4(0.0); }\n`;
+  body += `  ivec2 rd = lrSplit(o, ${nDv});\n  int row = rd.x;\n  int d = rd.y;\n  ivec2 hj = lrSplit(row, ${nTk});\n  int h = hj.x;\n`;
+  // Query i sees key j when j <= i + off (causal): rows from max(0, j - off).
+  body += causal ? `  int i0 = hj.y - ${off};\n  if (i0 < 0) { i0 = 0; }\n` : '  int i0 = 0;\n';
+  body += '  vec2 iq = 1.0 / vec2(user_qSize);\n  vec2 ik = 1.0 / vec2(user_kSize);\n  vec2 idout = 1.0 / vec2(user_doutSize);\n';
+  body += '  vec2 ilse = 1.0 / vec2(user_lseSize);\n';
+  body += `  ivec2 pk = lrTexel(row * ${k4}, user_kSize);\n`;
+  for (let c = 0; c < k4; c++) body += `  vec4 k${c} = ${fetch('k', 'pk')};\n  pk = lrStep(pk, ivec2(1, 0), user_kSize.x);\n`;
+  body += `  int r0 = h * ${nTq} + i0;\n  ivec2 pq = lrTexel(r0 * ${k4}, user_qSize);\n`;
+  body += `  ivec2 pd = lrTexel((r0 * ${nDv} + d) / 4, user_doutSize);\n  ivec2 sd = lrTexel(${nDv} / 4, user_doutSize);\n`;
+  body += '  vec4 acc = vec4(0.0);\n  for (int t = 0; t < LOOP_MAX; t++) {\n';
+  body += `    int i = i0 + t;\n    if (i >= ${nTq}) { break; }\n    float s = 0.0;\n`;
+  for (let c = 0; c < k4; c++) body += `    s += dot(k${c}, ${fetch('q', 'pq')});\n    pq = lrStep(pq, ivec2(1, 0), user_qSize.x);\n`;
+  body += `    ivec2 lq = lrSplit(h * ${nTq} + i, 4);\n    float l = lrPick(${fetch('lse', 'lrTexel(lq.x, user_lseSize)')}, lq.y);\n`;
+  body += `    acc += exp(s * user_f0 - l) * ${fetch('dout', 'pd')};\n    pd = lrStep(pd, sd, user_doutSize.x);\n  }\n  return acc;\n}\n`;
+  const args = ['q', 'k', 'lse', 'dout', ...ints.map((_, i) => `n${i}`), 'f0'];
+  const stub = `function (${args.join(', ')}) {\nlet s = q[0] + k[0] + lse[0] + dout[0] + f0;\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttentionDv()' }, size, loop: tq, ints, floats: [scale] };
+}

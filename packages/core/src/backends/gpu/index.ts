@@ -14,7 +14,7 @@ import {
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
 import { glMatmul, glMatmulFits } from './matmul-gl.ts';
-import { glAttention, glAttentionFits } from './attention-gl.ts';
+import { glAttention, glAttentionDv, glAttentionFits } from './attention-gl.ts';
 import * as src from './sources.ts';
 
 export type { GpuMode } from './gpujs.ts';
@@ -661,6 +661,20 @@ export class GpuBackend implements Backend {
     bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
     need: { q: boolean; k: boolean; v: boolean },
   ) {
+    if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk) && tq > 0) {
+      // P is recomputed inside dV's and dS's kernels, never stored.
+      const gv = glAttentionDv(bh, tq, tk, dk, dv, scale, causal, this.mode === 'webgl2');
+      const dV = need.v ? this.run({ name: 'attentionDv4', ...gv }, [q, k, lse, dout]) : null;
+      let dQ: GpuData | null = null;
+      let dK: GpuData | null = null;
+      if (need.q || need.k) {
+        const ds = this.run(src.attnDsInline(this.gen(), bh, tq, tk, dk, dv, scale, causal), [q, k, lse, dout, v, out]);
+        if (need.q) dQ = this.bmm([ds, k], bh, tq, tk, dk, false);
+        if (need.k) dK = this.bmm([ds, q], bh, tk, tq, dk, true);
+        this.free(ds);
+      }
+      return { dq: dQ, dk: dK, dv: dV };
+    }
     const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
     const dV = need.v ? this.bmm([p, dout], bh, tk, tq, dv, true) : null;
     let dQ: GpuData | null = null;
@@ -692,7 +706,8 @@ export class GpuBackend implements Backend {
     const hp: src.AdamParams = {
       beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
     };
-    if (isGlMode(this.mode) && !m.lane && !v.lane) {
+    // NOTE: not in plain 'webgl' mode, where multiple render targets need an extension a browser may lack.
+    if ((this.mode === 'headlessgl' || this.mode === 'webgl2') && !m.lane && !v.lane) {
       // One dispatch: the parameter is the result, m and v the sub-kernel outputs (multiple render targets).
       const r = this.exec(src.adamFused(this.gen(), decoupled, size, hp), [p, g, m, v]);
       if (!r) return { p: this.wrap(null, 0), m: this.wrap(null, 0), v: this.wrap(null, 0) };

@@ -588,6 +588,24 @@ export function attnDsFused(g: CodeGen, bh: number, tq: number, tk: number, dv: 
   return spec('attnDs', g, ['P', 'dout', 'v', 'out'], body, bh * tq * tk, dv);
 }
 
+/**
+ * dS like attnDsFused, with P recomputed in the cell (exp(q_i . k_j * scale - lse_i), 0 where masked)
+ * instead of read from a stored [T, T] buffer.
+ */
+export function attnDsInline(g: CodeGen, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean): KernelSpec {
+  const { code, c } = g.coords(T, [bh, tq, tk]);
+  const [h, i, j] = c;
+  let body = code;
+  if (causal) body += `if (${j} > ${i} + ${g.d(tk - tq)}) { return 0; }\n`;
+  body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk, g.f(scale));
+  body += `let pv = Math.exp(s - lse[${g.lin([[h, tq], [i, 1]])}]);\n`;
+  const n = g.d(dv);
+  body += `let sd = 0;\nlet dl = 0;\nfor (let e = 0; e < ${n}; e++) {\nlet o = dout[${g.lin([[h, tq * dv], [i, dv], ['e', 1]])}];\n`;
+  body += `sd += o * v[${g.lin([[h, tk * dv], [j, dv], ['e', 1]])}];\ndl += o * out[${g.lin([[h, tq * dv], [i, dv], ['e', 1]])}];\n}\n`;
+  body += `return pv * (sd - dl) * ${g.f(scale)};\n`;
+  return spec('attnDsInline', g, ['q', 'k', 'lse', 'dout', 'v', 'out'], body, bh * tq * tk, Math.max(dk, dv));
+}
+
 /** Where a kernel finds element i of a storage: buf[i * stride + index] (a lane of a packed buffer, or plain). */
 export interface LaneAt {
   stride: number;
