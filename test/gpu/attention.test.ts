@@ -9,14 +9,15 @@ announceModes();
 const cpu = new CpuBackend('cpu-attention');
 
 /**
- * [bh, tq, tk, dk, dv, causal]: square and cached (tq < tk) causal rows, odd head sizes.
- * NOTE: tq > tk causal (rows with no visible key) is left out: the cpu reference is wrong there for bh > 1 (reported).
+ * [bh, tq, tk, dk, dv, causal]: square and cached (tq < tk) causal rows, odd head sizes, and
+ * more queries than keys (tq > tk: the first rows see no key; their output is 0).
  */
 const CASES: [number, number, number, number, number, boolean][] = [
   [3, 9, 9, 8, 8, true],
   [2, 3, 7, 8, 12, true],
   [2, 5, 7, 12, 4, false],
   [1, 4, 6, 3, 5, true],
+  [2, 6, 4, 4, 8, true],
 ];
 
 for (const mode of modesUnderTest) {
