@@ -38,14 +38,18 @@ const ENGINE_PROPERTIES = new Set(['data_', 'storage', 'setStorageData']);
 /**
  * Code-line budgets. A file counts in the first group one of whose paths (a
  * folder or a file) holds it. Each budget leaves some room and no more: raising
- * one is a decision to state in the commit. Core without backends is held to
- * 2,500 in two parts: the engine (tensor, tape, ops, kernel interface) 2,200,
- * and the file formats and file host (safetensors, msgpack checkpoints, the Node
- * file system: core's by DESIGN.md, not engine code) 800. The backends have
- * room for the thread pool and the gpu work in flight.
+ * one is a decision to state in the commit. Core without backends is budgeted in
+ * two parts: the engine (tensor, tape, ops, kernel interface) 2,200, and the file
+ * formats and file host (safetensors, msgpack checkpoints, the Node file system:
+ * core's by DESIGN.md, not engine code) 800. Together they are above issue 14's
+ * 2,500 target for core without backends; meeting it means moving the formats
+ * out of core. The backends have
+ * room for the thread pool and the gpu work in flight: raised from 4,000 to
+ * 4,400 when the shared-memory arena and row kernels (issue 11) and the GLSL
+ * matmul, attention and AdamW kernels (issue 13) landed, at exactly 4,000.
  */
 export const BUDGETS: readonly { group: string; paths: readonly string[]; budget: number }[] = [
-  { group: 'core/backends', paths: ['packages/core/src/backends'], budget: 4000 },
+  { group: 'core/backends', paths: ['packages/core/src/backends'], budget: 4400 },
   {
     group: 'core/io (formats, file host)',
     paths: ['packages/core/src/serialization', 'packages/core/src/node', 'packages/core/src/node.ts', 'packages/core/src/files.ts', 'packages/core/src/platform.ts'],
