@@ -52,7 +52,9 @@ test('the cpu causal attention kernel matches a float64 reference for any tq, tk
         setNumThreads(n);
         const cpu = getBackend('cpu');
         const up = (x: number[]): unknown => cpu.upload(x, 'float32');
-        const { out } = cpu.attention(up(q), up(k), up(v), bh, tq, tk, dk, dv, 1 / Math.sqrt(dk), true);
+        const { out } = cpu.attention({
+          inputs: { q: up(q), k: up(k), v: up(v) }, attrs: { bh, tq, tk, dk, dv, scale: 1 / Math.sqrt(dk), causal: true },
+        });
         return Array.from(cpu.download(out, 'float32', bh * tq * dv));
       });
       runs[0].forEach((x, i) => assert.ok(Math.abs(x - want[i]) <= 1e-5, `[${bh}, ${tq}, ${tk}] index ${i}: ${x}, expected ${want[i]}`));

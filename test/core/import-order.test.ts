@@ -40,14 +40,17 @@ describe('import order', () => {
       const b = getBackend('cpu');
       // y[i][j] = 3 * x[j] with x broadcast over 2 rows: dL/dx sums dy over the rows.
       const x = tensor([1, -2, 0.5], { requiresGrad: true });
-      const data = b.binary('mul', x.data_, x.shape, b.fill(6, 3, 'float32'), [2, 3], [2, 3]);
+      const data = b.binary({
+        inputs: { a: x.data_, b: b.fill({ inputs: {}, attrs: { size: 6, value: 3, dtype: 'float32' } }) },
+        attrs: { op: 'mul', aShape: x.shape, bShape: [2, 3], outShape: [2, 3] },
+      });
       const y = makeTensor(b, data, [2, 3], 'float32');
-      attach('times3', y, [x], (dy) => [() => makeTensor(b, b.affine(dy.data_, dy.size, 3, 0), dy.shape, 'float32')], []);
+      attach('times3', y, [x], (dy) => [() => makeTensor(b, b.affine({ inputs: { x: dy.data_ }, attrs: { size: dy.size, scale: 3, shift: 0 } }), dy.shape, 'float32')], []);
       const dy = tensor([[1, 2, 3], [4, 5, 6]]);
       y.backward(dy);
       const first = Array.from(x.grad.dataSync());
       // A second graph adds into the same leaf gradient.
-      const y2 = makeTensor(b, b.cast(x.data_, 3, 'float32'), [3], 'float32');
+      const y2 = makeTensor(b, b.cast({ inputs: { x: x.data_ }, attrs: { size: 3, to: 'float32' } }), [3], 'float32');
       attach('copy', y2, [x], (d) => [() => d], []);
       y2.backward(tensor([0.25, 0.5, 1]));
       console.log(JSON.stringify({ first, second: Array.from(x.grad.dataSync()), node: y.gradFn.op }));

@@ -31,30 +31,36 @@ function allKernels(be: CpuBackend, rows: number, cols: number, seed: number): R
   const b = up(cols, seed + 3);
   const targets = be.upload(Array.from({ length: rows }, (_, r) => (r % 7 === 3 ? -100 : (r * 31 + seed) % cols)), 'int32') as Int32Array;
   const out: Record<string, string> = {};
-  const sm = be.softmax(x, rows, cols, false);
-  const lsm = be.softmax(x, rows, cols, true);
+  const sm = be.softmax({ inputs: { x }, attrs: { rows, cols, log: false } });
+  const lsm = be.softmax({ inputs: { x }, attrs: { rows, cols, log: true } });
   out.softmax = bits(sm);
   out.logSoftmax = bits(lsm);
-  out.softmaxGrad = bits(be.softmaxGrad(sm, dy, rows, cols, false));
-  out.logSoftmaxGrad = bits(be.softmaxGrad(lsm, dy, rows, cols, true));
+  out.softmaxGrad = bits(be.softmaxGrad({ inputs: { y: sm, dy }, attrs: { rows, cols, log: false } }));
+  out.logSoftmaxGrad = bits(be.softmaxGrad({ inputs: { y: lsm, dy }, attrs: { rows, cols, log: true } }));
   const one = be.upload([0.75], 'float32') as Float32Array;
-  out.crossEntropy = bits(be.crossEntropy(x, targets, rows, cols, -100, 'mean'));
-  out.crossEntropyGrad = bits(be.crossEntropyGrad(x, targets, one, rows, cols, -100, 'sum'));
-  const ln = be.layerNorm(x, w, b, rows, cols, 1e-5);
+  out.crossEntropy = bits(be.crossEntropy({ inputs: { logits: x, targets }, attrs: { rows, cols, ignoreIndex: -100, reduction: 'mean' } }));
+  out.crossEntropyGrad = bits(be.crossEntropyGrad({
+    inputs: { logits: x, targets, dy: one }, attrs: { rows, cols, ignoreIndex: -100, reduction: 'sum' },
+  }));
+  const ln = be.layerNorm({ inputs: { x, w, b }, attrs: { rows, cols, eps: 1e-5 } });
   out.layerNorm = [ln.y, ln.mean, ln.rstd].map(bits).join();
-  const lng = be.layerNormGrad(x, w, ln.mean, ln.rstd, dy, rows, cols, { x: true, w: true, b: true });
+  const lng = be.layerNormGrad({
+    inputs: { x, w, mean: ln.mean, rstd: ln.rstd, dy }, attrs: { rows, cols, need: { x: true, w: true, b: true } },
+  });
   out.layerNormGrad = [lng.dx, lng.dw, lng.db].map(bits).join();
-  const rms = be.rmsNorm(x, w, rows, cols, 1e-6);
+  const rms = be.rmsNorm({ inputs: { x, w }, attrs: { rows, cols, eps: 1e-6 } });
   out.rmsNorm = [rms.y, rms.rstd].map(bits).join();
-  const rg = be.rmsNormGrad(x, w, rms.rstd, dy, rows, cols, { x: true, w: true });
+  const rg = be.rmsNormGrad({ inputs: { x, w, rstd: rms.rstd, dy }, attrs: { rows, cols, need: { x: true, w: true } } });
   out.rmsNormGrad = [rg.dx, rg.dw].map(bits).join();
-  out.silu = bits(be.unary('silu', x, n));
-  out.siluGrad = bits(be.unaryGrad('silu', x, null, dy, n));
+  out.silu = bits(be.unary({ inputs: { x }, attrs: { op: 'silu', size: n } }));
+  out.siluGrad = bits(be.unaryGrad({ inputs: { x, y: null, dy }, attrs: { op: 'silu', size: n } }));
   const p = up(n, seed + 4);
   const m = up(n, seed + 5, 0.1);
   const v = be.upload(values(n, seed + 6).map((e) => e * e), 'float32') as Float32Array;
   for (const decoupled of [true, false]) {
-    be.adamUpdate(p, dy, m, v, n, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 3, decoupled });
+    be.adamUpdate({
+      inputs: { p, g: dy, m, v }, attrs: { size: n, hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 3, decoupled } },
+    });
   }
   out.adam = [p, m, v].map(bits).join();
   // Attention over [bh, t, d]: heads are the batch of its gemms, its softmax rows are split across threads.
@@ -63,21 +69,24 @@ function allKernels(be: CpuBackend, rows: number, cols: number, seed: number): R
   const q = up(bh * t * d, seed + 7);
   const k = up(bh * t * d, seed + 8);
   const vv = up(bh * t * d, seed + 9);
-  const at = be.attention(q, k, vv, bh, t, t, d, d, 1 / Math.sqrt(d), true);
+  const at = be.attention({ inputs: { q, k, v: vv }, attrs: { bh, tq: t, tk: t, dk: d, dv: d, scale: 1 / Math.sqrt(d), causal: true } });
   out.attention = [at.out, at.lse].map(bits).join();
   const dout = up(bh * t * d, seed + 10);
-  const ag = be.attentionGrad(q, k, vv, at.out, at.lse, dout, bh, t, t, d, d, 1 / Math.sqrt(d), true, { q: true, k: true, v: true });
+  const ag = be.attentionGrad({
+    inputs: { q, k, v: vv, out: at.out, lse: at.lse, dout },
+    attrs: { bh, tq: t, tk: t, dk: d, dv: d, scale: 1 / Math.sqrt(d), causal: true, need: { q: true, k: true, v: true } },
+  });
   out.attentionGrad = [ag.dq, ag.dk, ag.dv].map(bits).join();
   for (const op of ['add', 'sub', 'mul', 'div'] as const) {
-    out[op] = bits(be.binary(op, x, [rows, cols], dy, [rows, cols], [rows, cols]));
-    out[`${op} bias`] = bits(be.binary(op, x, [rows, cols], w, [cols], [rows, cols]));
+    out[op] = bits(be.binary({ inputs: { a: x, b: dy }, attrs: { op, aShape: [rows, cols], bShape: [rows, cols], outShape: [rows, cols] } }));
+    out[`${op} bias`] = bits(be.binary({ inputs: { a: x, b: w }, attrs: { op, aShape: [rows, cols], bShape: [cols], outShape: [rows, cols] } }));
   }
-  out.sumRows = bits(be.reduce('sum', x, [rows, cols], [1]));
-  out.sumColumns = bits(be.reduce('sum', x, [rows, cols], [0]));
+  out.sumRows = bits(be.reduce({ inputs: { x }, attrs: { op: 'sum', shape: [rows, cols], axes: [1] } }));
+  out.sumColumns = bits(be.reduce({ inputs: { x }, attrs: { op: 'sum', shape: [rows, cols], axes: [0] } }));
   // [rows, cols] read as [h, rows, cols / h] (heads first, as attention permutes) and transposed: 4-D gathers run as row kernels.
   const h = cols % 2 === 0 ? 2 : 1;
-  out.permute = bits(be.strided(x, [h, rows, cols / h, 1], [cols / h, cols, 1, 1], 0));
-  out.transpose = bits(be.strided(x, [cols, rows], [1, cols], 0));
+  out.permute = bits(be.strided({ inputs: { x }, attrs: { outShape: [h, rows, cols / h, 1], strides: [cols / h, cols, 1, 1], offset: 0 } }));
+  out.transpose = bits(be.strided({ inputs: { x }, attrs: { outShape: [cols, rows], strides: [1, cols], offset: 0 } }));
   assert.ok(inArena(x), 'the inputs live in the shared memory');
   return out;
 }
@@ -114,12 +123,14 @@ describe('cpu row kernels on the thread pool', () => {
     for (const dtype of ['bfloat16', 'float16'] as const) {
       const w = be.upload(values(n * k, 12), dtype);
       assert.ok(inArena(w as Uint16Array), `${dtype} storage is in the shared memory`);
-      const wide = be.cast(w, n * k, 'float32') as Float32Array;
+      const wide = be.cast({ inputs: { x: w }, attrs: { size: n * k, to: 'float32' } }) as Float32Array;
       setNumThreads(1);
-      const ref = bits(be.matmul(a, [m, k], wide, [n, k], false, true, [m, n]));
+      const ref = bits(be.matmul({ inputs: { a, b: wide }, attrs: { aShape: [m, k], bShape: [n, k], transA: false, transB: true, outShape: [m, n] } }));
       for (const threads of [1, 2, 3, 4]) {
         setNumThreads(threads);
-        assert.equal(bits(be.matmul(a, [m, k], w as HalfArr, [n, k], false, true, [m, n])), ref, `${dtype} on ${threads} threads`);
+        assert.equal(bits(be.matmul({
+          inputs: { a, b: w as HalfArr }, attrs: { aShape: [m, k], bShape: [n, k], transA: false, transB: true, outShape: [m, n] },
+        })), ref, `${dtype} on ${threads} threads`);
       }
     }
   });

@@ -88,12 +88,14 @@ describe('cpu thread pool', () => {
     const run = () => {
       const a = data(256 * 384, 1);
       const w = data(512 * 384, 2);
-      const mm = be.matmul(a, [256, 384], w, [512, 384], false, true, [256, 512]) as Float32Array;
+      const mm = be.matmul({
+        inputs: { a, b: w }, attrs: { aShape: [256, 384], bShape: [512, 384], transA: false, transB: true, outShape: [256, 512] },
+      }) as Float32Array;
       const [bh, t, d] = [8, 64, 32];
       const q = data(bh * t * d, 3);
       const k = data(bh * t * d, 4);
       const v = data(bh * t * d, 5);
-      const at = be.attention(q, k, v, bh, t, t, d, d, 1 / Math.sqrt(d), true).out as Float32Array;
+      const at = be.attention({ inputs: { q, k, v }, attrs: { bh, tq: t, tk: t, dk: d, dv: d, scale: 1 / Math.sqrt(d), causal: true } }).out as Float32Array;
       const g = new Float32Array(300_001);
       geluWasm(data(300_001, 6), g);
       return [mm, at, g];

@@ -125,7 +125,7 @@ describe('CpuBackend.matmul (wasm for float32, JS gemm for float64)', () => {
             const b32 = data(bCount * k * n, seed + 1);
             const a = precision === 'float32' ? a32 : Float64Array.from(a32);
             const b = precision === 'float32' ? b32 : Float64Array.from(b32);
-            const out = backend.matmul(a, aShape, b, bShape, transA, transB, [...batch, m, n]);
+            const out = backend.matmul({ inputs: { a, b }, attrs: { aShape, bShape, transA, transB, outShape: [...batch, m, n] } });
             assert.equal(out.constructor, precision === 'float32' ? Float32Array : Float64Array);
             const total = batch.reduce((x, y) => x * y, 1);
             const paddedA = pad(aBatch);

@@ -10,12 +10,12 @@ announceModes();
 function chain(be: Backend, decoupled: boolean, n: number): Float32Array[] {
   const rnd = lcg(21);
   let p = be.upload(randArray(n, rnd), 'float32');
-  let m = be.fill(n, 0, 'float32');
-  let v = be.fill(n, 0, 'float32');
+  let m = be.fill({ inputs: {}, attrs: { size: n, value: 0, dtype: 'float32' } });
+  let v = be.fill({ inputs: {}, attrs: { size: n, value: 0, dtype: 'float32' } });
   for (let step = 1; step <= 5; step++) {
     const g = be.upload(randArray(n, rnd), 'float32');
     const h: AdamHyper = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step, decoupled };
-    const r = be.adamUpdate(p, g, m, v, n, h);
+    const r = be.adamUpdate({ inputs: { p, g, m, v }, attrs: { size: n, hyper: h } });
     for (const old of [p, g, m, v]) be.free(old);
     ({ p, m, v } = r);
   }

@@ -29,7 +29,7 @@ for (const mode of modesUnderTest) {
         const scale = 1 / Math.sqrt(dk);
         const inputs = [bh * tq * dk, bh * tk * dk, bh * tk * dv].map((n) => ({ values: randArray(n, rnd), dtype: 'float32' as const }));
         const run = (b: Backend, d: unknown[]) => {
-          const r = b.attention(d[0], d[1], d[2], bh, tq, tk, dk, dv, scale, causal);
+          const r = b.attention({ inputs: { q: d[0], k: d[1], v: d[2] }, attrs: { bh, tq, tk, dk, dv, scale, causal } });
           return [r.out, r.lse];
         };
         const [go, gl] = runOn(be, inputs, run, [bh * tq * dv, bh * tq]);
@@ -50,8 +50,9 @@ for (const mode of modesUnderTest) {
         const sizes = [bh * tq * dk, bh * tk * dk, bh * tk * dv, bh * tq * dv];
         const inputs = sizes.map((n) => ({ values: randArray(n, rnd), dtype: 'float32' as const }));
         const run = (b: Backend, d: unknown[]) => {
-          const f = b.attention(d[0], d[1], d[2], bh, tq, tk, dk, dv, scale, causal);
-          const g = b.attentionGrad(d[0], d[1], d[2], f.out, f.lse, d[3], bh, tq, tk, dk, dv, scale, causal, need);
+          const attrs = { bh, tq, tk, dk, dv, scale, causal };
+          const f = b.attention({ inputs: { q: d[0], k: d[1], v: d[2] }, attrs });
+          const g = b.attentionGrad({ inputs: { q: d[0], k: d[1], v: d[2], out: f.out, lse: f.lse, dout: d[3] }, attrs: { ...attrs, need } });
           b.free(f.out);
           b.free(f.lse);
           return [g.dq, g.dk, g.dv];

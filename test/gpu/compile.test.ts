@@ -64,7 +64,7 @@ for (const mode of modesUnderTest) {
         const rnd = lcg(9);
         const sum = (n: number): number => {
           const x = be.upload(randArray(n, rnd), 'float32');
-          const y = be.reduce('sum', x, [n], [0]);
+          const y = be.reduce({ inputs: { x }, attrs: { op: 'sum', shape: [n], axes: [0] } });
           const v = (be.download(y, 'float32', 1) as Float32Array)[0];
           be.free(x);
           be.free(y);

@@ -37,7 +37,9 @@ for (const mode of modesUnderTest) {
           { values: randArray(sizeOf(bs), rnd), dtype: 'float32' as const },
           ...(bias ? [{ values: randArray(n, rnd), dtype: 'float32' as const }] : []),
         ];
-        const run = (b: Backend, d: unknown[]) => b.matmul(d[0], as, d[1], bs, ta, tb, out, bias ? d[2] : null);
+        const run = (b: Backend, d: unknown[]) => b.matmul({
+          inputs: { a: d[0], b: d[1], bias: bias ? d[2] : null }, attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out },
+        });
         const [g] = runOn(be, inputs, run, [sizeOf(out)]);
         const [c] = runOn(cpu, inputs, run, [sizeOf(out)]);
         const bad = mismatch(g, c);
@@ -52,7 +54,7 @@ for (const mode of modesUnderTest) {
       const a = randArray(15, lcg(5));
       for (let j = 5; j < 10; j++) a[j] = Infinity;
       const b = randArray(20, lcg(6), 0.5, 2);
-      const run = (x: Backend, d: unknown[]) => x.matmul(d[0], [3, 5], d[1], [5, 4], false, false, [3, 4]);
+      const run = (x: Backend, d: unknown[]) => x.matmul({ inputs: { a: d[0], b: d[1] }, attrs: { aShape: [3, 5], bShape: [5, 4], transA: false, transB: false, outShape: [3, 4] } });
       const inputs = [{ values: a, dtype: 'float32' as const }, { values: b, dtype: 'float32' as const }];
       const [g] = runOn(be, inputs, run, [12]);
       const [c] = runOn(cpu, inputs, run, [12]);

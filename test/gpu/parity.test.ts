@@ -35,28 +35,28 @@ const binaryOps: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'eq
 /** Kernel name -> a generator of cases from (shape, seed). */
 const table: Record<string, fc.Arbitrary<Case>> = {
   fill: fc.tuple(shapeArb(0, 3), fc.double({ min: -5, max: 5, noNaN: true })).map(([s, v]) => ({
-    inputs: [], run: (be) => be.fill(sizeOf(s), v, 'float32'), sizes: [sizeOf(s)],
+    inputs: [], run: (be) => be.fill({ inputs: {}, attrs: { size: sizeOf(s), value: v, dtype: 'float32' } }), sizes: [sizeOf(s)],
   })),
   cast: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => ({
-    inputs: [F(sizeOf(s), lcg(seed), -9, 9)], run: (be, [x]) => be.cast(x, sizeOf(s), 'int32'), sizes: [sizeOf(s)],
+    inputs: [F(sizeOf(s), lcg(seed), -9, 9)], run: (be, [x]) => be.cast({ inputs: { x }, attrs: { size: sizeOf(s), to: 'int32' } }), sizes: [sizeOf(s)],
   })),
   unary: fc.tuple(shapeArb(1, 3), fc.constantFrom(...unaryOps), seedArb).map(([s, op, seed]) => ({
     inputs: [F(sizeOf(s), lcg(seed), op === 'sqrt' || op === 'log' ? 0.1 : -3, 3)],
-    run: (be, [x]) => be.unary(op, x, sizeOf(s)), sizes: [sizeOf(s)],
+    run: (be, [x]) => be.unary({ inputs: { x }, attrs: { op, size: sizeOf(s) } }), sizes: [sizeOf(s)],
   })),
   unaryGrad: fc.tuple(shapeArb(1, 3), fc.constantFrom(...unaryOps), seedArb).map(([s, op, seed]) => {
     const rnd = lcg(seed);
     const n = sizeOf(s);
     return {
       inputs: [F(n, rnd, 0.1, 3), F(n, rnd, 0.1, 1), F(n, rnd)],
-      run: (be, [x, y, dy]) => be.unaryGrad(op, x, y, dy, n), sizes: [n],
+      run: (be, [x, y, dy]) => be.unaryGrad({ inputs: { x, y, dy }, attrs: { op, size: n } }), sizes: [n],
     };
   }),
   affine: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => ({
-    inputs: [F(sizeOf(s), lcg(seed))], run: (be, [x]) => be.affine(x, sizeOf(s), -1.5, 0.25), sizes: [sizeOf(s)],
+    inputs: [F(sizeOf(s), lcg(seed))], run: (be, [x]) => be.affine({ inputs: { x }, attrs: { size: sizeOf(s), scale: -1.5, shift: 0.25 } }), sizes: [sizeOf(s)],
   })),
   powScalar: fc.tuple(shapeArb(1, 3), fc.constantFrom(2, 3, -1, 0.5), seedArb).map(([s, e, seed]) => ({
-    inputs: [F(sizeOf(s), lcg(seed), e === 0.5 ? 0.1 : 0.3, 2)], run: (be, [x]) => be.powScalar(x, sizeOf(s), e), sizes: [sizeOf(s)],
+    inputs: [F(sizeOf(s), lcg(seed), e === 0.5 ? 0.1 : 0.3, 2)], run: (be, [x]) => be.powScalar({ inputs: { x }, attrs: { size: sizeOf(s), exponent: e } }), sizes: [sizeOf(s)],
   })),
   binary: fc.tuple(shapeArb(1, 4), fc.constantFrom(...binaryOps), seedArb, fc.boolean()).map(([s, op, seed, swap]) => {
     const rnd = lcg(seed);
@@ -66,7 +66,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const lo = op === 'pow' || op === 'div' ? 0.5 : -2;
     return {
       inputs: [F(sizeOf(as), rnd, lo, 2), F(sizeOf(bs), rnd, lo, 2)],
-      run: (be, [a, b]) => be.binary(op, a, as, b, bs, out), sizes: [sizeOf(out)],
+      run: (be, [a, b]) => be.binary({ inputs: { a, b }, attrs: { op, aShape: as, bShape: bs, outShape: out } }), sizes: [sizeOf(out)],
     };
   }),
   where: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => {
@@ -76,7 +76,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const out = broadcastShapes('where', cs, s, bs);
     return {
       inputs: [I(sizeOf(cs), rnd, 2), F(sizeOf(s), rnd), F(sizeOf(bs), rnd)],
-      run: (be, [c, a, b]) => be.where(c, cs, a, s, b, bs, out), sizes: [sizeOf(out)],
+      run: (be, [c, a, b]) => be.where({ inputs: { cond: c, a, b }, attrs: { cShape: cs, aShape: s, bShape: bs, outShape: out } }), sizes: [sizeOf(out)],
     };
   }),
   reduce: fc.tuple(shapeArb(1, 4), fc.constantFrom('sum' as const, 'max' as const), seedArb).map(([s, op, seed]) => {
@@ -84,7 +84,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const axes = s.map((_, i) => i).filter(() => rnd() < 0.5);
     if (axes.length === 0) axes.push(s.length - 1);
     const kept = sizeOf(s.filter((_, i) => !axes.includes(i)));
-    return { inputs: [F(sizeOf(s), rnd)], run: (be, [x]) => be.reduce(op, x, s, axes), sizes: [kept] };
+    return { inputs: [F(sizeOf(s), rnd)], run: (be, [x]) => be.reduce({ inputs: { x }, attrs: { op, shape: s, axes } }), sizes: [kept] };
   }),
   matmul: fc.tuple(shapeArb(0, 2, 3), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }),
     fc.boolean(), fc.boolean(), fc.boolean(), seedArb).map(([batch, m, n, k, ta, tb, withBias, seed]) => {
@@ -95,7 +95,9 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const out = [...batch, m, n];
     return {
       inputs: withBias ? [F(sizeOf(as), rnd), F(sizeOf(bs), rnd), F(n, rnd)] : [F(sizeOf(as), rnd), F(sizeOf(bs), rnd)],
-      run: (be, [a, b, bias]) => be.matmul(a, as, b, bs, ta, tb, out, bias ?? null), sizes: [sizeOf(out)],
+      run: (be, [a, b, bias]) => be.matmul({
+        inputs: { a, b, bias: bias ?? null }, attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out },
+      }), sizes: [sizeOf(out)],
     };
   }),
   strided: fc.tuple(shapeArb(1, 4), seedArb).map(([s, seed]) => {
@@ -104,7 +106,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const st = stridesOf(s);
     const out = perm.map((a) => s[a]);
     return {
-      inputs: [F(sizeOf(s), rnd)], run: (be, [x]) => be.strided(x, out, perm.map((a) => st[a]), 0), sizes: [sizeOf(out)],
+      inputs: [F(sizeOf(s), rnd)], run: (be, [x]) => be.strided({ inputs: { x }, attrs: { outShape: out, strides: perm.map((a) => st[a]), offset: 0 } }), sizes: [sizeOf(out)],
     };
   }),
   stridedAdd: fc.tuple(shapeArb(1, 3, 5), seedArb).map(([s, seed]) => {
@@ -123,7 +125,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     });
     return {
       inputs: [F(sizeOf(dyShape), rnd)],
-      run: (be, [dy]) => be.stridedAdd(dy, dyShape, strides, offset, sizeOf(s)), sizes: [sizeOf(s)],
+      run: (be, [dy]) => be.stridedAdd({ inputs: { dy }, attrs: { dyShape, strides, offset, outSize: sizeOf(s) } }), sizes: [sizeOf(s)],
     };
   }),
   concat: fc.tuple(shapeArb(1, 3), fc.integer({ min: 1, max: 9 }), seedArb).map(([s, count, seed]) => {
@@ -133,7 +135,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const out = s.map((d, a) => (a === axis ? shapes.reduce((t, x) => t + x[axis], 0) : d));
     return {
       inputs: shapes.map((x) => F(sizeOf(x), rnd)),
-      run: (be, xs) => be.concat(xs, shapes, axis, out), sizes: [sizeOf(out)],
+      run: (be, xs) => be.concat({ inputs: { xs }, attrs: { shapes, axis, outShape: out } }), sizes: [sizeOf(out)],
     };
   }),
   gather: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => {
@@ -142,7 +144,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const is = s.map((d, a) => (a === axis ? 1 + Math.floor(rnd() * 4) : d));
     return {
       inputs: [F(sizeOf(s), rnd), I(sizeOf(is), rnd, s[axis])],
-      run: (be, [x, i]) => be.gather(x, s, i, is, axis), sizes: [sizeOf(is)],
+      run: (be, [x, i]) => be.gather({ inputs: { x, index: i }, attrs: { xShape: s, indexShape: is, axis } }), sizes: [sizeOf(is)],
     };
   }),
   scatterAdd: fc.tuple(shapeArb(1, 3), seedArb).map(([s, seed]) => {
@@ -151,7 +153,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const is = s.map((d, a) => (a === axis ? 1 + Math.floor(rnd() * 4) : d));
     return {
       inputs: [F(sizeOf(is), rnd), I(sizeOf(is), rnd, s[axis])],
-      run: (be, [dy, i]) => be.scatterAdd(dy, i, is, axis, s), sizes: [sizeOf(s)],
+      run: (be, [dy, i]) => be.scatterAdd({ inputs: { dy, index: i }, attrs: { indexShape: is, axis, outShape: s } }), sizes: [sizeOf(s)],
     };
   }),
   indexSelect: fc.tuple(shapeArb(1, 3), fc.integer({ min: 1, max: 6 }), seedArb).map(([s, count, seed]) => {
@@ -160,7 +162,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const out = sizeOf(s) / s[axis] * count;
     return {
       inputs: [F(sizeOf(s), rnd), I(count, rnd, s[axis])],
-      run: (be, [x, i]) => be.indexSelect(x, s, i, count, axis), sizes: [out],
+      run: (be, [x, i]) => be.indexSelect({ inputs: { x, index: i }, attrs: { xShape: s, count, axis } }), sizes: [out],
     };
   }),
   indexAdd: fc.tuple(shapeArb(1, 3), fc.integer({ min: 1, max: 6 }), seedArb).map(([s, count, seed]) => {
@@ -169,15 +171,15 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const dySize = sizeOf(s) / s[axis] * count;
     return {
       inputs: [F(dySize, rnd), I(count, rnd, s[axis])],
-      run: (be, [dy, i]) => be.indexAdd(dy, i, count, axis, s), sizes: [sizeOf(s)],
+      run: (be, [dy, i]) => be.indexAdd({ inputs: { dy, index: i }, attrs: { count, axis, xShape: s } }), sizes: [sizeOf(s)],
     };
   }),
   softmax: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 7 }), fc.boolean(), seedArb).map(([r, c, log, seed]) => ({
-    inputs: [F(r * c, lcg(seed), -30, 30)], run: (be, [x]) => be.softmax(x, r, c, log), sizes: [r * c],
+    inputs: [F(r * c, lcg(seed), -30, 30)], run: (be, [x]) => be.softmax({ inputs: { x }, attrs: { rows: r, cols: c, log } }), sizes: [r * c],
   })),
   softmaxGrad: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 7 }), fc.boolean(), seedArb).map(([r, c, log, seed]) => {
     const rnd = lcg(seed);
-    return { inputs: [F(r * c, rnd, -2, 0), F(r * c, rnd)], run: (be, [y, dy]) => be.softmaxGrad(y, dy, r, c, log), sizes: [r * c] };
+    return { inputs: [F(r * c, rnd, -2, 0), F(r * c, rnd)], run: (be, [y, dy]) => be.softmaxGrad({ inputs: { y, dy }, attrs: { rows: r, cols: c, log } }), sizes: [r * c] };
   }),
   crossEntropy: fc.tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), fc.constantFrom('mean' as const, 'sum' as const), seedArb)
     .map(([r, c, red, seed]) => {
@@ -186,7 +188,10 @@ const table: Record<string, fc.Arbitrary<Case>> = {
       if (r > 1) t[r - 1] = -100;
       return {
         inputs: [F(r * c, rnd, -4, 4), { values: t, dtype: 'int32' as const }, F(1, rnd)],
-        run: (be, [x, tg, dy]) => [be.crossEntropy(x, tg, r, c, -100, red), be.crossEntropyGrad(x, tg, dy, r, c, -100, red)],
+        run: (be, [x, tg, dy]) => {
+          const attrs = { rows: r, cols: c, ignoreIndex: -100, reduction: red };
+          return [be.crossEntropy({ inputs: { logits: x, targets: tg }, attrs }), be.crossEntropyGrad({ inputs: { logits: x, targets: tg, dy }, attrs })];
+        },
         sizes: [1, r * c],
       };
     }),
@@ -195,8 +200,10 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     return {
       inputs: [F(r * c, rnd), F(c, rnd), F(c, rnd), F(r * c, rnd)],
       run: (be, [x, w, b, dy]) => {
-        const f = be.layerNorm(x, affine ? w : null, affine ? b : null, r, c, 1e-5);
-        const g = be.layerNormGrad(x, affine ? w : null, f.mean, f.rstd, dy, r, c, { x: true, w: true, b: true });
+        const f = be.layerNorm({ inputs: { x, w: affine ? w : null, b: affine ? b : null }, attrs: { rows: r, cols: c, eps: 1e-5 } });
+        const g = be.layerNormGrad({
+          inputs: { x, w: affine ? w : null, mean: f.mean, rstd: f.rstd, dy }, attrs: { rows: r, cols: c, need: { x: true, w: true, b: true } },
+        });
         return [f.y, f.mean, f.rstd, g.dx, g.dw, g.db];
       },
       sizes: [r * c, r, r, r * c, c, c],
@@ -208,8 +215,8 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     return {
       inputs: [F(r * c, rnd), F(c, rnd), F(r * c, rnd)],
       run: (be, [x, w, dy]) => {
-        const f = be.rmsNorm(x, affine ? w : null, r, c, 1e-6);
-        const g = be.rmsNormGrad(x, affine ? w : null, f.rstd, dy, r, c, { x: true, w: true });
+        const f = be.rmsNorm({ inputs: { x, w: affine ? w : null }, attrs: { rows: r, cols: c, eps: 1e-6 } });
+        const g = be.rmsNormGrad({ inputs: { x, w: affine ? w : null, rstd: f.rstd, dy }, attrs: { rows: r, cols: c, need: { x: true, w: true } } });
         return [f.y, f.rstd, g.dx, g.dw];
       },
       sizes: [r * c, r, r * c, c],
@@ -223,8 +230,9 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     return {
       inputs: [F(bh * tq * dk, rnd), F(bh * tk * dk, rnd), F(bh * tk * dv, rnd), F(bh * tq * dv, rnd)],
       run: (be, [q, k, v, dout]) => {
-        const f = be.attention(q, k, v, bh, tq, tk, dk, dv, 0.7, causal);
-        const g = be.attentionGrad(q, k, v, f.out, f.lse, dout, bh, tq, tk, dk, dv, 0.7, causal, { q: true, k: true, v: true });
+        const attrs = { bh, tq, tk, dk, dv, scale: 0.7, causal };
+        const f = be.attention({ inputs: { q, k, v }, attrs });
+        const g = be.attentionGrad({ inputs: { q, k, v, out: f.out, lse: f.lse, dout }, attrs: { ...attrs, need: { q: true, k: true, v: true } } });
         return [f.out, f.lse, g.dq, g.dk, g.dv];
       },
       sizes: [bh * tq * dv, bh * tq, bh * tq * dk, bh * tk * dk, bh * tk * dv],
@@ -238,7 +246,7 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     return {
       inputs: [F(n, rnd), F(n, rnd), F(n, rnd, -0.1, 0.1), F(n, rnd, 0.001, 0.1)],
       run: (be, [p, g, m, v]) => {
-        const r = be.adamUpdate(p, g, m, v, n, h);
+        const r = be.adamUpdate({ inputs: { p, g, m, v }, attrs: { size: n, hyper: h } });
         return [r.p, r.m, r.v];
       },
       sizes: [n, n, n],

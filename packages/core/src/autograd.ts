@@ -272,19 +272,21 @@ function topoSort(root: Tensor): Tensor[] {
 
 function filled(like: Tensor, value: number): Tensor {
   const b = like.backend;
-  return makeTensor(b, b.hasStorage ? b.fill(like.size, value, 'float32') : null, like.shape, 'float32');
+  return makeTensor(b, b.hasStorage ? b.fill({ inputs: {}, attrs: { size: like.size, value, dtype: 'float32' } }) : null, like.shape, 'float32');
 }
 
 function copyOf(t: Tensor): Tensor {
   const b = t.backend;
-  return makeTensor(b, runKernel(b, 'cast', t.shape, t.data_, t.size, t.dtype), t.shape, t.dtype);
+  return makeTensor(b, runKernel(b, 'cast', t.shape, { inputs: { x: t.data_ }, attrs: { size: t.size, to: t.dtype } }), t.shape, t.dtype);
 }
 
 /** a + b for two tensors of one shape. */
 function addSame(a: Tensor, b: Tensor): Tensor {
   const be = a.backend;
   if (b.backend !== be) throw new Error(`backward: gradients on different backends (${be.name}, ${b.backend.name}) for one tensor`);
-  return makeTensor(be, runKernel(be, 'binary', a.shape, 'add', a.data_, a.shape, b.data_, b.shape, a.shape), a.shape, 'float32');
+  return makeTensor(be, runKernel(be, 'binary', a.shape, {
+    inputs: { a: a.data_, b: b.data_ }, attrs: { op: 'add', aShape: a.shape, bShape: b.shape, outShape: a.shape },
+  }), a.shape, 'float32');
 }
 
 /** Sums a broadcast gradient down to `shape` (the tape's one un-broadcast). */
@@ -293,5 +295,5 @@ function sumTo(g: Tensor, shape: Shape): Tensor {
   if (axes.length === 0) return shareStorage(g, shape);
   const b = g.backend;
   const kept = g.shape.filter((_, i) => !axes.includes(i));
-  return makeTensor(b, runKernel(b, 'reduce', kept, 'sum', g.data_, g.shape, axes), shape, 'float32');
+  return makeTensor(b, runKernel(b, 'reduce', kept, { inputs: { x: g.data_ }, attrs: { op: 'sum', shape: g.shape, axes } }), shape, 'float32');
 }

@@ -36,83 +36,107 @@ export interface AdamHyper {
   decoupled: boolean;
 }
 
+type Need<K extends string> = { [P in K]: boolean };
+type AttnSizes = { bh: number; tq: number; tk: number; dk: number; dv: number; scale: number; causal: boolean };
+type CeAttrs = { rows: number; cols: number; ignoreIndex: number; reduction: Reduction };
+type Rows = { rows: number; cols: number };
+
 /**
- * The primitive kernel set every backend implements. `D` is the backend's
- * storage handle (a typed array on cpu, a texture on gpu, nothing on meta).
- * Kernels never mutate their inputs, except `adamUpdate`, which may update
- * p/m/v in place and returns the storages to keep.
+ * The kernel contract, declared once: for each kernel the storages it reads
+ * (`inputs`, by name), its sizes, flags and scalars (`attrs`) and what it
+ * returns (`out`). `D` is a backend's storage handle (a typed array on cpu, a
+ * texture on gpu, null on meta). Kernels never mutate their inputs, except
+ * `adamUpdate`, which may update p/m/v in place and returns the storages to keep.
  */
-export interface Kernels<D = unknown> {
-  fill(size: number, value: number, dtype: DType): D;
-  cast(x: D, size: number, to: DType): D;
-  unary(op: UnaryOp, x: D, size: number): D;
+export interface KernelSpecs<D> {
+  fill: { inputs: Record<string, never>; attrs: { size: number; value: number; dtype: DType }; out: D };
+  cast: { inputs: { x: D }; attrs: { size: number; to: DType }; out: D };
+  unary: { inputs: { x: D }; attrs: { op: UnaryOp; size: number }; out: D };
   /** dL/dx of a unary op, from its input x and/or output y. */
-  unaryGrad(op: UnaryOp, x: D | null, y: D | null, dy: D, size: number): D;
+  unaryGrad: { inputs: { x: D | null; y: D | null; dy: D }; attrs: { op: UnaryOp; size: number }; out: D };
   /** x * scale + shift. */
-  affine(x: D, size: number, scale: number, shift: number): D;
-  powScalar(x: D, size: number, exponent: number): D;
-  binary(op: BinaryOp, a: D, aShape: Shape, b: D, bShape: Shape, outShape: Shape): D;
-  where(cond: D, cShape: Shape, a: D, aShape: Shape, b: D, bShape: Shape, outShape: Shape): D;
+  affine: { inputs: { x: D }; attrs: { size: number; scale: number; shift: number }; out: D };
+  powScalar: { inputs: { x: D }; attrs: { size: number; exponent: number }; out: D };
+  binary: { inputs: { a: D; b: D }; attrs: { op: BinaryOp; aShape: Shape; bShape: Shape; outShape: Shape }; out: D };
+  where: { inputs: { cond: D; a: D; b: D }; attrs: { cShape: Shape; aShape: Shape; bShape: Shape; outShape: Shape }; out: D };
   /** Reduces `axes` (sorted, unique) away; the output is row-major over the kept axes. */
-  reduce(op: ReduceOp, x: D, shape: Shape, axes: readonly number[]): D;
+  reduce: { inputs: { x: D }; attrs: { op: ReduceOp; shape: Shape; axes: readonly number[] }; out: D };
   /**
    * Batched op(a) @ op(b); batch dims broadcast; transposes read in place, never
    * copied. A bias (length = the output's last dim) is added to every row: a
    * Linear layer in one kernel.
    */
-  matmul(a: D, aShape: Shape, b: D, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias?: D | null): D;
+  matmul: {
+    inputs: { a: D; b: D; bias?: D | null };
+    attrs: { aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape };
+    out: D;
+  };
   /** out[i] = x[offset + sum(i_k * strides_k)] over outShape: transpose, permute, slice, expand. */
-  strided(x: D, outShape: Shape, strides: readonly number[], offset: number): D;
+  strided: { inputs: { x: D }; attrs: { outShape: Shape; strides: readonly number[]; offset: number }; out: D };
   /** The adjoint of `strided`: zeros(outSize), then out[offset + sum(i_k * strides_k)] += dy[i]. */
-  stridedAdd(dy: D, dyShape: Shape, strides: readonly number[], offset: number, outSize: number): D;
-  concat(xs: readonly D[], shapes: readonly Shape[], axis: number, outShape: Shape): D;
-  gather(x: D, xShape: Shape, index: D, indexShape: Shape, axis: number): D;
-  scatterAdd(dy: D, index: D, indexShape: Shape, axis: number, outShape: Shape): D;
-  indexSelect(x: D, xShape: Shape, index: D, count: number, axis: number): D;
-  indexAdd(dy: D, index: D, count: number, axis: number, xShape: Shape): D;
+  stridedAdd: {
+    inputs: { dy: D }; attrs: { dyShape: Shape; strides: readonly number[]; offset: number; outSize: number }; out: D;
+  };
+  concat: { inputs: { xs: readonly D[] }; attrs: { shapes: readonly Shape[]; axis: number; outShape: Shape }; out: D };
+  /** The index values are checked (checkIndices) before the kernel runs. */
+  gather: { inputs: { x: D; index: D }; attrs: { xShape: Shape; indexShape: Shape; axis: number }; out: D };
+  scatterAdd: { inputs: { dy: D; index: D }; attrs: { indexShape: Shape; axis: number; outShape: Shape }; out: D };
+  indexSelect: { inputs: { x: D; index: D }; attrs: { xShape: Shape; count: number; axis: number }; out: D };
+  indexAdd: { inputs: { dy: D; index: D }; attrs: { count: number; axis: number; xShape: Shape }; out: D };
   /** Row-wise (last axis) softmax or logSoftmax, max-subtracted. */
-  softmax(x: D, rows: number, cols: number, log: boolean): D;
-  softmaxGrad(y: D, dy: D, rows: number, cols: number, log: boolean): D;
-  /** Fused logSoftmax + NLL over rows; a single value. */
-  crossEntropy(logits: D, targets: D, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): D;
-  crossEntropyGrad(logits: D, targets: D, dy: D, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): D;
-  layerNorm(x: D, w: D | null, b: D | null, rows: number, cols: number, eps: number): { y: D; mean: D; rstd: D };
-  layerNormGrad(
-    x: D, w: D | null, mean: D, rstd: D, dy: D, rows: number, cols: number,
-    need: { x: boolean; w: boolean; b: boolean },
-  ): { dx: D | null; dw: D | null; db: D | null };
-  rmsNorm(x: D, w: D | null, rows: number, cols: number, eps: number): { y: D; rstd: D };
-  rmsNormGrad(
-    x: D, w: D | null, rstd: D, dy: D, rows: number, cols: number, need: { x: boolean; w: boolean },
-  ): { dx: D | null; dw: D | null };
+  softmax: { inputs: { x: D }; attrs: Rows & { log: boolean }; out: D };
+  softmaxGrad: { inputs: { y: D; dy: D }; attrs: Rows & { log: boolean }; out: D };
+  /** Fused logSoftmax + NLL over rows; a single value. Targets are checked (countValidTargets). */
+  crossEntropy: { inputs: { logits: D; targets: D }; attrs: CeAttrs; out: D };
+  crossEntropyGrad: { inputs: { logits: D; targets: D; dy: D }; attrs: CeAttrs; out: D };
+  layerNorm: { inputs: { x: D; w: D | null; b: D | null }; attrs: Rows & { eps: number }; out: { y: D; mean: D; rstd: D } };
+  layerNormGrad: {
+    inputs: { x: D; w: D | null; mean: D; rstd: D; dy: D };
+    attrs: Rows & { need: Need<'x' | 'w' | 'b'> };
+    out: { dx: D | null; dw: D | null; db: D | null };
+  };
+  rmsNorm: { inputs: { x: D; w: D | null }; attrs: Rows & { eps: number }; out: { y: D; rstd: D } };
+  rmsNormGrad: {
+    inputs: { x: D; w: D | null; rstd: D; dy: D }; attrs: Rows & { need: Need<'x' | 'w'> }; out: { dx: D | null; dw: D | null };
+  };
   /** Scaled dot-product attention over bh = batch*heads; a causal query i sees keys j <= i + (tk - tq). */
-  attention(
-    q: D, k: D, v: D, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
-  ): { out: D; lse: D };
-  attentionGrad(
-    q: D, k: D, v: D, out: D, lse: D, dout: D,
-    bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
-    need: { q: boolean; k: boolean; v: boolean },
-  ): { dq: D | null; dk: D | null; dv: D | null };
+  attention: { inputs: { q: D; k: D; v: D }; attrs: AttnSizes; out: { out: D; lse: D } };
+  attentionGrad: {
+    inputs: { q: D; k: D; v: D; out: D; lse: D; dout: D };
+    attrs: AttnSizes & { need: Need<'q' | 'k' | 'v'> };
+    out: { dq: D | null; dk: D | null; dv: D | null };
+  };
   /** One Adam/AdamW update; returns the storages that now hold p, m and v. */
-  adamUpdate(p: D, g: D, m: D, v: D, size: number, h: AdamHyper): { p: D; m: D; v: D };
+  adamUpdate: { inputs: { p: D; g: D; m: D; v: D }; attrs: { size: number; hyper: AdamHyper }; out: { p: D; m: D; v: D } };
 }
 
-export type KernelName = keyof Kernels;
+export type KernelName = keyof KernelSpecs<unknown>;
+export type KernelAttrs<K extends KernelName> = KernelSpecs<unknown>[K]['attrs'];
+/** The one argument a kernel takes: `{ inputs: { x }, attrs: { rows, cols, log } }`. */
+export interface KernelArgs<D, K extends KernelName> {
+  inputs: KernelSpecs<D>[K]['inputs'];
+  attrs: KernelAttrs<K>;
+}
+export type KernelOut<D, K extends KernelName> = KernelSpecs<D>[K]['out'];
+// A method type (checked bivariantly, as methods are), so a backend over its own storage type is a Backend<unknown>.
+type KernelMethod<A, R> = { kernel(args: A): R }['kernel'];
 
-export interface Backend extends Kernels {
+/** Every kernel of the contract, over storage `D`: a backend missing one, or taking other names, does not compile. */
+export type Kernels<D = unknown> = { [K in KernelName]: KernelMethod<KernelArgs<D, K>, KernelOut<D, K>> };
+
+export interface Backend<S = unknown> extends Kernels<S> {
   readonly name: string;
   /** What actually runs: 'cpu', 'cpu-float64', 'meta', or a gpu.js mode. */
   readonly mode: string;
   /** false for `meta`: shapes only. */
   readonly hasStorage: boolean;
-  upload(values: ArrayLike<number>, dtype: DType): unknown;
-  download(data: unknown, dtype: DType, size: number): HostArray;
+  upload(values: ArrayLike<number>, dtype: DType): S;
+  download(data: S, dtype: DType, size: number): HostArray;
   /** An asynchronous readback (`await t.data()`); absent: `download`. */
-  downloadAsync?(data: unknown, dtype: DType, size: number): Promise<HostArray>;
+  downloadAsync?(data: S, dtype: DType, size: number): Promise<HostArray>;
   /** false where values come back only asynchronously (WebGPU): the synchronous readers throw, naming the async one. */
   readonly syncReadback?: boolean;
-  free(data: unknown): void;
+  free(data: S): void;
   /** Bytes one element takes in this backend's storage. */
   bytesPerElement(dtype: DType): number;
 }

@@ -1,4 +1,4 @@
-import type { Backend, DType, KernelName, Kernels } from './backend.ts';
+import type { Backend, DType, KernelArgs, KernelName, KernelOut } from './backend.ts';
 import type { Shape } from './shape.ts';
 
 /** Per-backend counters, as `memory()` reports them. */
@@ -57,15 +57,15 @@ export function runKernel<K extends KernelName>(
   backend: Backend,
   name: K,
   outShape: Shape | undefined,
-  ...args: Parameters<Kernels[K]>
-): ReturnType<Kernels[K]> {
+  args: KernelArgs<unknown, K>,
+): KernelOut<unknown, K> {
   statsOf(backend).kernelLaunches++;
-  const fn = backend[name] as (...a: Parameters<Kernels[K]>) => ReturnType<Kernels[K]>;
-  if (!kernelLog) return fn.apply(backend, args);
+  const fn = backend[name] as (a: KernelArgs<unknown, K>) => KernelOut<unknown, K>;
+  if (!kernelLog) return fn.call(backend, args);
   const record: KernelRecord = { kernel: name, backend: backend.name, outShape: outShape && [...outShape] };
   kernelLog.push(record);
   const t0 = performance.now();
-  const out = fn.apply(backend, args);
+  const out = fn.call(backend, args);
   record.ms = performance.now() - t0;
   return out;
 }

@@ -148,7 +148,7 @@ export class Tensor {
     if (this.requiresGrad && dtype !== 'float32') {
       throw new Error(`castTo_: ${this.describe()} requires gradients and ${dtype} tensors do not train; freeze it first (requiresGrad_(false))`);
     }
-    const data = runKernel(this.backend, 'cast', this.shape, this.data_, this.size, dtype);
+    const data = runKernel(this.backend, 'cast', this.shape, { inputs: { x: this.data_ }, attrs: { size: this.size, to: dtype } });
     const storage = newStorage(this.backend, data, this.size, dtype);
     storage.refs++;
     releaseStorage(this.storage);
@@ -398,7 +398,7 @@ export function full(shape: readonly number[], value: number, opts: Omit<TensorO
   checkShape('full', shape);
   const backend = getBackend(opts.backend);
   const dtype = opts.dtype ?? 'float32';
-  const t = makeTensor(backend, backend.hasStorage ? backend.fill(sizeOf(shape), value, dtype) : null, shape, dtype);
+  const t = makeTensor(backend, backend.hasStorage ? backend.fill({ inputs: {}, attrs: { size: sizeOf(shape), value, dtype } }) : null, shape, dtype);
   if (opts.requiresGrad) t.requiresGrad_(true);
   return t;
 }

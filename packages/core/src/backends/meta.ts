@@ -6,7 +6,7 @@ const none = (): null => null;
  * Shapes only: every kernel returns no storage, so a 7B-parameter model builds
  * instantly and a forward pass sizes its activations without computing them.
  */
-export class MetaBackend implements Backend {
+export class MetaBackend implements Backend<null> {
   readonly name = 'meta';
   readonly mode = 'meta';
   readonly hasStorage = false;

@@ -9,7 +9,9 @@ import { backendOf, requireDtype, requireFloat, result } from './util.ts';
 function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, name: string = op): Tensor {
   const be = backendOf(name, a, b);
   const shape = broadcastShapes(name, a.shape, b.shape);
-  const data = runKernel(be, 'binary', shape, op, a.data_, a.shape, b.data_, b.shape, shape);
+  const data = runKernel(be, 'binary', shape, {
+    inputs: { a: a.data_, b: b.data_ }, attrs: { op, aShape: a.shape, bShape: b.shape, outShape: shape },
+  });
   return result(be, data, shape);
 }
 
@@ -52,7 +54,7 @@ export function div(a: Tensor, b: Tensor | number): Tensor {
 export function powScalar(x: Tensor, exponent: number): Tensor {
   requireFloat('pow', x);
   const b = backendOf('pow', x);
-  const y = result(b, runKernel(b, 'powScalar', x.shape, x.data_, x.size, exponent), x.shape);
+  const y = result(b, runKernel(b, 'powScalar', x.shape, { inputs: { x: x.data_ }, attrs: { size: x.size, exponent } }), x.shape);
   return attach('pow', y, [x], (dy) => [
     () => mul(dy, affine(powScalar(x, exponent - 1), exponent, 0)),
   ]);
@@ -125,7 +127,9 @@ export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Ten
   // Number branches become 0-d constants, read only by the kernel.
   const ta = typeof a === 'number' ? full([], a, { backend: be.name }) : a;
   const tb = typeof b === 'number' ? full([], b, { backend: be.name }) : b;
-  const data = runKernel(be, 'where', shape, cond.data_, cond.shape, ta.data_, ta.shape, tb.data_, tb.shape, shape);
+  const data = runKernel(be, 'where', shape, {
+    inputs: { cond: cond.data_, a: ta.data_, b: tb.data_ }, attrs: { cShape: cond.shape, aShape: ta.shape, bShape: tb.shape, outShape: shape },
+  });
   if (ta !== a) ta.dispose();
   if (tb !== b) tb.dispose();
   const y = result(be, data, shape);

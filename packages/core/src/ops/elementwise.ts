@@ -7,10 +7,12 @@ import { backendOf, requireFloat, result } from './util.ts';
 function unary(op: UnaryOp, x: Tensor, gradFrom: 'x' | 'y'): Tensor {
   requireFloat(op, x);
   const b = backendOf(op, x);
-  const y = result(b, runKernel(b, 'unary', x.shape, op, x.data_, x.size), x.shape);
+  const y = result(b, runKernel(b, 'unary', x.shape, { inputs: { x: x.data_ }, attrs: { op, size: x.size } }), x.shape);
   return attach(op, y, [x], (dy) => [
     () => {
-      const data = runKernel(b, 'unaryGrad', x.shape, op, gradFrom === 'x' ? x.data_ : null, gradFrom === 'y' ? y.data_ : null, dy.data_, x.size);
+      const data = runKernel(b, 'unaryGrad', x.shape, {
+        inputs: { x: gradFrom === 'x' ? x.data_ : null, y: gradFrom === 'y' ? y.data_ : null, dy: dy.data_ }, attrs: { op, size: x.size },
+      });
       return result(b, data, x.shape);
     },
   ], [gradFrom === 'x' ? x : y]);
@@ -36,21 +38,21 @@ export const silu = (x: Tensor): Tensor => unary('silu', x, 'x');
 export function affine(x: Tensor, scale: number, shift = 0): Tensor {
   requireFloat('affine', x);
   const b = backendOf('affine', x);
-  const y = result(b, runKernel(b, 'affine', x.shape, x.data_, x.size, scale, shift), x.shape);
+  const y = result(b, runKernel(b, 'affine', x.shape, { inputs: { x: x.data_ }, attrs: { size: x.size, scale, shift } }), x.shape);
   return attach('affine', y, [x], (dy) => [() => affine(dy, scale, 0)], []);
 }
 
 /** A copy of x's values (gradient flows through). */
 export function clone(x: Tensor): Tensor {
   const b = backendOf('clone', x);
-  const y = result(b, runKernel(b, 'cast', x.shape, x.data_, x.size, x.dtype), x.shape, x.dtype);
+  const y = result(b, runKernel(b, 'cast', x.shape, { inputs: { x: x.data_ }, attrs: { size: x.size, to: x.dtype } }), x.shape, x.dtype);
   return attach('clone', y, [x], (dy) => [() => dy], []);
 }
 
 /** Converts dtype (no gradient): `cast(ids, 'float32')` */
 export function cast(x: Tensor, dtype: DType): Tensor {
   const b = backendOf('cast', x);
-  const y = result(b, runKernel(b, 'cast', x.shape, x.data_, x.size, dtype), x.shape, dtype);
+  const y = result(b, runKernel(b, 'cast', x.shape, { inputs: { x: x.data_ }, attrs: { size: x.size, to: dtype } }), x.shape, dtype);
   if (dtype !== 'float32' || x.dtype !== 'float32') return y;
   return attach('cast', y, [x], (dy) => [() => dy], []);
 }

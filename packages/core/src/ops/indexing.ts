@@ -18,9 +18,13 @@ export function gather(x: Tensor, index: Tensor, axis: number): Tensor {
   if (!ok) {
     throw new Error(`gather: index ${fmt(index.shape)} must have the rank of x ${fmt(x.shape)} and match it off axis ${axis}`);
   }
-  const y = result(b, runKernel(b, 'gather', index.shape, x.data_, x.shape, index.data_, index.shape, a), index.shape);
+  const y = result(b, runKernel(b, 'gather', index.shape, {
+    inputs: { x: x.data_, index: index.data_ }, attrs: { xShape: x.shape, indexShape: index.shape, axis: a },
+  }), index.shape);
   return attach('gather', y, [x], (dy) => [
-    () => result(b, runKernel(b, 'scatterAdd', x.shape, dy.data_, index.data_, index.shape, a, x.shape), x.shape),
+    () => result(b, runKernel(b, 'scatterAdd', x.shape, {
+      inputs: { dy: dy.data_, index: index.data_ }, attrs: { indexShape: index.shape, axis: a, outShape: x.shape },
+    }), x.shape),
   ], [index]);
 }
 
@@ -33,9 +37,13 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   const a = normalizeAxis('indexSelect', axis, x.rank);
   const shape = [...x.shape];
   shape[a] = index.size;
-  const y = result(b, runKernel(b, 'indexSelect', shape, x.data_, x.shape, index.data_, index.size, a), shape);
+  const y = result(b, runKernel(b, 'indexSelect', shape, {
+    inputs: { x: x.data_, index: index.data_ }, attrs: { xShape: x.shape, count: index.size, axis: a },
+  }), shape);
   return attach('indexSelect', y, [x], (dy) => [
-    () => result(b, runKernel(b, 'indexAdd', x.shape, dy.data_, index.data_, index.size, a, x.shape), x.shape),
+    () => result(b, runKernel(b, 'indexAdd', x.shape, {
+      inputs: { dy: dy.data_, index: index.data_ }, attrs: { count: index.size, axis: a, xShape: x.shape },
+    }), x.shape),
   ], [index]);
 }
 

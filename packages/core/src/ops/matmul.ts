@@ -39,7 +39,9 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     throw new Error(`matmul: batch dimensions ${fmt(aBatch)} of ${fmt(a.shape)} and ${fmt(bBatch)} of ${fmt(b.shape)} cannot be broadcast together`);
   }
   const shape = [...batch, m, n];
-  const y = result(be, runKernel(be, 'matmul', shape, a.data_, a.shape, b.data_, b.shape, ta, tb, shape), shape);
+  const y = result(be, runKernel(be, 'matmul', shape, {
+    inputs: { a: a.data_, b: b.data_ }, attrs: { aShape: a.shape, bShape: b.shape, transA: ta, transB: tb, outShape: shape },
+  }), shape);
   // Each thunk runs only for an input that needs a gradient: a frozen weight costs no dW kernel.
   return attach('matmul', y, [a, b], (dy) => {
     if (!ta && !tb) return [() => matmul(dy, b, { transposeB: true }), () => matmul(a, dy, { transposeA: true })];
@@ -72,7 +74,10 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   return forwardScope(() => {
     const x2 = x.rank === 2 ? x : reshape(x, [-1, inF]); // [..., in] -> [N, in]
     const shape = [x2.shape[0], out];
-    const data = runKernel(be, 'matmul', shape, x2.data_, x2.shape, weight.data_, weight.shape, false, true, shape, bias?.data_ ?? null);
+    const data = runKernel(be, 'matmul', shape, {
+      inputs: { a: x2.data_, b: weight.data_, bias: bias?.data_ ?? null },
+      attrs: { aShape: x2.shape, bShape: weight.shape, transA: false, transB: true, outShape: shape },
+    });
     const y = attach('linear', result(be, data, shape), bias ? [x2, weight, bias] : [x2, weight], (dy) => [
       () => matmul(dy, weight), // [N, out] @ [out, in]
       () => matmul(dy, x2, { transposeA: true }), // [out, N] @ [N, in]: only when the weight trains

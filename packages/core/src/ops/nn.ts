@@ -19,9 +19,9 @@ function softmaxLike(x: Tensor, axis: number, log: boolean): Tensor {
   const b = x.backend;
   const cols = x.shape[x.rank - 1] ?? 1;
   const rows = x.size / Math.max(cols, 1);
-  const y = result(b, runKernel(b, 'softmax', x.shape, x.data_, rows, cols, log), x.shape);
+  const y = result(b, runKernel(b, 'softmax', x.shape, { inputs: { x: x.data_ }, attrs: { rows, cols, log } }), x.shape);
   return attach(name, y, [x], (dy) => [
-    () => result(b, runKernel(b, 'softmaxGrad', x.shape, y.data_, dy.data_, rows, cols, log), x.shape),
+    () => result(b, runKernel(b, 'softmaxGrad', x.shape, { inputs: { y: y.data_, dy: dy.data_ }, attrs: { rows, cols, log } }), x.shape),
   ], [y]);
 }
 
@@ -57,10 +57,14 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
   if (reduction !== 'mean' && reduction !== 'sum') throw new Error(`crossEntropy: reduction must be 'mean' or 'sum', got '${reduction}'`);
   const cols = logits.shape[logits.rank - 1];
   const rows = targets.size;
-  const y = result(b, runKernel(b, 'crossEntropy', [], logits.data_, targets.data_, rows, cols, ignoreIndex, reduction), []);
+  const y = result(b, runKernel(b, 'crossEntropy', [], {
+    inputs: { logits: logits.data_, targets: targets.data_ }, attrs: { rows, cols, ignoreIndex, reduction },
+  }), []);
   return attach('crossEntropy', y, [logits], (dy) => [
     () => {
-      const data = runKernel(b, 'crossEntropyGrad', logits.shape, logits.data_, targets.data_, dy.data_, rows, cols, ignoreIndex, reduction);
+      const data = runKernel(b, 'crossEntropyGrad', logits.shape, {
+        inputs: { logits: logits.data_, targets: targets.data_, dy: dy.data_ }, attrs: { rows, cols, ignoreIndex, reduction },
+      });
       return result(b, data, logits.shape);
     },
   ], [logits, targets]);
@@ -84,7 +88,9 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
   checkNormParam('layerNorm', weight, cols, 'weight');
   checkNormParam('layerNorm', bias, cols, 'bias');
   const rows = x.size / cols;
-  const out = runKernel(b, 'layerNorm', x.shape, x.data_, weight?.data_ ?? null, bias?.data_ ?? null, rows, cols, eps);
+  const out = runKernel(b, 'layerNorm', x.shape, {
+    inputs: { x: x.data_, w: weight?.data_ ?? null, b: bias?.data_ ?? null }, attrs: { rows, cols, eps },
+  });
   const y = result(b, out.y, x.shape);
   const mean = result(b, out.mean, [rows]);
   const rstd = result(b, out.rstd, [rows]);
@@ -93,7 +99,9 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
     const need = { x: x.requiresGrad, w: !!weight?.requiresGrad, b: !!bias?.requiresGrad };
     let grads: ReturnType<typeof runKernel<'layerNormGrad'>> | null = null;
     const get = (): NonNullable<typeof grads> => {
-      grads ??= runKernel(b, 'layerNormGrad', undefined, x.data_, weight?.data_ ?? null, mean.data_, rstd.data_, dy.data_, rows, cols, need);
+      grads ??= runKernel(b, 'layerNormGrad', undefined, {
+        inputs: { x: x.data_, w: weight?.data_ ?? null, mean: mean.data_, rstd: rstd.data_, dy: dy.data_ }, attrs: { rows, cols, need },
+      });
       return grads;
     };
     return [
@@ -113,14 +121,16 @@ export function rmsNorm(x: Tensor, weight: Tensor | null = null, eps = 1e-6): Te
   const cols = x.shape[x.rank - 1];
   checkNormParam('rmsNorm', weight, cols, 'weight');
   const rows = x.size / cols;
-  const out = runKernel(b, 'rmsNorm', x.shape, x.data_, weight?.data_ ?? null, rows, cols, eps);
+  const out = runKernel(b, 'rmsNorm', x.shape, { inputs: { x: x.data_, w: weight?.data_ ?? null }, attrs: { rows, cols, eps } });
   const y = result(b, out.y, x.shape);
   const rstd = result(b, out.rstd, [rows]);
   const attached = attach('rmsNorm', y, [x, weight ?? x], (dy) => {
     const need = { x: x.requiresGrad, w: !!weight?.requiresGrad };
     let grads: ReturnType<typeof runKernel<'rmsNormGrad'>> | null = null;
     const get = (): NonNullable<typeof grads> => {
-      grads ??= runKernel(b, 'rmsNormGrad', undefined, x.data_, weight?.data_ ?? null, rstd.data_, dy.data_, rows, cols, need);
+      grads ??= runKernel(b, 'rmsNormGrad', undefined, {
+        inputs: { x: x.data_, w: weight?.data_ ?? null, rstd: rstd.data_, dy: dy.data_ }, attrs: { rows, cols, need },
+      });
       return grads;
     };
     return [need.x ? () => result(b, get().dx, x.shape) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
@@ -158,14 +168,19 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const scale = opts.scale ?? 1 / Math.sqrt(dk);
   const bh = sizeOf(lead);
   const shape = [...lead, tq, dv];
-  const out = runKernel(b, 'attention', shape, q.data_, k.data_, v.data_, bh, tq, tk, dk, dv, scale, causal);
+  const out = runKernel(b, 'attention', shape, {
+    inputs: { q: q.data_, k: k.data_, v: v.data_ }, attrs: { bh, tq, tk, dk, dv, scale, causal },
+  });
   const y = result(b, out.out, shape);
   const lse = result(b, out.lse, [bh, tq]);
   const attached = attach('scaledDotProductAttention', y, [q, k, v], (dy) => {
     const need = { q: q.requiresGrad, k: k.requiresGrad, v: v.requiresGrad };
     let grads: ReturnType<typeof runKernel<'attentionGrad'>> | null = null;
     const get = (): NonNullable<typeof grads> => {
-      grads ??= runKernel(b, 'attentionGrad', undefined, q.data_, k.data_, v.data_, y.data_, lse.data_, dy.data_, bh, tq, tk, dk, dv, scale, causal, need);
+      grads ??= runKernel(b, 'attentionGrad', undefined, {
+        inputs: { q: q.data_, k: k.data_, v: v.data_, out: y.data_, lse: lse.data_, dout: dy.data_ },
+        attrs: { bh, tq, tk, dk, dv, scale, causal, need },
+      });
       return grads;
     };
     return [

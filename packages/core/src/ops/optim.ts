@@ -19,7 +19,9 @@ export function adamwUpdate_(param: Tensor, grad: Tensor, expAvg: Tensor, expAvg
     }
   }
   if (!b.hasStorage) return;
-  const out = runKernel(b, 'adamUpdate', undefined, param.data_, grad.data_, expAvg.data_, expAvgSq.data_, param.size, h);
+  const out = runKernel(b, 'adamUpdate', undefined, {
+    inputs: { p: param.data_, g: grad.data_, m: expAvg.data_, v: expAvgSq.data_ }, attrs: { size: param.size, hyper: h },
+  });
   // The kernel may update in place or hand back fresh storages.
   if (out.p !== param.data_) param.setStorageData(out.p);
   if (out.m !== expAvg.data_) expAvg.setStorageData(out.m);

@@ -22,7 +22,7 @@ function reduced(shape: Shape, axes: readonly number[], keepdim: boolean): numbe
 function reduceRaw(op: ReduceOp, x: Tensor, axes: readonly number[], keepdim: boolean): Tensor {
   const b = x.backend;
   const shape = reduced(x.shape, axes, keepdim);
-  return result(b, runKernel(b, 'reduce', shape, op, x.data_, x.shape, axes), shape);
+  return result(b, runKernel(b, 'reduce', shape, { inputs: { x: x.data_ }, attrs: { op, shape: x.shape, axes } }), shape);
 }
 
 /** Sum over axes (null = all): `sum(x, -1, true)` */

@@ -45,7 +45,7 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
 
 function stridedRaw(x: Tensor, shape: Shape, strides: readonly number[], offset: number): Tensor {
   const b = x.backend;
-  return result(b, runKernel(b, 'strided', shape, x.data_, shape, strides, offset), shape, x.dtype);
+  return result(b, runKernel(b, 'strided', shape, { inputs: { x: x.data_ }, attrs: { outShape: shape, strides, offset } }), shape, x.dtype);
 }
 
 /** torch.permute: output axis i is input axis perm[i]. `permute(x, [0, 2, 1, 3])` */
@@ -113,7 +113,9 @@ export function slice(x: Tensor, spec: SliceSpec): Tensor {
   return attach('slice', y, [x], (dy) => [
     () => {
       const b = dy.backend;
-      return result(b, runKernel(b, 'stridedAdd', x.shape, dy.data_, dy.shape, strides, offset, x.size), x.shape);
+      return result(b, runKernel(b, 'stridedAdd', x.shape, {
+        inputs: { dy: dy.data_ }, attrs: { dyShape: dy.shape, strides, offset, outSize: x.size },
+      }), x.shape);
     },
   ], []);
 }
@@ -136,7 +138,9 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
     if (!ok) throw new Error(`concat: shapes ${xs.map((u) => fmt(u.shape)).join(', ')} do not match off axis ${axis}`);
     shape[a] += t.shape[a];
   }
-  const data = runKernel(b, 'concat', shape, xs.map((t) => t.data_), xs.map((t) => t.shape), a, shape);
+  const data = runKernel(b, 'concat', shape, {
+    inputs: { xs: xs.map((t) => t.data_) }, attrs: { shapes: xs.map((t) => t.shape), axis: a, outShape: shape },
+  });
   const y = result(b, data, shape, xs[0].dtype);
   let start = 0;
   const offsets = xs.map((t) => {

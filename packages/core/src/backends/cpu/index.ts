@@ -1,7 +1,8 @@
 import {
-  isHalfDtype, type AdamHyper, type Backend, type BinaryOp, type DType, type HostArray, type Reduction, type ReduceOp,
+  isHalfDtype, type Backend, type BinaryOp, type DType, type HostArray, type KernelArgs, type KernelAttrs, type KernelName,
   type UnaryOp,
 } from '../../backend.ts';
+import { checkIndices } from '../checks.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { allocFor, forEachRow, type Arr, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct } from './gemm.ts';
@@ -15,6 +16,9 @@ import * as attn from './attention.ts';
 import { runRows } from './rows.ts';
 
 /** The binary ops the row kernels run (binaryElements' op codes). */
+/** A kernel's argument over float arrays (and int32 indices/targets where the contract says index/targets). */
+type Args<K extends KernelName, D = FArr> = KernelArgs<D, K>;
+
 const ARITH_CODES: Partial<Record<BinaryOp, number>> = { add: 0, sub: 1, mul: 2, div: 3 };
 
 /** Arrays below this many elements are left to the garbage collector. */
@@ -109,7 +113,7 @@ const binaryFns: Record<BinaryOp, (a: number, b: number) => number> = {
  * The reference backend: pure TypeScript on typed arrays. With
  * `precision: 'float64'` it computes in doubles (used by gradcheck).
  */
-export class CpuBackend implements Backend {
+export class CpuBackend implements Backend<Arr> {
   readonly hasStorage = true;
   readonly mode: string;
   private readonly F: FloatCtor;
@@ -205,7 +209,7 @@ export class CpuBackend implements Backend {
     return out;
   };
 
-  fill(size: number, value: number, dtype: DType): Arr {
+  fill({ attrs: { size, value, dtype } }: Args<'fill'>): Arr {
     if (isHalfDtype(dtype)) {
       const half = this.allocHalf(dtype, size);
       if (value !== 0) half.fill(toHalf(dtype, [value])[0]);
@@ -216,14 +220,14 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  cast(x: Arr, size: number, to: DType): Arr {
+  cast({ inputs: { x }, attrs: { size, to } }: Args<'cast', Arr>): Arr {
     if (isHalfDtype(to)) {
       if (isHalf(x) && (to === 'bfloat16') === x instanceof BF16Array) return x.slice(0, size);
       return toHalf(to, isHalf(x) ? widen(x, size) : x, size, this.allocHalf(to, size));
     }
     if (isHalf(x)) {
       const wide = widen(x, size);
-      return to === 'float32' ? (this.F === Float32Array ? wide : Float64Array.from(wide)) : this.cast(wide, size, to);
+      return to === 'float32' ? (this.F === Float32Array ? wide : Float64Array.from(wide)) : this.cast({ inputs: { x: wide }, attrs: { size, to } });
     }
     const out = this.allocDtype(to, size);
     if (to === 'bool') for (let i = 0; i < size; i++) out[i] = x[i] !== 0 ? 1 : 0;
@@ -232,7 +236,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  unary(op: UnaryOp, x: FArr, size: number): FArr {
+  unary({ inputs: { x }, attrs: { op, size } }: Args<'unary'>): FArr {
     const out = this.alloc(size);
     // The hot activations get loops of their own: a call through the table per element is several times slower.
     if (op === 'gelu') {
@@ -249,7 +253,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  unaryGrad(op: UnaryOp, x: FArr | null, y: FArr | null, dy: FArr, size: number): FArr {
+  unaryGrad({ inputs: { x, y, dy }, attrs: { op, size } }: Args<'unaryGrad'>): FArr {
     const out = this.alloc(size);
     if (op === 'gelu' && x) {
       if (x instanceof Float32Array && dy instanceof Float32Array && out instanceof Float32Array
@@ -266,20 +270,20 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  affine(x: FArr, size: number, scale: number, shift: number): FArr {
+  affine({ inputs: { x }, attrs: { size, scale, shift } }: Args<'affine'>): FArr {
     const out = this.alloc(size);
     for (let i = 0; i < size; i++) out[i] = x[i] * scale + shift;
     return out;
   }
 
-  powScalar(x: FArr, size: number, exponent: number): FArr {
+  powScalar({ inputs: { x }, attrs: { size, exponent } }: Args<'powScalar'>): FArr {
     const out = this.alloc(size);
     if (exponent === 2) for (let i = 0; i < size; i++) out[i] = x[i] * x[i];
     else for (let i = 0; i < size; i++) out[i] = Math.pow(x[i], exponent);
     return out;
   }
 
-  binary(op: BinaryOp, a: FArr, aShape: Shape, b: FArr, bShape: Shape, outShape: Shape): FArr {
+  binary({ inputs: { a, b }, attrs: { op, aShape, bShape, outShape } }: Args<'binary'>): FArr {
     const n = sizeOf(outShape);
     const out = this.alloc(n);
     const f = binaryFns[op];
@@ -323,7 +327,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  where(cond: Arr, cShape: Shape, a: FArr, aShape: Shape, b: FArr, bShape: Shape, outShape: Shape): FArr {
+  where({ inputs: { cond, a, b }, attrs: { cShape, aShape, bShape, outShape } }: Args<'where'>): FArr {
     const out = this.alloc(sizeOf(outShape));
     const ss = [cShape, aShape, bShape].map((s) => broadcastStrides(s, outShape));
     const cols = outShape[outShape.length - 1] ?? 1;
@@ -335,7 +339,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  reduce(op: ReduceOp, x: FArr, shape: Shape, axes: readonly number[]): FArr {
+  reduce({ inputs: { x }, attrs: { op, shape, axes } }: Args<'reduce'>): FArr {
     const keptShape = shape.filter((_, i) => !axes.includes(i));
     const out = this.alloc(sizeOf(keptShape));
     const init = op === 'sum' ? 0 : -Infinity;
@@ -391,11 +395,9 @@ export class CpuBackend implements Backend {
   }
 
   private readonly batched: attn.BatchedMatmul = (a, aShape, b, bShape, ta, tb, out) =>
-    this.matmul(a, aShape, b, bShape, ta, tb, out);
+    batchedProduct(this.alloc, a, aShape, b, bShape, ta, tb, out);
 
-  matmul(
-    a: FArr | HalfArr, aShape: Shape, b: FArr | HalfArr, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: FArr | null = null,
-  ): FArr {
+  matmul({ inputs: { a, b, bias }, attrs: { aShape, bShape, transA, transB, outShape } }: Args<'matmul', FArr | HalfArr>): FArr {
     const out = batchedProduct(this.alloc, a, aShape, b, bShape, transA, transB, outShape);
     if (bias) {
       const n = outShape[outShape.length - 1];
@@ -404,7 +406,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  strided(x: Arr, outShape: Shape, strides: readonly number[], offset: number): Arr {
+  strided({ inputs: { x }, attrs: { outShape, strides, offset } }: Args<'strided', Arr>): Arr {
     const out = x instanceof Int32Array ? new Int32Array(sizeOf(outShape)) : this.alloc(sizeOf(outShape));
     if (out.length === 0) return out;
     if (outShape.length <= 4) {
@@ -438,7 +440,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  stridedAdd(dy: FArr, dyShape: Shape, strides: readonly number[], offset: number, outSize: number): FArr {
+  stridedAdd({ inputs: { dy }, attrs: { dyShape, strides, offset, outSize } }: Args<'stridedAdd'>): FArr {
     const out = this.alloc(outSize);
     if (sizeOf(dyShape) === 0) return out;
     const cols = dyShape[dyShape.length - 1] ?? 1;
@@ -451,7 +453,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  concat(xs: readonly Arr[], shapes: readonly Shape[], axis: number, outShape: Shape): Arr {
+  concat({ inputs: { xs }, attrs: { shapes, axis, outShape } }: Args<'concat', Arr>): Arr {
     const total = sizeOf(outShape);
     const out = xs[0] instanceof Int32Array ? new Int32Array(total) : this.alloc(total);
     const outer = sizeOf(outShape.slice(0, axis));
@@ -465,13 +467,9 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  private checkIndex(op: string, v: number, n: number, pos: number): void {
-    if (v < 0 || v >= n) throw new Error(`${op}: index ${v} at position ${pos} is out of range [0, ${n})`);
-  }
-
-  gather(x: FArr, xShape: Shape, index: Int32Array, indexShape: Shape, axis: number): FArr {
+  gather({ inputs: { x, index }, attrs: { xShape, indexShape, axis } }: { inputs: { x: FArr; index: Int32Array }; attrs: KernelAttrs<'gather'> }): FArr {
     const n = sizeOf(indexShape);
-    for (let i = 0; i < n; i++) this.checkIndex('gather', index[i], xShape[axis], i);
+    checkIndices('gather', index, n, xShape[axis]);
     const out = this.alloc(n);
     const xs = stridesOf(xShape);
     const is = stridesOf(indexShape);
@@ -479,7 +477,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  scatterAdd(dy: FArr, index: Int32Array, indexShape: Shape, axis: number, outShape: Shape): FArr {
+  scatterAdd({ inputs: { dy, index }, attrs: { indexShape, axis, outShape } }: { inputs: { dy: FArr; index: Int32Array }; attrs: KernelAttrs<'scatterAdd'> }): FArr {
     const out = this.alloc(sizeOf(outShape));
     const xs = stridesOf(outShape);
     const is = stridesOf(indexShape);
@@ -489,11 +487,11 @@ export class CpuBackend implements Backend {
   }
 
   /** A 16-bit table's rows are widened as they are copied out (an embedding lookup on a bf16 base). */
-  indexSelect(x: FArr | HalfArr, xShape: Shape, index: Int32Array, count: number, axis: number): FArr {
+  indexSelect({ inputs: { x, index }, attrs: { xShape, count, axis } }: { inputs: { x: FArr | HalfArr; index: Int32Array }; attrs: KernelAttrs<'indexSelect'> }): FArr {
     const outer = sizeOf(xShape.slice(0, axis));
     const inner = sizeOf(xShape.slice(axis + 1));
     const n = xShape[axis];
-    for (let i = 0; i < count; i++) this.checkIndex('indexSelect', index[i], n, i);
+    checkIndices('indexSelect', index, count, n);
     const out = this.alloc(outer * count * inner);
     for (let o = 0; o < outer; o++) {
       for (let i = 0; i < count; i++) {
@@ -505,7 +503,7 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  indexAdd(dy: FArr, index: Int32Array, count: number, axis: number, xShape: Shape): FArr {
+  indexAdd({ inputs: { dy, index }, attrs: { count, axis, xShape } }: { inputs: { dy: FArr; index: Int32Array }; attrs: KernelAttrs<'indexAdd'> }): FArr {
     const outer = sizeOf(xShape.slice(0, axis));
     const inner = sizeOf(xShape.slice(axis + 1));
     const n = xShape[axis];
@@ -520,57 +518,50 @@ export class CpuBackend implements Backend {
     return out;
   }
 
-  softmax(x: FArr, rows: number, cols: number, log: boolean): FArr {
+  softmax({ inputs: { x }, attrs: { rows, cols, log } }: Args<'softmax'>): FArr {
     return nn.softmaxRows(this.alloc, x, rows, cols, log);
   }
 
-  softmaxGrad(y: FArr, dy: FArr, rows: number, cols: number, log: boolean): FArr {
+  softmaxGrad({ inputs: { y, dy }, attrs: { rows, cols, log } }: Args<'softmaxGrad'>): FArr {
     return nn.softmaxGradRows(this.alloc, y, dy, rows, cols, log);
   }
 
-  crossEntropy(logits: FArr, targets: Int32Array, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): FArr {
+  crossEntropy({ inputs: { logits, targets }, attrs: { rows, cols, ignoreIndex, reduction } }: { inputs: { logits: FArr; targets: Int32Array }; attrs: KernelAttrs<'crossEntropy'> }): FArr {
     return nn.crossEntropyRows(this.alloc, logits, targets, rows, cols, ignoreIndex, reduction);
   }
 
   crossEntropyGrad(
-    logits: FArr, targets: Int32Array, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
+    { inputs: { logits, targets, dy }, attrs: { rows, cols, ignoreIndex, reduction } }: { inputs: { logits: FArr; targets: Int32Array; dy: FArr }; attrs: KernelAttrs<'crossEntropyGrad'> },
   ): FArr {
     return nn.crossEntropyGradRows(this.alloc, logits, targets, dy, rows, cols, ignoreIndex, reduction);
   }
 
-  layerNorm(x: FArr, w: FArr | null, b: FArr | null, rows: number, cols: number, eps: number) {
+  layerNorm({ inputs: { x, w, b }, attrs: { rows, cols, eps } }: Args<'layerNorm'>) {
     return nn.layerNormRows(this.alloc, x, w, b, rows, cols, eps);
   }
 
-  layerNormGrad(
-    x: FArr, w: FArr | null, mean: FArr, rstd: FArr, dy: FArr, rows: number, cols: number,
-    need: { x: boolean; w: boolean; b: boolean },
-  ) {
+  layerNormGrad({ inputs: { x, w, mean, rstd, dy }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
     return nn.layerNormGradRows(this.alloc, x, w, mean, rstd, dy, rows, cols, need);
   }
 
-  rmsNorm(x: FArr, w: FArr | null, rows: number, cols: number, eps: number) {
+  rmsNorm({ inputs: { x, w }, attrs: { rows, cols, eps } }: Args<'rmsNorm'>) {
     return nn.rmsNormRows(this.alloc, x, w, rows, cols, eps);
   }
 
-  rmsNormGrad(x: FArr, w: FArr | null, rstd: FArr, dy: FArr, rows: number, cols: number, need: { x: boolean; w: boolean }) {
+  rmsNormGrad({ inputs: { x, w, rstd, dy }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
     return nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need);
   }
 
-  attention(q: FArr, k: FArr, v: FArr, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
+  attention({ inputs: { q, k, v }, attrs: { bh, tq, tk, dk, dv, scale, causal } }: Args<'attention'>) {
     return attn.attentionForward(this.alloc, this.batched, q, k, v, bh, tq, tk, dk, dv, scale, causal);
   }
 
-  attentionGrad(
-    q: FArr, k: FArr, v: FArr, out: FArr, lse: FArr, dout: FArr,
-    bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
-    need: { q: boolean; k: boolean; v: boolean },
-  ) {
+  attentionGrad({ inputs: { q, k, v, out, lse, dout }, attrs: { bh, tq, tk, dk, dv, scale, causal, need } }: Args<'attentionGrad'>) {
     return attn.attentionBackward(this.alloc, this.batched, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
   }
 
-  adamUpdate(p: FArr, g: FArr, m: FArr, v: FArr, size: number, h: AdamHyper): { p: FArr; m: FArr; v: FArr } {
-    nn.adamInPlace(p, g, m, v, size, h);
+  adamUpdate({ inputs: { p, g, m, v }, attrs: { size, hyper } }: Args<'adamUpdate'>): { p: FArr; m: FArr; v: FArr } {
+    nn.adamInPlace(p, g, m, v, size, hyper);
     return { p, m, v };
   }
 }

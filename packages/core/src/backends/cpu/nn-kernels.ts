@@ -1,3 +1,4 @@
+import { countValidTargets } from '../checks.ts';
 import type { AdamHyper, Reduction } from '../../backend.ts';
 import type { Alloc, Arr, FArr } from './arrays.ts';
 import { arenaArray, arenaFree, inArena } from './arena.ts';
@@ -20,21 +21,6 @@ export function softmaxGradRows(alloc: Alloc, y: FArr, dy: FArr, rows: number, c
   return dx;
 }
 
-function checkTarget(t: number, r: number, cols: number, ignoreIndex: number): void {
-  if (t !== ignoreIndex && (t < 0 || t >= cols)) {
-    throw new Error(`crossEntropy: target ${t} at position ${r} is out of range for ${cols} classes (ignoreIndex ${ignoreIndex})`);
-  }
-}
-
-function countValid(targets: Arr, rows: number, cols: number, ignoreIndex: number): number {
-  let n = 0;
-  for (let r = 0; r < rows; r++) {
-    checkTarget(targets[r], r, cols, ignoreIndex);
-    if (targets[r] !== ignoreIndex) n++;
-  }
-  return n;
-}
-
 /** Targets where the pool's workers can read them (a copy in the shared memory when they are not there). */
 function sharedTargets(targets: Arr, rows: number): Int32Array {
   const t = targets as Int32Array;
@@ -48,7 +34,7 @@ function sharedTargets(targets: Arr, rows: number): Int32Array {
 export function crossEntropyRows(
   alloc: Alloc, logits: FArr, targets: Arr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
-  const valid = countValid(targets, rows, cols, ignoreIndex);
+  const valid = countValidTargets(targets, rows, cols, ignoreIndex);
   // Each row's loss in float64, summed here in row order: the total does not depend on the split.
   const loss = arenaArray(Float64Array, rows) ?? new Float64Array(rows);
   const t = sharedTargets(targets, rows);
@@ -66,7 +52,7 @@ export function crossEntropyRows(
 export function crossEntropyGradRows(
   alloc: Alloc, logits: FArr, targets: Arr, dy: FArr, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
 ): FArr {
-  const valid = countValid(targets, rows, cols, ignoreIndex);
+  const valid = countValidTargets(targets, rows, cols, ignoreIndex);
   const scale = reduction === 'mean' ? dy[0] / valid : dy[0];
   const dx = alloc(rows * cols);
   const t = sharedTargets(targets, rows);

@@ -1,7 +1,7 @@
 import {
-  isFloatDtype, isHalfDtype, type AdamHyper, type Backend, type BinaryOp, type DType, type HostArray, type Reduction, type ReduceOp,
-  type UnaryOp,
+  isFloatDtype, isHalfDtype, type Backend, type DType, type HostArray, type KernelArgs, type KernelName,
 } from '../../backend.ts';
+import { checkIndices, countValidTargets } from '../checks.ts';
 import { toHalf, widen } from '../cpu/half.ts';
 import { countReadback, statsOf } from '../../engine.ts';
 import { sizeOf, type Shape } from '../../shape.ts';
@@ -130,7 +130,9 @@ function openMode(requested: string | undefined): GpuJs {
  * arrays in webasm/cpu) between ops; values come back only in `download`.
  * `new GpuBackend({ mode: 'webasm' })`
  */
-export class GpuBackend implements Backend {
+type Args<K extends KernelName> = KernelArgs<GpuData, K>;
+
+export class GpuBackend implements Backend<GpuData> {
   readonly name: string;
   readonly mode: GpuMode;
   readonly hasStorage = true;
@@ -323,7 +325,7 @@ export class GpuBackend implements Backend {
   }
 
   private zeros(size: number): GpuData {
-    return this.fill(size, 0, 'float32');
+    return this.fill({ inputs: {}, attrs: { size, value: 0, dtype: 'float32' } });
   }
 
   /** NOTE: bfloat16 and float16 are rounded, then stored widened in a float32 texture (4 bytes each). */
@@ -380,12 +382,12 @@ export class GpuBackend implements Backend {
     return this.download(d, 'int32', size) as Int32Array;
   }
 
-  fill(size: number, value: number, dtype: DType): GpuData {
+  fill({ attrs: { size, value, dtype } }: Args<'fill'>): GpuData {
     const host = !isFloatDtype(dtype) && size <= SHADOW_LIMIT ? new Int32Array(size).fill(value) : null;
     return this.run(src.fill(this.gen(), size, value), [], host);
   }
 
-  cast(x: GpuData, size: number, to: DType): GpuData {
+  cast({ inputs: { x }, attrs: { size, to } }: Args<'cast'>): GpuData {
     if (isFloatDtype(to) || x.host) {
       const host = !isFloatDtype(to) && x.host ? x.host.slice(0, size) : null;
       return this.run(src.copy(this.gen(), size), [x], host);
@@ -393,35 +395,35 @@ export class GpuBackend implements Backend {
     return this.run(src.truncate(this.gen(), size), [x]);
   }
 
-  unary(op: UnaryOp, x: GpuData, size: number): GpuData {
+  unary({ inputs: { x }, attrs: { op, size } }: Args<'unary'>): GpuData {
     return this.run(src.unary(this.gen(), op, size), [x]);
   }
 
-  unaryGrad(op: UnaryOp, x: GpuData | null, y: GpuData | null, dy: GpuData, size: number): GpuData {
+  unaryGrad({ inputs: { x, y, dy }, attrs: { op, size } }: Args<'unaryGrad'>): GpuData {
     const args = [...(x ? [x] : []), ...(y ? [y] : []), dy];
     return this.run(src.unaryGrad(this.gen(), op, !!x, !!y, size), args);
   }
 
-  affine(x: GpuData, size: number, scale: number, shift: number): GpuData {
+  affine({ inputs: { x }, attrs: { size, scale, shift } }: Args<'affine'>): GpuData {
     return this.run(src.affine(this.gen(), size, scale, shift), [x]);
   }
 
-  powScalar(x: GpuData, size: number, exponent: number): GpuData {
+  powScalar({ inputs: { x }, attrs: { size, exponent } }: Args<'powScalar'>): GpuData {
     return this.run(src.powScalar(this.gen(), size, exponent), [x]);
   }
 
-  binary(op: BinaryOp, a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, outShape: Shape): GpuData {
+  binary({ inputs: { a, b }, attrs: { op, aShape, bShape, outShape } }: Args<'binary'>): GpuData {
     return this.run(src.binary(this.gen(), op, aShape, bShape, outShape), [a, b]);
   }
 
-  where(cond: GpuData, cShape: Shape, a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, outShape: Shape): GpuData {
+  where({ inputs: { cond, a, b }, attrs: { cShape, aShape, bShape, outShape } }: Args<'where'>): GpuData {
     return this.run(src.where(this.gen(), cShape, aShape, bShape, outShape), [cond, a, b]);
   }
 
-  reduce(op: ReduceOp, x: GpuData, shape: Shape, axes: readonly number[]): GpuData {
+  reduce({ inputs: { x }, attrs: { op, shape, axes } }: Args<'reduce'>): GpuData {
     const keptSize = sizeOf(shape.filter((_, i) => !axes.includes(i)));
     const R = sizeOf(axes.map((a) => shape[a]));
-    if (R === 0) return this.fill(keptSize, op === 'sum' ? 0 : -Infinity, 'float32');
+    if (R === 0) return this.fill({ inputs: {}, attrs: { size: keptSize, value: op === 'sum' ? 0 : -Infinity, dtype: 'float32' } });
     const trailing = axes.every((a, i) => a === shape.length - axes.length + i);
     if (op === 'sum' && trailing && R > CHUNKED_SUM) {
       // NOTE: one float32 accumulator over 1e6 values drifts ~1%; sums of
@@ -435,10 +437,7 @@ export class GpuBackend implements Backend {
     return this.run(src.reduce(this.gen(), op, shape, axes), [x]);
   }
 
-  matmul(
-    a: GpuData, aShape: Shape, b: GpuData, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape,
-    bias: GpuData | null = null,
-  ): GpuData {
+  matmul({ inputs: { a, b, bias = null }, attrs: { aShape, bShape, transA, transB, outShape } }: Args<'matmul'>): GpuData {
     const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
     if (k === 0 && !bias) return this.zeros(sizeOf(outShape));
     const spec = isGlMode(this.mode) && glMatmulFits(outShape)
@@ -452,13 +451,13 @@ export class GpuBackend implements Backend {
     return { name: 'matmul4', src: g.src, raw: g.raw, size: g.size, loop: g.loop, ints: g.ints, floats: [] };
   }
 
-  strided(x: GpuData, outShape: Shape, strides: readonly number[], offset: number): GpuData {
-    const host = x.host ? (this.host.strided(x.host, outShape, strides, offset) as Int32Array) : null;
+  strided({ inputs: { x }, attrs: { outShape, strides, offset } }: Args<'strided'>): GpuData {
+    const host = x.host ? (this.host.strided({ inputs: { x: x.host }, attrs: { outShape, strides, offset } }) as Int32Array) : null;
     if (sizeOf(outShape) === 0) return this.wrap(null, 0, host);
     return this.run(src.strided(this.gen(), outShape, strides, offset), [x], host);
   }
 
-  stridedAdd(dy: GpuData, dyShape: Shape, strides: readonly number[], offset: number, outSize: number): GpuData {
+  stridedAdd({ inputs: { dy }, attrs: { dyShape, strides, offset, outSize } }: Args<'stridedAdd'>): GpuData {
     if (sizeOf(dyShape) === 0) return this.zeros(outSize);
     if (!src.stridesNest(dyShape, strides) && sizeOf(dyShape) * outSize > 1e9) {
       throw new Error(`gpu backend: stridedAdd with overlapping strides ${JSON.stringify(strides)} over ${sizeOf(dyShape)} x ${outSize} cells is too large`);
@@ -466,9 +465,9 @@ export class GpuBackend implements Backend {
     return this.run(src.stridedAdd(this.gen(), dyShape, strides, offset, outSize), [dy]);
   }
 
-  concat(xs: readonly GpuData[], shapes: readonly Shape[], axis: number, outShape: Shape): GpuData {
+  concat({ inputs: { xs }, attrs: { shapes, axis, outShape } }: Args<'concat'>): GpuData {
     const host = xs.every((x) => x.host)
-      ? (this.host.concat(xs.map((x) => x.host as Int32Array), shapes, axis, outShape) as Int32Array)
+      ? (this.host.concat({ inputs: { xs: xs.map((x) => x.host as Int32Array) }, attrs: { shapes, axis, outShape } }) as Int32Array)
       : null;
     if (sizeOf(outShape) === 0) return this.wrap(null, 0, host);
     const pieces: { x: GpuData; row: number; start: number }[] = [];
@@ -493,33 +492,26 @@ export class GpuBackend implements Backend {
     return out;
   }
 
-  private checkIndices(op: string, idx: Int32Array, count: number, n: number): void {
-    for (let i = 0; i < count; i++) {
-      const v = idx[i];
-      if (v < 0 || v >= n) throw new Error(`${op}: index ${v} at position ${i} is out of range [0, ${n})`);
-    }
-  }
-
-  gather(x: GpuData, xShape: Shape, index: GpuData, indexShape: Shape, axis: number): GpuData {
+  gather({ inputs: { x, index }, attrs: { xShape, indexShape, axis } }: Args<'gather'>): GpuData {
     const n = sizeOf(indexShape);
     if (n === 0) return this.wrap(null, 0);
-    this.checkIndices('gather', this.hostInts(index, n), n, xShape[axis]);
+    checkIndices('gather', this.hostInts(index, n), n, xShape[axis]);
     return this.run(src.gather(this.gen(), xShape, indexShape, axis), [x, index]);
   }
 
-  scatterAdd(dy: GpuData, index: GpuData, indexShape: Shape, axis: number, outShape: Shape): GpuData {
+  scatterAdd({ inputs: { dy, index }, attrs: { indexShape, axis, outShape } }: Args<'scatterAdd'>): GpuData {
     if (sizeOf(indexShape) === 0) return this.zeros(sizeOf(outShape));
     return this.run(src.scatterAdd(this.gen(), indexShape, axis, outShape), [dy, index]);
   }
 
-  indexSelect(x: GpuData, xShape: Shape, index: GpuData, count: number, axis: number): GpuData {
+  indexSelect({ inputs: { x, index }, attrs: { xShape, count, axis } }: Args<'indexSelect'>): GpuData {
     const outSize = sizeOf(xShape.slice(0, axis)) * count * sizeOf(xShape.slice(axis + 1));
-    if (count > 0) this.checkIndices('indexSelect', this.hostInts(index, count), count, xShape[axis]);
+    if (count > 0) checkIndices('indexSelect', this.hostInts(index, count), count, xShape[axis]);
     if (outSize === 0) return this.wrap(null, 0);
     return this.run(src.indexSelect(this.gen(), xShape, count, axis), [x, index]);
   }
 
-  indexAdd(dy: GpuData, index: GpuData, count: number, axis: number, xShape: Shape): GpuData {
+  indexAdd({ inputs: { dy, index }, attrs: { count, axis, xShape } }: Args<'indexAdd'>): GpuData {
     const n = xShape[axis];
     if (count === 0 || sizeOf(xShape) === 0) return this.zeros(sizeOf(xShape));
     // NOTE: a CSR of the indices (built on the host) turns the scatter into a
@@ -539,7 +531,7 @@ export class GpuBackend implements Backend {
     return this.run(src.indexAdd(this.gen(), xShape, count, axis, maxDup), [dy, starts, perm]);
   }
 
-  softmax(x: GpuData, rows: number, cols: number, log: boolean): GpuData {
+  softmax({ inputs: { x }, attrs: { rows, cols, log } }: Args<'softmax'>): GpuData {
     if (rows * cols === 0) return this.wrap(null, 0);
     if (cols <= src.ONE_PASS_COLS) return this.run(src.softmaxRows(this.gen(), rows, cols, log, true), [x]);
     const st = this.run(src.rowStats(this.gen(), rows, cols), [x]);
@@ -548,7 +540,7 @@ export class GpuBackend implements Backend {
     return y;
   }
 
-  softmaxGrad(y: GpuData, dy: GpuData, rows: number, cols: number, log: boolean): GpuData {
+  softmaxGrad({ inputs: { y, dy }, attrs: { rows, cols, log } }: Args<'softmaxGrad'>): GpuData {
     if (rows * cols === 0) return this.wrap(null, 0);
     const s = this.run(src.softmaxGradRow(this.gen(), rows, cols, log), [y, dy]);
     const dx = this.run(src.softmaxGradApply(this.gen(), rows, cols, log), [y, dy, s]);
@@ -557,32 +549,21 @@ export class GpuBackend implements Backend {
   }
 
   private countValid(targets: GpuData, rows: number, cols: number, ignoreIndex: number): number {
-    const t = this.hostInts(targets, rows);
-    let valid = 0;
-    for (let r = 0; r < rows; r++) {
-      const v = t[r];
-      if (v !== ignoreIndex && (v < 0 || v >= cols)) {
-        throw new Error(`crossEntropy: target ${v} at position ${r} is out of range for ${cols} classes (ignoreIndex ${ignoreIndex})`);
-      }
-      if (v !== ignoreIndex) valid++;
-    }
-    return valid;
+    return countValidTargets(this.hostInts(targets, rows), rows, cols, ignoreIndex);
   }
 
-  crossEntropy(logits: GpuData, targets: GpuData, rows: number, cols: number, ignoreIndex: number, reduction: Reduction): GpuData {
+  crossEntropy({ inputs: { logits, targets }, attrs: { rows, cols, ignoreIndex, reduction } }: Args<'crossEntropy'>): GpuData {
     const valid = this.countValid(targets, rows, cols, ignoreIndex);
     // PyTorch: a mean over zero valid targets is NaN.
     const mult = reduction === 'mean' ? (valid === 0 ? NaN : 1 / valid) : 1;
-    if (rows === 0) return this.fill(1, reduction === 'mean' ? NaN : 0, 'float32');
+    if (rows === 0) return this.fill({ inputs: {}, attrs: { size: 1, value: reduction === 'mean' ? NaN : 0, dtype: 'float32' } });
     const per = this.run(src.ceRows(this.gen(), rows, cols, ignoreIndex), [logits, targets]);
     const out = this.run(src.sumScaled(this.gen(), rows, mult), [per]);
     this.free(per);
     return out;
   }
 
-  crossEntropyGrad(
-    logits: GpuData, targets: GpuData, dy: GpuData, rows: number, cols: number, ignoreIndex: number, reduction: Reduction,
-  ): GpuData {
+  crossEntropyGrad({ inputs: { logits, targets, dy }, attrs: { rows, cols, ignoreIndex, reduction } }: Args<'crossEntropyGrad'>): GpuData {
     const valid = this.countValid(targets, rows, cols, ignoreIndex);
     if (rows * cols === 0) return this.wrap(null, 0);
     const mult = reduction === 'mean' ? 1 / valid : 1;
@@ -593,7 +574,7 @@ export class GpuBackend implements Backend {
     return dx;
   }
 
-  layerNorm(x: GpuData, w: GpuData | null, b: GpuData | null, rows: number, cols: number, eps: number) {
+  layerNorm({ inputs: { x, w, b }, attrs: { rows, cols, eps } }: Args<'layerNorm'>) {
     // Mean and rstd come from one dispatch, as two lanes of one buffer.
     const [mean, rstd] = this.lanes(src.lnStats(this.gen(), rows, cols, eps), [x], 2);
     const st = this.packedPair(mean, rstd);
@@ -602,10 +583,7 @@ export class GpuBackend implements Backend {
     return { y, mean, rstd };
   }
 
-  layerNormGrad(
-    x: GpuData, w: GpuData | null, mean: GpuData, rstd: GpuData, dy: GpuData, rows: number, cols: number,
-    need: { x: boolean; w: boolean; b: boolean },
-  ) {
+  layerNormGrad({ inputs: { x, w, mean, rstd, dy }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
     const st = this.packedPair(mean, rstd);
     const stats = st ? [st] : [mean, rstd];
     return {
@@ -625,13 +603,13 @@ export class GpuBackend implements Backend {
     return dx;
   }
 
-  rmsNorm(x: GpuData, w: GpuData | null, rows: number, cols: number, eps: number) {
+  rmsNorm({ inputs: { x, w }, attrs: { rows, cols, eps } }: Args<'rmsNorm'>) {
     const rstd = this.run(src.rmsRstd(this.gen(), rows, cols, eps), [x]);
     const y = this.run(src.normApplyStats(this.gen(), rows, cols, false, false, !!w, false), [x, rstd, ...(w ? [w] : [])]);
     return { y, rstd };
   }
 
-  rmsNormGrad(x: GpuData, w: GpuData | null, rstd: GpuData, dy: GpuData, rows: number, cols: number, need: { x: boolean; w: boolean }) {
+  rmsNormGrad({ inputs: { x, w, rstd, dy }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
     return {
       dx: need.x ? this.normDx(x, [rstd], w, dy, rows, cols, false) : null,
       dw: need.w ? this.run(src.normColSum(this.gen(), rows, cols, false, false, true), [x, rstd, dy]) : null,
@@ -642,7 +620,7 @@ export class GpuBackend implements Backend {
     return this.run(src.attnProbs(this.gen(), bh, tq, tk, dk, causal, scale), [q, k, lse]);
   }
 
-  attention(q: GpuData, k: GpuData, v: GpuData, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean) {
+  attention({ inputs: { q, k, v }, attrs: { bh, tq, tk, dk, dv, scale, causal } }: Args<'attention'>) {
     const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal, scale), [q, k]);
     if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
     if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk)) {
@@ -656,11 +634,7 @@ export class GpuBackend implements Backend {
     return { out, lse };
   }
 
-  attentionGrad(
-    q: GpuData, k: GpuData, v: GpuData, out: GpuData, lse: GpuData, dout: GpuData,
-    bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean,
-    need: { q: boolean; k: boolean; v: boolean },
-  ) {
+  attentionGrad({ inputs: { q, k, v, out, lse, dout }, attrs: { bh, tq, tk, dk, dv, scale, causal, need } }: Args<'attentionGrad'>) {
     if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk) && tq > 0) {
       // P is recomputed inside dV's and dS's kernels, never stored.
       const gv = glAttentionDv(bh, tq, tk, dk, dv, scale, causal, this.mode === 'webgl2');
@@ -699,8 +673,8 @@ export class GpuBackend implements Backend {
     return this.run(src.bmm(this.gen(), bh, I, J, D, transA), [a, b]);
   }
 
-  adamUpdate(p: GpuData, g: GpuData, m: GpuData, v: GpuData, size: number, h: AdamHyper): { p: GpuData; m: GpuData; v: GpuData } {
-    const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = h;
+  adamUpdate({ inputs: { p, g, m, v }, attrs: { size, hyper } }: Args<'adamUpdate'>): { p: GpuData; m: GpuData; v: GpuData } {
+    const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = hyper;
     const bc1 = 1 - Math.pow(beta1, step);
     const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
     const hp: src.AdamParams = {
