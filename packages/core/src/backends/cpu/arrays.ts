@@ -1,4 +1,4 @@
-import type { DType } from '../../backend.ts';
+import type { DType, HalfDType, KernelArgs, KernelName } from '../../backend.ts';
 import { BF16Array, F16Array, type HalfArr } from './half.ts';
 
 /** float32 storage (Float64Array in the float64 reference backend) or int32 storage. */
@@ -8,6 +8,16 @@ export type Arr = FArr | HalfArr | Int32Array;
 export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
 /** Makes a zeroed float array of n elements (fresh or recycled). */
 export type Alloc = (n: number) => FArr;
+/** A kernel's argument over float arrays (a kernel that reads int32 or 16-bit storage names its own). */
+export type Args<K extends KernelName, D = FArr> = KernelArgs<D, K>;
+
+/** What the kernel families take from the backend: its allocators (pool and shared memory) and float type. */
+export interface CpuContext {
+  readonly F: FloatCtor;
+  alloc: Alloc;
+  allocDtype(dtype: DType, n: number): Arr;
+  allocHalf(dtype: HalfDType, n: number): HalfArr;
+}
 
 export function allocFor(F: FloatCtor, dtype: DType, size: number): Arr {
   if (dtype === 'float32') return new F(size);

@@ -1,7 +1,19 @@
 import { broadcastStrides, sizeOf, type Shape } from '../../shape.ts';
-import { forEachRow, type Alloc, type FArr } from './arrays.ts';
+import { forEachRow, type Alloc, type Args, type FArr } from './arrays.ts';
 import { isHalf, widen, type HalfArr } from './half.ts';
 import { WASM_GEMM_MIN_MACS, gemmWasm } from './wasm-gemm.ts';
+
+/** The matmul kernel: the batched product, plus a bias added to every output row. */
+export function matmul(
+  alloc: Alloc, { inputs: { a, b, bias }, attrs: { aShape, bShape, transA, transB, outShape } }: Args<'matmul', FArr | HalfArr>,
+): FArr {
+  const out = batchedProduct(alloc, a, aShape, b, bShape, transA, transB, outShape);
+  if (bias) {
+    const n = outShape[outShape.length - 1];
+    for (let o = 0; o < out.length; o += n) for (let c = 0; c < n; c++) out[o + c] += bias[c];
+  }
+  return out;
+}
 
 /**
  * Batched op(a) @ op(b) with broadcast batch axes: the WebAssembly SIMD gemm
