@@ -1,10 +1,6 @@
-import {
-  isFloatDtype, isHalfDtype, type Backend, type DType, type HostArray, type KernelArgs, type KernelName,
-} from '../../backend.ts';
-import { checkIndices, countValidTargets } from '../checks.ts';
+import { isFloatDtype, isHalfDtype, type Backend, type DType, type HostArray } from '../../backend.ts';
 import { toHalf, widen } from '../cpu/half.ts';
 import { countReadback, statsOf } from '../../engine.ts';
-import { sizeOf, type Shape } from '../../shape.ts';
 import { CpuBackend } from '../cpu/index.ts';
 import { KernelCache, loopBucket } from './cache.ts';
 import { CodeGen } from './codegen.ts';
@@ -13,29 +9,18 @@ import {
   type DeviceBuffer, type GpuMode, type KernelArg,
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
-import { glMatmul, glMatmulFits } from './matmul-gl.ts';
-import { glAttention, glAttentionDv, glAttentionFits } from './attention-gl.ts';
 import * as src from './sources.ts';
+import { SHADOW_LIMIT, type Args, type GpuContext, type GpuData, type Lane } from './context.ts';
+import * as elementwise from './elementwise.ts';
+import * as reduce from './reduce.ts';
+import * as matmul from './matmul.ts';
+import * as layout from './layout.ts';
+import * as rows from './rows.ts';
+import * as attention from './attention.ts';
+import * as adam from './adam.ts';
 
 export type { GpuMode } from './gpujs.ts';
-
-/** A gpu storage: a device buffer (null when empty), plus a host copy of small int32 data for index checks. */
-export interface GpuData {
-  buf: DeviceBuffer | null;
-  size: number;
-  host: Int32Array | null;
-  /** The cache entry of the kernel that made it (GL: it must outlive its textures). */
-  owner?: { live: number };
-  /** Set when this storage is one lane of a packed buffer shared with its siblings: element i is buf[i * stride + index]. */
-  lane?: Lane;
-}
-
-/** One of `stride` results a fused kernel packed into one buffer; `shared.refs` siblings still hold it. */
-interface Lane {
-  stride: number;
-  index: number;
-  shared: { refs: number };
-}
+export type { GpuData } from './context.ts';
 
 export interface GpuBackendOptions {
   /** A gpu.js mode, or 'auto' (headlessgl, then webgl2, webasm, cpu). Default: env LOWRANK_GPU_MODE, else 'auto'. */
@@ -48,11 +33,7 @@ export interface GpuBackendOptions {
 /** A loop reuses a kernel compiled for a loop up to this many times longer (its iterations past the bound only test and break). */
 const MAX_LOOP_REUSE = 64;
 
-/** Trailing sums longer than this take two passes (chunk sums, then their sum). */
-const CHUNKED_SUM = 4096;
 
-/** Largest int32 storage that keeps a host shadow for index validation. */
-const SHADOW_LIMIT = 1 << 22;
 const AUTO_ORDER: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webasm', 'cpu'];
 let warnedFallback = false;
 
@@ -130,8 +111,6 @@ function openMode(requested: string | undefined): GpuJs {
  * arrays in webasm/cpu) between ops; values come back only in `download`.
  * `new GpuBackend({ mode: 'webasm' })`
  */
-type Args<K extends KernelName> = KernelArgs<GpuData, K>;
-
 export class GpuBackend implements Backend<GpuData> {
   readonly name: string;
   readonly mode: GpuMode;
@@ -144,6 +123,8 @@ export class GpuBackend implements Backend<GpuData> {
   private readonly cache: KernelCache;
   private readonly host = new CpuBackend('gpu-host');
   private readonly intCast: 'floor' | 'or';
+  /** What the kernel files (elementwise.ts ... adam.ts) dispatch through. */
+  private readonly ctx: GpuContext;
 
   constructor(opts: GpuBackendOptions = {}) {
     this.name = opts.name ?? 'gpu';
@@ -151,6 +132,12 @@ export class GpuBackend implements Backend<GpuData> {
     this.mode = this.gj.mode;
     this.intCast = isGlMode(this.mode) ? 'floor' : 'or';
     this.cache = new KernelCache(this.gj, opts.maxKernels ?? (isGlMode(this.mode) ? 256 : 96));
+    this.ctx = {
+      mode: this.mode, host: this.host, gen: () => this.gen(), run: (s, a, h) => this.run(s, a, h), exec: (s, a) => this.exec(s, a),
+      lanes: (s, a, k) => this.lanes(s, a, k), wrap: (b, n, h, o) => this.wrap(b, n, h, o), zeros: (n) => this.zeros(n),
+      free: (d) => this.free(d), tmpFree: (d) => this.tmpFree(d), hostInts: (d, n) => this.hostInts(d, n),
+      packedPair: (a, b) => this.packedPair(a, b), laneArg: (d) => this.laneArg(d),
+    };
   }
 
   /** Kernels gpu.js ran in another mode than `mode` (should stay 0). */
@@ -382,319 +369,118 @@ export class GpuBackend implements Backend<GpuData> {
     return this.download(d, 'int32', size) as Int32Array;
   }
 
-  fill({ attrs: { size, value, dtype } }: Args<'fill'>): GpuData {
-    const host = !isFloatDtype(dtype) && size <= SHADOW_LIMIT ? new Int32Array(size).fill(value) : null;
-    return this.run(src.fill(this.gen(), size, value), [], host);
+  fill(a: Args<'fill'>): GpuData {
+    return elementwise.fill(this.ctx, a);
   }
 
-  cast({ inputs: { x }, attrs: { size, to } }: Args<'cast'>): GpuData {
-    if (isFloatDtype(to) || x.host) {
-      const host = !isFloatDtype(to) && x.host ? x.host.slice(0, size) : null;
-      return this.run(src.copy(this.gen(), size), [x], host);
-    }
-    return this.run(src.truncate(this.gen(), size), [x]);
+  cast(a: Args<'cast'>): GpuData {
+    return elementwise.cast(this.ctx, a);
   }
 
-  unary({ inputs: { x }, attrs: { op, size } }: Args<'unary'>): GpuData {
-    return this.run(src.unary(this.gen(), op, size), [x]);
+  unary(a: Args<'unary'>): GpuData {
+    return elementwise.unary(this.ctx, a);
   }
 
-  unaryGrad({ inputs: { x, y, dy }, attrs: { op, size } }: Args<'unaryGrad'>): GpuData {
-    const args = [...(x ? [x] : []), ...(y ? [y] : []), dy];
-    return this.run(src.unaryGrad(this.gen(), op, !!x, !!y, size), args);
+  unaryGrad(a: Args<'unaryGrad'>): GpuData {
+    return elementwise.unaryGrad(this.ctx, a);
   }
 
-  affine({ inputs: { x }, attrs: { size, scale, shift } }: Args<'affine'>): GpuData {
-    return this.run(src.affine(this.gen(), size, scale, shift), [x]);
+  affine(a: Args<'affine'>): GpuData {
+    return elementwise.affine(this.ctx, a);
   }
 
-  powScalar({ inputs: { x }, attrs: { size, exponent } }: Args<'powScalar'>): GpuData {
-    return this.run(src.powScalar(this.gen(), size, exponent), [x]);
+  powScalar(a: Args<'powScalar'>): GpuData {
+    return elementwise.powScalar(this.ctx, a);
   }
 
-  binary({ inputs: { a, b }, attrs: { op, aShape, bShape, outShape } }: Args<'binary'>): GpuData {
-    return this.run(src.binary(this.gen(), op, aShape, bShape, outShape), [a, b]);
+  binary(a: Args<'binary'>): GpuData {
+    return elementwise.binary(this.ctx, a);
   }
 
-  where({ inputs: { cond, a, b }, attrs: { cShape, aShape, bShape, outShape } }: Args<'where'>): GpuData {
-    return this.run(src.where(this.gen(), cShape, aShape, bShape, outShape), [cond, a, b]);
+  where(a: Args<'where'>): GpuData {
+    return elementwise.where(this.ctx, a);
   }
 
-  reduce({ inputs: { x }, attrs: { op, shape, axes } }: Args<'reduce'>): GpuData {
-    const keptSize = sizeOf(shape.filter((_, i) => !axes.includes(i)));
-    const R = sizeOf(axes.map((a) => shape[a]));
-    if (R === 0) return this.fill({ inputs: {}, attrs: { size: keptSize, value: op === 'sum' ? 0 : -Infinity, dtype: 'float32' } });
-    const trailing = axes.every((a, i) => a === shape.length - axes.length + i);
-    if (op === 'sum' && trailing && R > CHUNKED_SUM) {
-      // NOTE: one float32 accumulator over 1e6 values drifts ~1%; sums of
-      // sqrt(R)-long chunks, then of the chunk sums, stay near float32 epsilon.
-      const chunk = Math.ceil(Math.sqrt(R));
-      const parts = this.run(src.chunkSums(this.gen(), keptSize, R, chunk), [x]);
-      const out = this.run(src.reduce(this.gen(), 'sum', [keptSize, Math.ceil(R / chunk)], [1]), [parts]);
-      this.free(parts);
-      return out;
-    }
-    return this.run(src.reduce(this.gen(), op, shape, axes), [x]);
+  reduce(a: Args<'reduce'>): GpuData {
+    return reduce.reduce(this.ctx, a);
   }
 
-  matmul({ inputs: { a, b, bias = null }, attrs: { aShape, bShape, transA, transB, outShape } }: Args<'matmul'>): GpuData {
-    const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
-    if (k === 0 && !bias) return this.zeros(sizeOf(outShape));
-    const spec = isGlMode(this.mode) && glMatmulFits(outShape)
-      ? this.glMatmulSpec(aShape, bShape, transA, transB, outShape, bias !== null)
-      : src.matmul(this.gen(), aShape, bShape, transA, transB, outShape, bias !== null);
-    return this.run(spec, bias ? [a, b, bias] : [a, b]);
+  matmul(a: Args<'matmul'>): GpuData {
+    return matmul.matmul(this.ctx, a);
   }
 
-  private glMatmulSpec(aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, bias: boolean): src.KernelSpec {
-    const g = glMatmul(aShape, bShape, transA, transB, outShape, bias, this.mode === 'webgl2');
-    return { name: 'matmul4', src: g.src, raw: g.raw, size: g.size, loop: g.loop, ints: g.ints, floats: [] };
+  strided(a: Args<'strided'>): GpuData {
+    return layout.strided(this.ctx, a);
   }
 
-  strided({ inputs: { x }, attrs: { outShape, strides, offset } }: Args<'strided'>): GpuData {
-    const host = x.host ? (this.host.strided({ inputs: { x: x.host }, attrs: { outShape, strides, offset } }) as Int32Array) : null;
-    if (sizeOf(outShape) === 0) return this.wrap(null, 0, host);
-    return this.run(src.strided(this.gen(), outShape, strides, offset), [x], host);
+  stridedAdd(a: Args<'stridedAdd'>): GpuData {
+    return layout.stridedAdd(this.ctx, a);
   }
 
-  stridedAdd({ inputs: { dy }, attrs: { dyShape, strides, offset, outSize } }: Args<'stridedAdd'>): GpuData {
-    if (sizeOf(dyShape) === 0) return this.zeros(outSize);
-    if (!src.stridesNest(dyShape, strides) && sizeOf(dyShape) * outSize > 1e9) {
-      throw new Error(`gpu backend: stridedAdd with overlapping strides ${JSON.stringify(strides)} over ${sizeOf(dyShape)} x ${outSize} cells is too large`);
-    }
-    return this.run(src.stridedAdd(this.gen(), dyShape, strides, offset, outSize), [dy]);
+  concat(a: Args<'concat'>): GpuData {
+    return layout.concat(this.ctx, a);
   }
 
-  concat({ inputs: { xs }, attrs: { shapes, axis, outShape } }: Args<'concat'>): GpuData {
-    const host = xs.every((x) => x.host)
-      ? (this.host.concat({ inputs: { xs: xs.map((x) => x.host as Int32Array) }, attrs: { shapes, axis, outShape } }) as Int32Array)
-      : null;
-    if (sizeOf(outShape) === 0) return this.wrap(null, 0, host);
-    const pieces: { x: GpuData; row: number; start: number }[] = [];
-    let start = 0;
-    xs.forEach((x, i) => {
-      const row = sizeOf(shapes[i].slice(axis));
-      if (sizeOf(shapes[i]) > 0) pieces.push({ x, row, start });
-      start += row;
-    });
-    const GROUP = 6;
-    let acc: GpuData | null = null;
-    for (let p = 0; p < pieces.length; p += GROUP) {
-      const group = pieces.slice(p, p + GROUP);
-      const spec = src.concatGroup(this.gen(), group, outShape, axis, acc !== null);
-      const args = [...(acc ? [acc] : []), ...group.map((g) => g.x)];
-      const next = this.run(spec, args);
-      this.tmpFree(acc);
-      acc = next;
-    }
-    const out = acc ?? this.zeros(sizeOf(outShape));
-    out.host = host;
-    return out;
+  gather(a: Args<'gather'>): GpuData {
+    return layout.gather(this.ctx, a);
   }
 
-  gather({ inputs: { x, index }, attrs: { xShape, indexShape, axis } }: Args<'gather'>): GpuData {
-    const n = sizeOf(indexShape);
-    if (n === 0) return this.wrap(null, 0);
-    checkIndices('gather', this.hostInts(index, n), n, xShape[axis]);
-    return this.run(src.gather(this.gen(), xShape, indexShape, axis), [x, index]);
+  scatterAdd(a: Args<'scatterAdd'>): GpuData {
+    return layout.scatterAdd(this.ctx, a);
   }
 
-  scatterAdd({ inputs: { dy, index }, attrs: { indexShape, axis, outShape } }: Args<'scatterAdd'>): GpuData {
-    if (sizeOf(indexShape) === 0) return this.zeros(sizeOf(outShape));
-    return this.run(src.scatterAdd(this.gen(), indexShape, axis, outShape), [dy, index]);
+  indexSelect(a: Args<'indexSelect'>): GpuData {
+    return layout.indexSelect(this.ctx, a);
   }
 
-  indexSelect({ inputs: { x, index }, attrs: { xShape, count, axis } }: Args<'indexSelect'>): GpuData {
-    const outSize = sizeOf(xShape.slice(0, axis)) * count * sizeOf(xShape.slice(axis + 1));
-    if (count > 0) checkIndices('indexSelect', this.hostInts(index, count), count, xShape[axis]);
-    if (outSize === 0) return this.wrap(null, 0);
-    return this.run(src.indexSelect(this.gen(), xShape, count, axis), [x, index]);
+  indexAdd(a: Args<'indexAdd'>): GpuData {
+    return layout.indexAdd(this.ctx, a);
   }
 
-  indexAdd({ inputs: { dy, index }, attrs: { count, axis, xShape } }: Args<'indexAdd'>): GpuData {
-    const n = xShape[axis];
-    if (count === 0 || sizeOf(xShape) === 0) return this.zeros(sizeOf(xShape));
-    // NOTE: a CSR of the indices (built on the host) turns the scatter into a
-    // gather: each output row sums only the dy rows that point at it.
-    const idx = this.hostInts(index, count);
-    const starts = new Float32Array(n + 1);
-    for (let i = 0; i < count; i++) if (idx[i] >= 0 && idx[i] < n) starts[idx[i] + 1]++;
-    let maxDup = 0;
-    for (let r = 0; r < n; r++) {
-      maxDup = Math.max(maxDup, starts[r + 1]);
-      starts[r + 1] += starts[r];
-    }
-    const fillAt = starts.slice(0, n);
-    const perm = new Float32Array(Math.max(1, count));
-    for (let i = 0; i < count; i++) if (idx[i] >= 0 && idx[i] < n) perm[fillAt[idx[i]]++] = i;
-    if (maxDup === 0) return this.zeros(sizeOf(xShape));
-    return this.run(src.indexAdd(this.gen(), xShape, count, axis, maxDup), [dy, starts, perm]);
+  softmax(a: Args<'softmax'>): GpuData {
+    return rows.softmax(this.ctx, a);
   }
 
-  softmax({ inputs: { x }, attrs: { rows, cols, log } }: Args<'softmax'>): GpuData {
-    if (rows * cols === 0) return this.wrap(null, 0);
-    if (cols <= src.ONE_PASS_COLS) return this.run(src.softmaxRows(this.gen(), rows, cols, log, true), [x]);
-    const st = this.run(src.rowStats(this.gen(), rows, cols), [x]);
-    const y = this.run(src.softmaxRows(this.gen(), rows, cols, log, false), [x, st]);
-    this.free(st);
-    return y;
+  softmaxGrad(a: Args<'softmaxGrad'>): GpuData {
+    return rows.softmaxGrad(this.ctx, a);
   }
 
-  softmaxGrad({ inputs: { y, dy }, attrs: { rows, cols, log } }: Args<'softmaxGrad'>): GpuData {
-    if (rows * cols === 0) return this.wrap(null, 0);
-    const s = this.run(src.softmaxGradRow(this.gen(), rows, cols, log), [y, dy]);
-    const dx = this.run(src.softmaxGradApply(this.gen(), rows, cols, log), [y, dy, s]);
-    this.free(s);
-    return dx;
+  crossEntropy(a: Args<'crossEntropy'>): GpuData {
+    return rows.crossEntropy(this.ctx, a);
   }
 
-  private countValid(targets: GpuData, rows: number, cols: number, ignoreIndex: number): number {
-    return countValidTargets(this.hostInts(targets, rows), rows, cols, ignoreIndex);
+  crossEntropyGrad(a: Args<'crossEntropyGrad'>): GpuData {
+    return rows.crossEntropyGrad(this.ctx, a);
   }
 
-  crossEntropy({ inputs: { logits, targets }, attrs: { rows, cols, ignoreIndex, reduction } }: Args<'crossEntropy'>): GpuData {
-    const valid = this.countValid(targets, rows, cols, ignoreIndex);
-    // PyTorch: a mean over zero valid targets is NaN.
-    const mult = reduction === 'mean' ? (valid === 0 ? NaN : 1 / valid) : 1;
-    if (rows === 0) return this.fill({ inputs: {}, attrs: { size: 1, value: reduction === 'mean' ? NaN : 0, dtype: 'float32' } });
-    const per = this.run(src.ceRows(this.gen(), rows, cols, ignoreIndex), [logits, targets]);
-    const out = this.run(src.sumScaled(this.gen(), rows, mult), [per]);
-    this.free(per);
-    return out;
+  layerNorm(a: Args<'layerNorm'>) {
+    return rows.layerNorm(this.ctx, a);
   }
 
-  crossEntropyGrad({ inputs: { logits, targets, dy }, attrs: { rows, cols, ignoreIndex, reduction } }: Args<'crossEntropyGrad'>): GpuData {
-    const valid = this.countValid(targets, rows, cols, ignoreIndex);
-    if (rows * cols === 0) return this.wrap(null, 0);
-    const mult = reduction === 'mean' ? 1 / valid : 1;
-    if (cols <= src.ONE_PASS_COLS) return this.run(src.ceGradRows(this.gen(), rows, cols, ignoreIndex, mult, true), [logits, targets, dy]);
-    const st = this.run(src.rowStats(this.gen(), rows, cols), [logits]);
-    const dx = this.run(src.ceGradRows(this.gen(), rows, cols, ignoreIndex, mult, false), [logits, targets, dy, st]);
-    this.free(st);
-    return dx;
+  layerNormGrad(a: Args<'layerNormGrad'>) {
+    return rows.layerNormGrad(this.ctx, a);
   }
 
-  layerNorm({ inputs: { x, w, b }, attrs: { rows, cols, eps } }: Args<'layerNorm'>) {
-    // Mean and rstd come from one dispatch, as two lanes of one buffer.
-    const [mean, rstd] = this.lanes(src.lnStats(this.gen(), rows, cols, eps), [x], 2);
-    const st = this.packedPair(mean, rstd);
-    const args = [x, ...(st ? [st] : [mean, rstd]), ...(w ? [w] : []), ...(b ? [b] : [])];
-    const y = this.run(src.normApplyStats(this.gen(), rows, cols, true, !!st, !!w, !!b), args);
-    return { y, mean, rstd };
+  rmsNorm(a: Args<'rmsNorm'>) {
+    return rows.rmsNorm(this.ctx, a);
   }
 
-  layerNormGrad({ inputs: { x, w, mean, rstd, dy }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
-    const st = this.packedPair(mean, rstd);
-    const stats = st ? [st] : [mean, rstd];
-    return {
-      dx: need.x ? this.normDx(x, stats, w, dy, rows, cols, true) : null,
-      dw: need.w ? this.run(src.normColSum(this.gen(), rows, cols, true, !!st, true), [x, ...stats, dy]) : null,
-      db: need.b ? this.run(src.normColSum(this.gen(), rows, cols, true, !!st, false), [dy]) : null,
-    };
+  rmsNormGrad(a: Args<'rmsNormGrad'>) {
+    return rows.rmsNormGrad(this.ctx, a);
   }
 
-  /** dx of a norm in two dispatches: packed row sums (sum g, sum g h), then dx. */
-  private normDx(x: GpuData, stats: GpuData[], w: GpuData | null, dy: GpuData, rows: number, cols: number, centered: boolean): GpuData {
-    const packed = centered && stats.length === 1;
-    const ws = w ? [w] : [];
-    const sums = this.run(src.normRowSums(this.gen(), rows, cols, centered, packed, !!w), [x, ...stats, dy, ...ws]);
-    const dx = this.run(src.normDxSums(this.gen(), rows, cols, centered, packed, !!w), [x, ...stats, dy, sums, ...ws]);
-    this.free(sums);
-    return dx;
+  attention(a: Args<'attention'>) {
+    return attention.attention(this.ctx, a);
   }
 
-  rmsNorm({ inputs: { x, w }, attrs: { rows, cols, eps } }: Args<'rmsNorm'>) {
-    const rstd = this.run(src.rmsRstd(this.gen(), rows, cols, eps), [x]);
-    const y = this.run(src.normApplyStats(this.gen(), rows, cols, false, false, !!w, false), [x, rstd, ...(w ? [w] : [])]);
-    return { y, rstd };
+  attentionGrad(a: Args<'attentionGrad'>) {
+    return attention.attentionGrad(this.ctx, a);
   }
 
-  rmsNormGrad({ inputs: { x, w, rstd, dy }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
-    return {
-      dx: need.x ? this.normDx(x, [rstd], w, dy, rows, cols, false) : null,
-      dw: need.w ? this.run(src.normColSum(this.gen(), rows, cols, false, false, true), [x, rstd, dy]) : null,
-    };
+  adamUpdate(a: Args<'adamUpdate'>): { p: GpuData; m: GpuData; v: GpuData } {
+    return adam.adamUpdate(this.ctx, a);
   }
 
-  private probs(q: GpuData, k: GpuData, lse: GpuData, bh: number, tq: number, tk: number, dk: number, scale: number, causal: boolean): GpuData {
-    return this.run(src.attnProbs(this.gen(), bh, tq, tk, dk, causal, scale), [q, k, lse]);
-  }
-
-  attention({ inputs: { q, k, v }, attrs: { bh, tq, tk, dk, dv, scale, causal } }: Args<'attention'>) {
-    const lse = this.run(src.attnLse(this.gen(), bh, tq, tk, dk, causal, scale), [q, k]);
-    if (tk === 0) return { out: this.zeros(bh * tq * dv), lse };
-    if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk)) {
-      const g = glAttention(bh, tq, tk, dk, dv, scale, causal, this.mode === 'webgl2');
-      const spec: src.KernelSpec = { name: 'attention4', ...g };
-      return { out: this.run(spec, [q, k, v, lse]), lse };
-    }
-    const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
-    const out = this.bmm([p, v], bh, tq, tk, dv, false);
-    this.free(p);
-    return { out, lse };
-  }
-
-  attentionGrad({ inputs: { q, k, v, out, lse, dout }, attrs: { bh, tq, tk, dk, dv, scale, causal, need } }: Args<'attentionGrad'>) {
-    if (isGlMode(this.mode) && glAttentionFits(dk, dv, tk) && tq > 0) {
-      // P is recomputed inside dV's and dS's kernels, never stored.
-      const gv = glAttentionDv(bh, tq, tk, dk, dv, scale, causal, this.mode === 'webgl2');
-      const dV = need.v ? this.run({ name: 'attentionDv4', ...gv }, [q, k, lse, dout]) : null;
-      let dQ: GpuData | null = null;
-      let dK: GpuData | null = null;
-      if (need.q || need.k) {
-        const ds = this.run(src.attnDsInline(this.gen(), bh, tq, tk, dk, dv, scale, causal), [q, k, lse, dout, v, out]);
-        if (need.q) dQ = this.bmm([ds, k], bh, tq, tk, dk, false);
-        if (need.k) dK = this.bmm([ds, q], bh, tk, tq, dk, true);
-        this.free(ds);
-      }
-      return { dq: dQ, dk: dK, dv: dV };
-    }
-    const p = this.probs(q, k, lse, bh, tq, tk, dk, scale, causal);
-    const dV = need.v ? this.bmm([p, dout], bh, tk, tq, dv, true) : null;
-    let dQ: GpuData | null = null;
-    let dK: GpuData | null = null;
-    if (need.q || need.k) {
-      const ds = this.run(src.attnDsFused(this.gen(), bh, tq, tk, dv, scale), [p, dout, v, out]);
-      if (need.q) dQ = this.bmm([ds, k], bh, tq, tk, dk, false);
-      if (need.k) dK = this.bmm([ds, q], bh, tk, tq, dk, true);
-      this.free(ds);
-    }
-    this.free(p);
-    return { dq: dQ, dk: dK, dv: dV };
-  }
-
-  /** out[h] = A[h] @ B[h] (A[h]^T when transA): A [bh, I, J] or [bh, J, I], B [bh, J, D]. */
-  private bmm([a, b]: [GpuData, GpuData], bh: number, I: number, J: number, D: number, transA: boolean): GpuData {
-    const aShape = transA ? [bh, J, I] : [bh, I, J];
-    const outShape = [bh, I, D];
-    if (isGlMode(this.mode) && glMatmulFits(outShape)) {
-      return this.run(this.glMatmulSpec(aShape, [bh, J, D], transA, false, outShape, false), [a, b]);
-    }
-    return this.run(src.bmm(this.gen(), bh, I, J, D, transA), [a, b]);
-  }
-
-  adamUpdate({ inputs: { p, g, m, v }, attrs: { size, hyper } }: Args<'adamUpdate'>): { p: GpuData; m: GpuData; v: GpuData } {
-    const { lr, beta1, beta2, eps, weightDecay, step, decoupled } = hyper;
-    const bc1 = 1 - Math.pow(beta1, step);
-    const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
-    const hp: src.AdamParams = {
-      beta1, beta2, eps, weightDecay, stepSize: lr / bc1, bc2Sqrt, decay: decoupled ? 1 - lr * weightDecay : 1,
-    };
-    // NOTE: not in plain 'webgl' mode, where multiple render targets need an extension a browser may lack.
-    if ((this.mode === 'headlessgl' || this.mode === 'webgl2') && !m.lane && !v.lane) {
-      // One dispatch: the parameter is the result, m and v the sub-kernel outputs (multiple render targets).
-      const r = this.exec(src.adamFused(this.gen(), decoupled, size, hp), [p, g, m, v]);
-      if (!r) return { p: this.wrap(null, 0), m: this.wrap(null, 0), v: this.wrap(null, 0) };
-      const [nm, nv] = r.extra;
-      return { p: this.wrap(r.out, size, null, r.owner), m: this.wrap(nm, size, null, r.owner), v: this.wrap(nv, size, null, r.owner) };
-    }
-    // The new m and v come from one dispatch as two lanes of one buffer, which the next step reads in place.
-    const [ma, va] = [this.laneArg(m), this.laneArg(v)];
-    const args = [p, g, ma.arg, va.arg];
-    const np = this.run(src.adamParam(this.gen(), decoupled, size, hp, ma, va), args);
-    const [nm, nv] = this.lanes(src.adamMV(this.gen(), decoupled, size, hp, ma, va), args, 2);
-    return { p: np, m: nm, v: nv };
-  }
 }
 
 /** Argument names of a generated `function (a, b, ...) {` source. */
