@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import {
@@ -497,6 +498,18 @@ describe('atomic writes', () => {
     assert.throws(() => writeFileAtomicSync(path, nonzeroBytes(8)));
     assert.deepEqual(new Uint8Array(readFileSync(join(path, 'keep'))), old);
     assert.deepEqual(leftovers('e.dir'), []);
+  });
+
+  test('writeFileAtomicSync removes the temps killed saves left, not those of a live process', () => {
+    const path = join(dir, 'g.bin');
+    // A pid that was alive and is gone (a finished child), and one that is alive (our parent).
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const dead = `g.bin.tmp-${gone.stdout}-0123456789ab`;
+    const live = `g.bin.tmp-${process.ppid}-0123456789ab`;
+    for (const f of [dead, live]) writeFileSync(join(dir, f), nonzeroBytes(16));
+    writeFileAtomicSync(path, nonzeroBytes(8));
+    assert.deepEqual(leftovers('g.bin'), [live]);
+    rmSync(join(dir, live));
   });
 
   test('a missing directory rejects without creating anything', async () => {

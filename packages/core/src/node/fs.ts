@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { FileHost } from '../files.ts';
@@ -84,11 +84,13 @@ async function writeDurable(path: string, bytes: AtomicWriteSource | AsyncIterab
 }
 
 /**
- * Synchronous {@link writeFileAtomic}: temp file, fsync, rename; cleans up on failure.
+ * Synchronous {@link writeFileAtomic}: temp file, fsync, rename; cleans up on failure,
+ * and first removes the temps that killed saves of this file left.
  *
  * @example writeFileAtomicSync('adapter_model.safetensors', encodeSafetensors(tensors, { format: 'pt' }));
  */
 export function writeFileAtomicSync(path: string, bytes: AtomicWriteSource): void {
+  removeStaleTempsSync(dirname(path), [basename(path)]);
   const tmp = tempPath(path);
   const fd = openSync(tmp, 'wx');
   let closed = false;
@@ -147,6 +149,14 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** Whether `entry` in dir is a temp of one of `names` left by a killed save (its process is gone, or it is ours and idle). */
+function isStaleTemp(dir: string, entry: string, names: readonly string[]): boolean {
+  const m = TEMP_RE.exec(entry);
+  if (!m || !names.some((n) => entry.startsWith(`${n}.tmp-`))) return false;
+  const pid = Number(m[1]);
+  return !inFlight.has(join(dir, entry)) && (pid === process.pid || !pidAlive(pid));
+}
+
 /**
  * Removes `<name>.tmp-<pid>-<hex>` files in dir left by saves that were killed:
  * their process is gone, or it is this one and no save of ours is writing them.
@@ -159,16 +169,28 @@ export async function removeStaleTemps(dir: string, names: readonly string[]): P
     return [];
   }
   const removed: string[] = [];
-  for (const e of entries) {
-    const m = TEMP_RE.exec(e);
-    if (!m || !names.some((n) => e.startsWith(`${n}.tmp-`))) continue;
-    const p = join(dir, e);
-    const pid = Number(m[1]);
-    if (inFlight.has(p) || (pid !== process.pid && pidAlive(pid))) continue;
-    await rm(p, { force: true }).catch(() => undefined);
+  for (const e of entries.filter((x) => isStaleTemp(dir, x, names))) {
+    await rm(join(dir, e), { force: true }).catch(() => undefined);
     removed.push(e);
   }
   return removed;
+}
+
+/** Synchronous {@link removeStaleTemps}, for {@link writeFileAtomicSync}. */
+function removeStaleTempsSync(dir: string, names: readonly string[]): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const e of entries.filter((x) => isStaleTemp(dir, x, names))) {
+    try {
+      rmSync(join(dir, e), { force: true });
+    } catch {
+      // another process may have removed it first
+    }
+  }
 }
 
 async function readManifest(dir: string): Promise<Manifest | null> {
