@@ -29,6 +29,8 @@ export interface Claims {
   peakBytes: number;
   /** Live gpu tensors after the model went back to cpu and the optimizer state was disposed. */
   liveTensorsAtEnd: number;
+  /** `await t.data()` / `await t.itemAsync()` give the values `dataSync()` / `item()` give. */
+  asyncMatchesSync: boolean;
 }
 
 export async function main(opts: TutorialOptions): Promise<Claims> {
@@ -103,6 +105,16 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
   // #endregion
   const peakBytes = memory('gpu').peakBytes;
 
+  // #region async
+  const h = tidy(() => randn([8, 16], { backend: 'gpu' }).tanh()); // queued work; nothing read yet
+  const mean = h.mean();
+  const asyncValues = await h.data(); // resolves when the device has the values
+  const asyncMean = await mean.itemAsync();
+  log(`await h.data(): ${asyncValues.length} values; await mean.itemAsync(): ${asyncMean.toFixed(4)}`);
+  // #endregion
+  const asyncMatchesSync = asyncMean === mean.item() && asyncValues.every((v, i) => v === h.dataSync()[i]);
+  dispose([h, mean]);
+
   // #region back
   model.to('cpu'); // and back; gradients left on the gpu are freed
   optimizer.dispose(); // AdamW's moments, still on the gpu
@@ -123,6 +135,7 @@ export async function main(opts: TutorialOptions): Promise<Claims> {
     tidyLeftBehind: leftBehind,
     peakBytes,
     liveTensorsAtEnd: liveTensors,
+    asyncMatchesSync,
   };
 }
 

@@ -123,5 +123,6 @@ describe('tutorial 4: backends', () => {
     assert.equal(c.tidyLeftBehind, 2);
     assert.ok(c.peakBytes >= 3 * 256 * 256 * 4, `peak ${c.peakBytes}`);
     assert.equal(c.liveTensorsAtEnd, 0, 'nothing left on the gpu');
+    assert.ok(c.asyncMatchesSync, 'async readers give the sync values');
   });
 });
