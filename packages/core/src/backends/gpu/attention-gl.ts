@@ -6,15 +6,9 @@
  * size is structural, so it is baked in; sequence lengths are uniforms and
  * a new one reuses the shader) and reads k and v as vec4 texels.
  */
-import type { RawGl } from './gpujs.ts';
-import { HELPERS } from './matmul-gl.ts';
+import { GlSource, HELPERS, type GlMatmul } from './matmul-gl.ts';
 
-export interface GlKernel {
-  src: string;
-  raw: RawGl;
-  size: number;
-  loop: number;
-  ints: number[];
+export interface GlKernel extends GlMatmul {
   floats: number[];
 }
 
@@ -25,13 +19,9 @@ export function glAttentionFits(dk: number, dv: number, tk: number): boolean {
 
 /** out [bh, tq, dv] from q [bh, tq, dk], k [bh, tk, dk], v [bh, tk, dv] and the row log-sum-exps lse [bh * tq]. */
 export function glAttention(bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean, webgl2: boolean): GlKernel {
-  const ints: number[] = [];
-  const u = (v: number): string => {
-    ints.push(v);
-    return `user_n${ints.length - 1}`;
-  };
-  const tex = webgl2 ? 'texture' : 'texture2D';
-  const fetch = (arg: string, p: string): string => `${tex}(user_${arg}, (vec2(${p}) + 0.5) * i${arg})`;
+  const g = new GlSource(webgl2);
+  const u = (v: number): string => g.int(v);
+  const fetch = (arg: string, p: string): string => g.fetch(arg, p);
   const size = bh * tq * dv;
   const total = u(size);
   const nDv = u(dv);
@@ -53,10 +43,8 @@ export function glAttention(bh: number, tq: number, tk: number, dk: number, dv: 
   body += `    if (j > last || j >= ${nTk}) { break; }\n    float s = 0.0;\n`;
   for (let c = 0; c < q4; c++) body += `    s += dot(q${c}, ${fetch('k', 'pk')});\n    pk = lrStep(pk, ivec2(1, 0), user_kSize.x);\n`;
   body += `    acc += exp(s * user_f0 - l) * ${fetch('v', 'pv')};\n    pv = lrStep(pv, sv, user_vSize.x);\n  }\n  return acc;\n}\n`;
-  const args = ['q', 'k', 'v', 'lse', ...ints.map((_, i) => `n${i}`), 'f0'];
-  // The stub reads every argument so gpu.js declares each uniform; its body never runs.
-  const stub = `function (${args.join(', ')}) {\nlet s = q[0] + k[0] + v[0] + lse[0] + f0;\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
-  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttention()' }, size, loop: tk, ints, floats: [scale] };
+  const stub = g.stub(['q', 'k', 'v', 'lse'], ['f0']);
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttention()' }, size, loop: tk, ints: g.ints, floats: [scale] };
 }
 
 /**
@@ -65,13 +53,9 @@ export function glAttention(bh: number, tq: number, tk: number, dk: number, dv: 
  * key j, dV[h, j, d..d+3] += exp(q_i . k_j * scale - lse_i) dout[h, i, d..d+3].
  */
 export function glAttentionDv(bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean, webgl2: boolean): GlKernel {
-  const ints: number[] = [];
-  const u = (v: number): string => {
-    ints.push(v);
-    return `user_n${ints.length - 1}`;
-  };
-  const tex = webgl2 ? 'texture' : 'texture2D';
-  const fetch = (arg: string, p: string): string => `${tex}(user_${arg}, (vec2(${p}) + 0.5) * i${arg})`;
+  const g = new GlSource(webgl2);
+  const u = (v: number): string => g.int(v);
+  const fetch = (arg: string, p: string): string => g.fetch(arg, p);
   const size = bh * tk * dv;
   const total = u(size);
   const nDv = u(dv);
@@ -94,7 +78,6 @@ export function glAttentionDv(bh: number, tq: number, tk: number, dk: number, dv
   for (let c = 0; c < k4; c++) body += `    s += dot(k${c}, ${fetch('q', 'pq')});\n    pq = lrStep(pq, ivec2(1, 0), user_qSize.x);\n`;
   body += `    ivec2 lq = lrSplit(h * ${nTq} + i, 4);\n    float l = lrPick(${fetch('lse', 'lrTexel(lq.x, user_lseSize)')}, lq.y);\n`;
   body += `    acc += exp(s * user_f0 - l) * ${fetch('dout', 'pd')};\n    pd = lrStep(pd, sd, user_doutSize.x);\n  }\n  return acc;\n}\n`;
-  const args = ['q', 'k', 'lse', 'dout', ...ints.map((_, i) => `n${i}`), 'f0'];
-  const stub = `function (${args.join(', ')}) {\nlet s = q[0] + k[0] + lse[0] + dout[0] + f0;\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
-  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttentionDv()' }, size, loop: tq, ints, floats: [scale] };
+  const stub = g.stub(['q', 'k', 'lse', 'dout'], ['f0']);
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrAttentionDv()' }, size, loop: tq, ints: g.ints, floats: [scale] };
 }

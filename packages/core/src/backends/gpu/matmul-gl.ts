@@ -27,6 +27,37 @@ export interface GlMatmul {
   ints: number[];
 }
 
+/**
+ * What every hand-written GL kernel shares: its integer uniforms (`user_nI`), a texel
+ * fetch of an argument, and the stub source gpu.js compiles to declare the arguments.
+ */
+export class GlSource {
+  readonly ints: number[] = [];
+  readonly tex: string;
+
+  constructor(webgl2: boolean) {
+    this.tex = webgl2 ? 'texture' : 'texture2D';
+  }
+
+  /** An integer uniform holding v. */
+  int(v: number): string {
+    this.ints.push(v);
+    return `user_n${this.ints.length - 1}`;
+  }
+
+  /** The texel of argument `arg` at integer texel coordinates p (needs `vec2 i<arg> = 1.0 / vec2(user_<arg>Size)`). */
+  fetch(arg: string, p: string): string {
+    return `${this.tex}(user_${arg}, (vec2(${p}) + 0.5) * i${arg})`;
+  }
+
+  /** A stub that reads every argument (arrays, then the int uniforms, then float uniforms) so gpu.js declares each; its body never runs. */
+  stub(arrays: readonly string[], floats: readonly string[] = []): string {
+    const args = [...arrays, ...this.ints.map((_, i) => `n${i}`), ...floats];
+    const sum = [...arrays.map((a) => `${a}[0]`), ...floats].join(' + ');
+    return `function (${args.join(', ')}) {\nlet s = ${sum};\n${this.ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
+  }
+}
+
 /** Whether the packed matmul serves these shapes (a fragment's 4 outputs must share a row). */
 export function glMatmulFits(outShape: Shape): boolean {
   return outShape[outShape.length - 1] % 4 === 0 && sizeOf(outShape) > 0;
@@ -116,14 +147,10 @@ export function glMatmul(
   const bMat = bShape[bShape.length - 2] * bShape[bShape.length - 1];
   const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aMat);
   const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
-  const ints: number[] = [];
-  const u = (v: number): string => {
-    ints.push(v);
-    return `user_n${ints.length - 1}`;
-  };
-  const tex = webgl2 ? 'texture' : 'texture2D';
-  const A = new Reads('a', tex);
-  const B = new Reads('b', tex);
+  const g = new GlSource(webgl2);
+  const u = (v: number): string => g.int(v);
+  const A = new Reads('a', g.tex);
+  const B = new Reads('b', g.tex);
   const size = sizeOf(outShape);
   const total = u(size);
   const nN = u(N);
@@ -172,10 +199,8 @@ export function glMatmul(
   loop += transB
     ? '    acc += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));\n'
     : '    acc += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;\n';
-  body += withBias ? `  vec4 acc = ${tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize));\n` : '  vec4 acc = vec4(0.0);\n';
+  body += withBias ? `  vec4 acc = ${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize));\n` : '  vec4 acc = vec4(0.0);\n';
   body += `  for (int k = 0; k < LOOP_MAX; k += 4) {\n    if (k >= ${nK}) { break; }\n${loop}  }\n  return acc;\n}\n`;
-  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...ints.map((_, i) => `n${i}`)];
-  // The stub reads every argument so gpu.js declares each uniform; its body never runs.
-  const stub = `function (${args.join(', ')}) {\nlet s = a[0] + b[0]${withBias ? ' + bias[0]' : ''};\n${ints.map((_, i) => `s += n${i};\n`).join('')}return s;\n}`;
-  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: K, ints };
+  const stub = g.stub(['a', 'b', ...(withBias ? ['bias'] : [])]);
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: K, ints: g.ints };
 }
