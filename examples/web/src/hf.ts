@@ -2,10 +2,10 @@
 // tokenizer.json) as the page's base: read from the files the user picks, LoRA
 // on PEFT's default modules for the architecture. Shared by the worker and the
 // Node side of the browser test. Browser-safe: no node:* imports.
-import { manualSeed, noGrad, tidy, tensor } from '@lowrank/core';
+import { manualSeed, tidy, tensor } from '@lowrank/core';
 import { AutoModelForCausalLM, AutoTokenizer, type PreTrainedModel, type PreTrainedTokenizer } from '@lowrank/nn';
 import { PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, defaultTargetModules, getPeftModel, loadPeftAdapter, type PeftModel } from '@lowrank/lora';
-import { Run, type TrainSpec } from './recipe.ts';
+import { Run, logitsOf, type TrainSpec } from './recipe.ts';
 
 /** The page trains on windows of at most this many tokens (or the model's positions, if fewer). */
 export const HF_CONTEXT = 64;
@@ -102,16 +102,5 @@ export async function loadHfPeft(base: HfBase, files: { config: Uint8Array; weig
 /** Logits of the first training window of `text` (eval mode, no graph), for comparing page and Node. */
 export function hfLogits(model: PreTrainedModel | PeftModel<PreTrainedModel>, base: HfBase, text: string): { logits: Float32Array; ids: Int32Array } {
   const ids = encodeHf(base, text).slice(0, base.blockSize);
-  const backend = model.parameters()[0].backend.name;
-  const wasTraining = model.training;
-  model.eval();
-  try {
-    const logits = tidy(() => noGrad(() => {
-      const x = tensor(ids, { shape: [1, ids.length], dtype: 'int32', backend });
-      return Float32Array.from(model.forward(x).logits.dataSync());
-    }));
-    return { logits, ids };
-  } finally {
-    model.train(wasTraining);
-  }
+  return { logits: logitsOf(model, ids, ids.length), ids };
 }

@@ -3,7 +3,8 @@
 // Browser-safe: no node:* imports.
 import { decodeSafetensors, encodeSafetensors, manualSeed, noGrad, tensor, tidy, type RawTensor, type Tensor } from '@lowrank/core';
 import {
-  AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, type LossModel, type Module, type TransformerConfig,
+  AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, type LossModel, type Module, type PreTrainedModel,
+  type TransformerConfig,
 } from '@lowrank/nn';
 import { LoraConfig, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftModel, encodePeftAdapter, loadPeftAdapter } from '@lowrank/lora';
 
@@ -219,8 +220,11 @@ export function probeIds(ids: Int32Array, blockSize: number, rows = 2): Int32Arr
   return ids.slice(0, n * blockSize);
 }
 
+/** A model the page reads logits from: its own GPT or a Hugging Face one, with or without an adapter. */
+type LogitsModel = TransformerLM | PeftModel<TransformerLM> | PreTrainedModel | PeftModel<PreTrainedModel>;
+
 /** The model's logits on probe ids (eval mode, no graph). */
-export function logitsOf(model: TransformerLM | PeftModel<TransformerLM>, ids: Int32Array, blockSize: number): Float32Array {
+export function logitsOf(model: LogitsModel, ids: Int32Array, blockSize: number): Float32Array {
   const backend = model.parameters()[0].backend.name;
   const wasTraining = model.training;
   model.eval();
