@@ -158,7 +158,7 @@ async function exists(src: ModelSource, name: string): Promise<boolean> {
 }
 
 /** A shard's header alone (a range read when the source can, else the whole file, dropped after). */
-async function readHeader(src: ModelSource, shard: string): Promise<SafetensorsEntry[]> {
+async function readHeader(src: ModelSource, shard: string): Promise<ReturnType<typeof parseSafetensorsHeader>> {
   const where = `${src.describe}/${shard}`;
   try {
     if (src.readRange) {
@@ -168,11 +168,11 @@ async function readHeader(src: ModelSource, shard: string): Promise<SafetensorsE
       const n = safetensorsHeaderLength(first, size ?? Number.MAX_SAFE_INTEGER);
       const head = await src.readRange(shard, 0, 8 + n);
       if (!head || head.length < 8 + n) throw new Error(`truncated header (${head?.length ?? 0} of ${8 + n} bytes)`);
-      return parseSafetensorsHeader(head, size).entries;
+      return parseSafetensorsHeader(head, size);
     }
     const bytes = await src.read(shard);
     if (!bytes) throw new Error('file not found (the index names it)');
-    return parseSafetensorsHeader(bytes).entries;
+    return parseSafetensorsHeader(bytes);
   } catch (err) {
     throw new Error(`${where}: ${(err as Error).message}`);
   }
@@ -202,7 +202,7 @@ export async function planWeights(src: ModelSource, config: PretrainedConfig, pr
   const plan: Planned[] = [];
   const inFiles = new Set<string>();
   for (const shard of shards) {
-    for (const e of await readHeader(src, shard)) {
+    for (const e of (await readHeader(src, shard)).entries) {
       inFiles.add(e.name);
       if (weightMap && weightMap.get(e.name) !== shard) misplaced.push(`'${e.name}' is in ${shard} but the index says ${weightMap.get(e.name) ?? 'nothing'}`);
       let key = e.name;
@@ -292,18 +292,7 @@ async function loadShardWhole(model: Module, src: ModelSource, shard: string, it
 async function loadShardByRanges(model: Module, src: ModelSource, shard: string, items: Planned[], opts: LoadWeightsOptions): Promise<void> {
   const read = src.readRange!.bind(src);
   const where = `${src.describe}/${shard}`;
-  let header;
-  try {
-    const size = src.size ? await src.size(shard) : null;
-    const first = await read(shard, 0, 8);
-    if (!first) throw new Error('file disappeared while loading');
-    const n = safetensorsHeaderLength(first, size ?? Number.MAX_SAFE_INTEGER);
-    const head = await read(shard, 0, 8 + n);
-    if (!head || head.length < 8 + n) throw new Error(`truncated header (${head?.length ?? 0} of ${8 + n} bytes)`);
-    header = parseSafetensorsHeader(head, size);
-  } catch (err) {
-    throw new Error(`${where}: ${(err as Error).message}`);
-  }
+  const header = await readHeader(src, shard);
   const entries = new Map(header.entries.map((e) => [e.name, e]));
   for (const p of items) {
     const e = entries.get(p.fileKey);
