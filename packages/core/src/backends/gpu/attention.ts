@@ -6,7 +6,7 @@ import * as src from './sources.ts';
 
 /** Scaled dot-product attention, forward and backward (P recomputed, never stored, in GL modes). */
 
-export function probs(ctx: GpuContext, q: GpuData, k: GpuData, lse: GpuData, bh: number, tq: number, tk: number, dk: number, scale: number, causal: boolean): GpuData {
+function probs(ctx: GpuContext, q: GpuData, k: GpuData, lse: GpuData, bh: number, tq: number, tk: number, dk: number, scale: number, causal: boolean): GpuData {
   return ctx.run(src.attnProbs(ctx.gen(), bh, tq, tk, dk, causal, scale), [q, k, lse]);
 }
 
@@ -25,30 +25,23 @@ export function attention(ctx: GpuContext, { inputs: { q, k, v }, attrs: { bh, t
 }
 
 export function attentionGrad(ctx: GpuContext, { inputs: { q, k, v, out, lse, dout }, attrs: { bh, tq, tk, dk, dv, scale, causal, need } }: Args<'attentionGrad'>) {
-  if (isGlMode(ctx.mode) && glAttentionFits(dk, dv, tk) && tq > 0) {
-    // P is recomputed inside dV's and dS's kernels, never stored.
-    const gv = glAttentionDv(bh, tq, tk, dk, dv, scale, causal, ctx.mode === 'webgl2');
-    const dV = need.v ? ctx.run({ name: 'attentionDv4', ...gv }, [q, k, lse, dout]) : null;
-    let dQ: GpuData | null = null;
-    let dK: GpuData | null = null;
-    if (need.q || need.k) {
-      const ds = ctx.run(src.attnDsInline(ctx.gen(), bh, tq, tk, dk, dv, scale, causal), [q, k, lse, dout, v, out]);
-      if (need.q) dQ = bmm(ctx, [ds, k], bh, tq, tk, dk, false);
-      if (need.k) dK = bmm(ctx, [ds, q], bh, tk, tq, dk, true);
-      ctx.free(ds);
-    }
-    return { dq: dQ, dk: dK, dv: dV };
+  // GL: P is recomputed inside dV's and dS's kernels, never stored; otherwise it is made once.
+  const fused = isGlMode(ctx.mode) && glAttentionFits(dk, dv, tk) && tq > 0;
+  const p = fused ? null : probs(ctx, q, k, lse, bh, tq, tk, dk, scale, causal);
+  let dV: GpuData | null = null;
+  if (need.v) {
+    dV = p ? bmm(ctx, [p, dout], bh, tk, tq, dv, true)
+      : ctx.run({ name: 'attentionDv4', ...glAttentionDv(bh, tq, tk, dk, dv, scale, causal, ctx.mode === 'webgl2') }, [q, k, lse, dout]);
   }
-  const p = probs(ctx, q, k, lse, bh, tq, tk, dk, scale, causal);
-  const dV = need.v ? bmm(ctx, [p, dout], bh, tk, tq, dv, true) : null;
   let dQ: GpuData | null = null;
   let dK: GpuData | null = null;
   if (need.q || need.k) {
-    const ds = ctx.run(src.attnDsFused(ctx.gen(), bh, tq, tk, dv, scale), [p, dout, v, out]);
+    const ds = p ? ctx.run(src.attnDsFused(ctx.gen(), bh, tq, tk, dv, scale), [p, dout, v, out])
+      : ctx.run(src.attnDsInline(ctx.gen(), bh, tq, tk, dk, dv, scale, causal), [q, k, lse, dout, v, out]);
     if (need.q) dQ = bmm(ctx, [ds, k], bh, tq, tk, dk, false);
     if (need.k) dK = bmm(ctx, [ds, q], bh, tk, tq, dk, true);
     ctx.free(ds);
   }
-  ctx.free(p);
+  if (p) ctx.free(p);
   return { dq: dQ, dk: dK, dv: dV };
 }

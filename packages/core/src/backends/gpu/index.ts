@@ -361,12 +361,18 @@ export class GpuBackend implements Backend<GpuData> {
     this.liveBuffers--;
   }
 
-  /** The int32 values of an index storage: the host copy, else a (counted) readback. */
+  /**
+   * The int32 values of an index storage: the host copy, else a (counted) readback
+   * kept as its host copy (storages are immutable), so crossEntropy's forward and
+   * backward, or repeated gathers, read a device-made index only once.
+   */
   private hostInts(d: GpuData, size: number): Int32Array {
     if (d.host) return d.host;
     this.internalReadbacks++;
     countReadback(this);
-    return this.download(d, 'int32', size) as Int32Array;
+    const h = this.download(d, 'int32', size) as Int32Array;
+    if (size <= SHADOW_LIMIT) d.host = h;
+    return h;
   }
 
   fill(a: Args<'fill'>): GpuData {

@@ -91,26 +91,22 @@ let warned = false;
 
 /**
  * Makes a gpu.js GL kernel instance build its program from the patched
- * fragment shader. Returns false (and warns once) when nothing matched.
+ * fragment shader (built lazily, at gpu.js's first run); warns once when the
+ * template matched nothing.
  */
-export function patchKernelShader(kernel: unknown, raw?: RawGl): boolean {
+export function patchKernelShader(kernel: unknown, raw?: RawGl): void {
   const k = kernel as Partial<GlKernelLike>;
-  if (typeof k.getFragmentShader !== 'function') return false;
+  if (typeof k.getFragmentShader !== 'function') return;
   const original = k.getFragmentShader;
-  let ok = true;
   k.getFragmentShader = function (this: GlKernelLike, args: unknown): string {
     if (this.compiledFragmentShader !== null) return this.compiledFragmentShader;
     const generated = original.call(this, args);
     const { source, sites } = patchFragmentShader(raw ? rawFragmentShader(generated, raw) : generated);
-    if (sites === 0) {
-      ok = false;
-      if (!warned) {
-        warned = true;
-        console.warn('lowrank gpu backend: gpu.js fragment shader template not recognised; texel addressing left unpatched (slower on software GL)');
-      }
+    if (sites === 0 && !warned) {
+      warned = true;
+      console.warn('lowrank gpu backend: gpu.js fragment shader template not recognised; texel addressing left unpatched (slower on software GL)');
     }
     this.compiledFragmentShader = source;
     return source;
   };
-  return ok;
 }
