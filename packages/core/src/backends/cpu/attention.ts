@@ -2,10 +2,8 @@ import { runRows } from './rows.ts';
 import type { Alloc, FArr } from './arrays.ts';
 import { arenaFree } from './arena.ts';
 
-/** Gives a scratch [tq, tk] tensor back now (an arena view is otherwise released only when collected). */
-function drop(x: FArr): void {
-  if (x instanceof Float32Array) arenaFree(x);
-}
+/** Gives a scratch [tq, tk] tensor back now (an arena view is otherwise released only when collected; others are left to the GC). */
+const drop = (x: FArr): boolean => arenaFree(x);
 
 /** Batched matmul as the cpu backend runs it: [bh, m, k] x [bh, k, n] with transpose flags. */
 export type BatchedMatmul = (a: FArr, aShape: number[], b: FArr, bShape: number[], ta: boolean, tb: boolean, out: number[]) => FArr;

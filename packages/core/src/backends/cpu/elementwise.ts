@@ -169,11 +169,7 @@ export function binary(ctx: CpuContext, { inputs: { a, b }, attrs: { op, aShape,
       runRows(op, 'binaryRowsBias', [a, b, out], [bn, code], n / bn, n);
       return out;
     }
-    for (let o = 0; o < n; o += bn) {
-      if (op === 'add') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] + b[c];
-      else if (op === 'mul') for (let c = 0; c < bn; c++) out[o + c] = a[o + c] * b[c];
-      else for (let c = 0; c < bn; c++) out[o + c] = f(a[o + c], b[c]);
-    }
+    for (let o = 0; o < n; o += bn) for (let c = 0; c < bn; c++) out[o + c] = f(a[o + c], b[c]);
     return out;
   }
   const sa = broadcastStrides(aShape, outShape);

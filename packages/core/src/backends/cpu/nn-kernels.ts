@@ -83,7 +83,8 @@ export function layerNormGradRows(
     runRows('layerNorm', 'layerNormGradFused', all, [cols], rows, 0);
     return { dx, dw, db };
   }
-  if (dx) runRows('layerNorm', 'layerNormGradXRows', [x, w, mean, rstd, dy, dx], [cols], rows, rows * cols);
+  // dx alone (dw, db null) keeps no sum across rows, so the fused kernel splits by rows.
+  if (dx) runRows('layerNorm', 'layerNormGradFused', [x, w, mean, rstd, dy, dx, null, null], [cols], rows, rows * cols);
   // The weight and bias gradients sum over rows: split by columns, so each sum keeps its order.
   if (dw || db) runRows('layerNorm', 'normGradWCols', [x, mean, rstd, dy, dw, db], [cols, rows], cols, rows * cols);
   return { dx, dw, db };
@@ -108,7 +109,7 @@ export function rmsNormGradRows(
     runRows('rmsNorm', 'rmsNormGradFused', all, [cols], rows, 0);
     return { dx, dw };
   }
-  if (dx) runRows('rmsNorm', 'rmsNormGradXRows', [x, w, rstd, dy, dx], [cols], rows, rows * cols);
+  if (dx) runRows('rmsNorm', 'rmsNormGradFused', [x, w, rstd, dy, dx, null], [cols], rows, rows * cols);
   if (dw) runRows('rmsNorm', 'normGradWCols', [x, null, rstd, dy, dw, null], [cols, rows], cols, rows * cols);
   return { dx, dw };
 }

@@ -122,35 +122,9 @@ function layerNormRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number
   }
 }
 
-/** dx of layerNorm: v = [x, w, mean, rstd, dy, dx]; s = [cols]. Rows. */
-function layerNormGradXRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
-  const x = v[0]!, w = v[1], mean = v[2]!, rstd = v[3]!, dy = v[4]!, dx = v[5]!;
-  const cols = s[0] | 0;
-  for (let r = u0; r < u1; r++) {
-    const o = r * cols;
-    const mu = mean[r];
-    const rs = rstd[r];
-    let sumG = 0;
-    let sumGH = 0;
-    for (let c = 0; c < cols; c++) {
-      const h = (x[o + c] - mu) * rs;
-      const g = dy[o + c] * (w ? w[c] : 1);
-      sumG += g;
-      sumGH += g * h;
-    }
-    const mg = sumG / cols;
-    const mgh = sumGH / cols;
-    for (let c = 0; c < cols; c++) {
-      const h = (x[o + c] - mu) * rs;
-      const g = dy[o + c] * (w ? w[c] : 1);
-      dx[o + c] = rs * (g - mg - h * mgh);
-    }
-  }
-}
-
 /**
  * layerNorm's dx, dw and db in one pass, for one thread (a split by rows
- * would reorder the dw sums): the bits of layerNormGradXRows + normGradWCols.
+ * would reorder the dw sums): the bits of its dx split by rows (dw, db null) + normGradWCols.
  * v = [x, w, mean, rstd, dy, dx, dw, db]; s = [cols]. Rows, all of them.
  */
 function layerNormGradFused(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
@@ -237,23 +211,6 @@ function rmsNormRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number):
     const rs = 1 / Math.sqrt(q / cols + eps);
     rstd[r] = rs;
     for (let c = 0; c < cols; c++) y[o + c] = x[o + c] * rs * (w ? w[c] : 1);
-  }
-}
-
-/** dx of rmsNorm: v = [x, w, rstd, dy, dx]; s = [cols]. Rows. */
-function rmsNormGradXRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number): void {
-  const x = v[0]!, w = v[1], rstd = v[2]!, dy = v[3]!, dx = v[4]!;
-  const cols = s[0] | 0;
-  for (let r = u0; r < u1; r++) {
-    const o = r * cols;
-    const rs = rstd[r];
-    let sumGH = 0;
-    for (let c = 0; c < cols; c++) sumGH += dy[o + c] * (w ? w[c] : 1) * (x[o + c] * rs);
-    const mgh = sumGH / cols;
-    for (let c = 0; c < cols; c++) {
-      const h = x[o + c] * rs;
-      dx[o + c] = rs * (dy[o + c] * (w ? w[c] : 1) - h * mgh);
-    }
   }
 }
 
@@ -432,8 +389,8 @@ function stridedRows(v: RowViews, s: ArrayLike<number>, u0: number, u1: number):
 
 /** The kernels by name; the pool's row job names one by its position here. */
 export const ROW_KERNELS = {
-  softmaxRows, softmaxGradRows, crossEntropyLossRows, crossEntropyGradRows, layerNormRows, layerNormGradXRows,
-  normGradWCols, rmsNormRows, rmsNormGradXRows, siluElements, siluGradElements, adamElements,
+  softmaxRows, softmaxGradRows, crossEntropyLossRows, crossEntropyGradRows, layerNormRows,
+  normGradWCols, rmsNormRows, siluElements, siluGradElements, adamElements,
   attentionSoftmaxRows, attentionProbsRows, attentionScoreGradRows, binaryElements, binaryRowsBias, sumLeadingCols,
   sumTrailingRows, stridedRows, layerNormGradFused, rmsNormGradFused,
 } satisfies Record<string, RowKernel>;

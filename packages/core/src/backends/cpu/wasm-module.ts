@@ -57,7 +57,6 @@ export const NC = 1024;
 /** 128 scratch bytes for the kernel's partial tiles, then the packed A and B panels. */
 export const WORKSPACE_BYTES = 128 + (MC + NC) * KC * 4;
 
-export const align16 = (x: number): number => Math.ceil(x / 16) * 16;
 
 /** Decodes base64 with `atob`, which Node (>= 16) and browsers both have, unlike `Buffer`. */
 function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {

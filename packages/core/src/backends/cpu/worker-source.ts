@@ -51,11 +51,10 @@ export const ROW_MAX_SCALARS = 8;
 /** Test hook: the tile throws, as a kernel bug would. */
 export const JOB_FAIL = 99;
 
-export const WORKER_SOURCE = `
+export const WORKER_SOURCE = `'use strict';
 const ROW_KERNELS = [
 ${ROW_KERNEL_LIST.map(String).join(',\n')}
 ];
-'use strict';
 const C = { GEN: ${CTL_GEN}, KIND: ${CTL_KIND}, COUNT: ${CTL_COUNT}, DESC: ${CTL_DESC}, CLAIM: ${CTL_CLAIM},
   DONE: ${CTL_DONE}, FAILED: ${CTL_FAILED}, READY: ${CTL_READY}, QUIT: ${CTL_QUIT}, WORDS: ${CTL_WORDS} };
 const ERROR_BASE = ${ERROR_BASE}, ERROR_BYTES = ${ERROR_BYTES}, TILE_BITS = ${TILE_BITS}, TILE_MASK = ${MAX_TILES};
