@@ -61,14 +61,12 @@ export function encodeHf(base: HfBase, text: string): Int32Array {
 
 /** A fresh model from the files on `backend`. */
 export async function instantiateHf(base: HfBase, backend: string): Promise<PreTrainedModel> {
-  const model = await AutoModelForCausalLM.fromPretrained(base.files);
-  if (backend !== 'cpu') model.to(backend);
-  return model;
+  return AutoModelForCausalLM.fromPretrained(base.files, { backend });
 }
 
 /** LoRA (dropout 0, adapters drawn on cpu from the seed) on PEFT's default modules of the architecture. */
 export async function hfLoraRun(base: HfBase, ids: Int32Array, spec: TrainSpec, r: number, backend: string): Promise<Run> {
-  const model = await AutoModelForCausalLM.fromPretrained(base.files);
+  const model = await instantiateHf(base, 'cpu'); // LoRA's A drawn on cpu from the seed, then moved
   manualSeed(spec.seed);
   const peft = getPeftModel(model, { r, loraAlpha: 2 * r, loraDropout: 0, targetModules: base.targets });
   if (backend !== 'cpu') peft.to(backend);
@@ -93,7 +91,7 @@ export function generateHf(
 
 /** A PEFT adapter (the two files' bytes) on a fresh model from the base's files; a bad file is an error naming it. */
 export async function loadHfPeft(base: HfBase, files: { config: Uint8Array; weights: Uint8Array }, backend: string): Promise<PeftModel<PreTrainedModel>> {
-  const model = await AutoModelForCausalLM.fromPretrained(base.files);
+  const model = await instantiateHf(base, 'cpu');
   const peft = await loadPeftAdapter(model, { [PEFT_CONFIG_FILE]: files.config, [PEFT_WEIGHTS_FILE]: files.weights }, 'default', { onWarning: () => {} });
   if (backend !== 'cpu') peft.to(backend);
   return peft;

@@ -50,9 +50,14 @@ function dropCache(): void {
   hfPlain = null;
 }
 
-function dropHf(): void {
+/** Holds `p` as the Hugging Face base's adapted model, freeing the one it replaces. */
+function setHfPeft(p: PeftModel<PreTrainedModel> | null): void {
   if (hfPeft) disposeModel(hfPeft);
-  hfPeft = null;
+  hfPeft = p;
+}
+
+function dropHf(): void {
+  setHfPeft(null);
   hf = null;
 }
 
@@ -196,8 +201,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
       const run = await hfLoraRun(hf, encodeHf(hf, req.text), req.train, req.lora.r, backend.name);
       const summary = await drive(run, 'finetune');
       const peft = run.model as PeftModel<PreTrainedModel>;
-      if (hfPeft) disposeModel(hfPeft);
-      hfPeft = peft;
+      setHfPeft(peft);
       adapter = peftFiles(peft);
       return { run: summary, adapter, trainable: peft.getNbTrainableParameters().trainable };
     }
@@ -217,8 +221,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
   async loadAdapter(req) {
     if (hf) {
       const peft = await loadHfPeft(hf, req.files, backend.name); // throws before anything changes
-      if (hfPeft) disposeModel(hfPeft);
-      hfPeft = peft;
+      setHfPeft(peft);
       adapter = req.files;
       return { trainable: peft.getNbTrainableParameters().trainable };
     }

@@ -6,7 +6,7 @@ import { AdamW, BatchSampler, evaluate, splitTrainVal, train, type LossModel } f
 import { formatBytes, getPeftModel } from '@lowrank/lora';
 import { UsageError, type CommandSpec, type FlagValue } from './args.ts';
 import { readDocuments, tokenizeDocuments } from './data.ts';
-import { DEFAULT_TARGETS, count, loadModel, loadTokenizer, type Io } from './load.ts';
+import { count, loadModel, loadTokenizer, targetsFor, type Io } from './load.ts';
 
 export const finetuneSpec: CommandSpec = {
   name: 'finetune',
@@ -63,7 +63,7 @@ export async function finetune(flags: Record<string, FlagValue>, io: Io): Promis
   }
   io.out(`data: ${flags.data as string}: ${count(docs.length)} document${docs.length === 1 ? '' : 's'}, ${count(ids.length)} tokens (${count(trainIds.length)} train / ${count(valIds.length)} eval), sequences of ${seqLen}`);
 
-  const targets = (flags.targets as string[] | undefined) ?? [...(DEFAULT_TARGETS[cfg.modelType] ?? ['q_proj', 'v_proj'])];
+  const targets = targetsFor(cfg.modelType, flags.targets);
   const peft = getPeftModel(model, {
     r: positive(flags, 'r'),
     loraAlpha: flags.alpha as number,

@@ -3,7 +3,7 @@ import { AutoModelForCausalLM, openSource, parseJsonFile, requireFile, type PreT
 import '@lowrank/nn/node';
 import { estimateMemory, formatTrainableParameters, getPeftModel, renderMemoryTable, type MemoryEstimate } from '@lowrank/lora';
 import { UsageError, type CommandSpec, type FlagValue } from './args.ts';
-import { DEFAULT_TARGETS, count, type Io } from './load.ts';
+import { count, targetsFor, type Io } from './load.ts';
 
 export const inspectSpec: CommandSpec = {
   name: 'inspect',
@@ -43,7 +43,7 @@ export async function inspectCommand(flags: Record<string, FlagValue>, positiona
   io.out(`  vocab ${count(c.vocabSize)}, positions ${count(c.maxPositionEmbeddings)}, ${c.tieWordEmbeddings ? 'tied' : 'untied'} lm_head`);
   io.out(`  parameters: ${count(parameters)} (${(parameters / 1e6).toFixed(1)}M)`);
 
-  const targets = (flags.targets as string[] | undefined) ?? [...(DEFAULT_TARGETS[c.modelType] ?? ['q_proj', 'v_proj'])];
+  const targets = targetsFor(c.modelType, flags.targets);
   const lora = { r: flags.r as number, targetModules: targets };
   // estimateMemory rebuilds the architecture on meta from model.config (this model stays as it is).
   const seq = Math.min(flags['seq-len'] as number, c.maxPositionEmbeddings);

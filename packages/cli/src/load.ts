@@ -2,7 +2,8 @@
 import { existsSync } from 'node:fs';
 import { AutoModelForCausalLM, AutoTokenizer, type PreTrainedModel, type PreTrainedTokenizer } from '@lowrank/nn';
 import '@lowrank/nn/node';
-import { PeftModel } from '@lowrank/lora';
+import { DEFAULT_TARGETS, PeftModel } from '@lowrank/lora';
+import type { FlagValue } from './args.ts';
 
 /** What a command prints to: result lines, and progress/notes (stderr in a terminal). */
 export interface Io {
@@ -12,8 +13,10 @@ export interface Io {
   progress: boolean | ((line: string) => void);
 }
 
-/** PEFT's default target modules per model_type (now in @lowrank/lora; re-exported for the commands). */
-export { DEFAULT_TARGETS } from '@lowrank/lora';
+/** The modules LoRA adapts unless --targets says: PEFT's defaults for the model_type, else q_proj, v_proj. */
+export function targetsFor(modelType: string, flag: FlagValue | undefined): string[] {
+  return (flag as string[] | undefined) ?? [...(DEFAULT_TARGETS[modelType] ?? ['q_proj', 'v_proj'])];
+}
 
 /**
  * A model by directory, URL or Hub id, with an error that says what was looked for.
