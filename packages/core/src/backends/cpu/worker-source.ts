@@ -80,7 +80,24 @@ function start(d) {
     return;
   }
   Atomics.store(ctl, C.READY + me, 1);
+  // A row job's header, scalars and array views, read once per job (not per tile).
+  let job = null;
+  const rowJob = (desc) => {
+    const h = new Int32Array(memory.buffer, desc, ${ROW_HEADER_WORDS});
+    const nums = new Float64Array(memory.buffer, desc + ${ROW_HEADER_WORDS * 4}, ${ROW_MAX_SCALARS});
+    const views = [];
+    for (let a = 0; a < h[3]; a++) {
+      const at = h[4 + 3 * a], len = h[5 + 3 * a], type = h[6 + 3 * a];
+      views.push(type === 0 ? null : new (type === 1 ? Float32Array : type === 2 ? Int32Array : Float64Array)(memory.buffer, at, len));
+    }
+    return { kernel: ROW_KERNELS[h[0]], nums, views, units: h[1], count: h[2] };
+  };
   const tile = (kind, desc, i) => {
+    if (kind === ${JOB_ROWS}) {
+      job ??= rowJob(desc);
+      job.kernel(job.views, job.nums, Math.floor(i * job.units / job.count), Math.floor((i + 1) * job.units / job.count));
+      return;
+    }
     const w = new Int32Array(memory.buffer, desc + i * DESC_WORDS * 4, DESC_WORDS);
     if (kind === ${JOB_GEMM}) {
       gemm(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], d.workspace, w[12], w[13], w[14], w[15]);
@@ -88,16 +105,6 @@ function start(d) {
       act.gelu(w[0], w[1], w[2]);
     } else if (kind === ${JOB_GELU_GRAD}) {
       act.geluGrad(w[0], w[1], w[2], w[3]);
-    } else if (kind === ${JOB_ROWS}) {
-      const h = new Int32Array(memory.buffer, desc, ${ROW_HEADER_WORDS});
-      const nums = new Float64Array(memory.buffer, desc + ${ROW_HEADER_WORDS * 4}, ${ROW_MAX_SCALARS});
-      const views = [];
-      for (let a = 0; a < h[3]; a++) {
-        const at = h[4 + 3 * a], len = h[5 + 3 * a], type = h[6 + 3 * a];
-        views.push(type === 0 ? null : new (type === 1 ? Float32Array : type === 2 ? Int32Array : Float64Array)(memory.buffer, at, len));
-      }
-      const units = h[1], count = h[2];
-      ROW_KERNELS[h[0]](views, nums, Math.floor(i * units / count), Math.floor((i + 1) * units / count));
     } else if (kind === ${JOB_FAIL}) {
       throw new Error('deliberate failure (test hook)');
     } else {
@@ -113,6 +120,7 @@ function start(d) {
       continue;
     }
     seen = g;
+    job = null;
     const kind = ctl[C.KIND], count = ctl[C.COUNT], desc = ctl[C.DESC];
     for (;;) {
       const c = Atomics.load(ctl, C.CLAIM);
