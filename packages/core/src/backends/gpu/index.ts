@@ -2,7 +2,7 @@ import { isFloatDtype, isHalfDtype, type Backend, type DType, type HostArray } f
 import { toHalf, widen } from '../cpu/half.ts';
 import { countReadback, statsOf } from '../../engine.ts';
 import { CpuBackend } from '../cpu/index.ts';
-import { KernelCache, loopBucket } from './cache.ts';
+import { KernelCache, type KernelKey } from './cache.ts';
 import { CodeGen } from './codegen.ts';
 import {
   GPU_MODES, GpuJs, argumentType, bufferBytes, deleteBuffer, isGlMode, modeSupported, readBuffer,
@@ -29,10 +29,6 @@ export interface GpuBackendOptions {
   /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
   maxKernels?: number;
 }
-
-/** A loop reuses a kernel compiled for a loop up to this many times longer (its iterations past the bound only test and break). */
-const MAX_LOOP_REUSE = 64;
-
 
 const AUTO_ORDER: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webasm', 'cpu'];
 let warnedFallback = false;
@@ -216,18 +212,9 @@ export class GpuBackend implements Backend<GpuData> {
     // NOTE: gpu.js's webasm kernels bake every size into the module (a size
     // change rebuilds it, and each kernel keeps only 8), so there one kernel
     // serves one size signature; GL kernels read sizes from uniforms.
-    const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}|`;
-    const raw = (spec.raw ? `${spec.raw.helpers}|${spec.raw.result}|` : '') + (spec.subKernels ?? []).join('|');
-    const rest = `|${types.join(',')}|${raw}${spec.src}`;
-    // A kernel compiled for a longer loop serves a shorter one (loops stop at their uniform bound).
-    let bucket = loopBucket(spec.loop);
-    for (let b = bucket; b <= MAX_LOOP_REUSE * bucket; b *= 2) {
-      if (this.cache.has(`${sizes}${b}${rest}`)) {
-        bucket = b;
-        break;
-      }
-    }
-    const entry = this.entry(`${sizes}${bucket}${rest}`, spec, bucket, types);
+    const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}`;
+    const shape = `${sizes}|${types.join(',')}|${spec.raw?.result ?? ''}|${(spec.subKernels ?? []).join('|')}`;
+    const entry = this.entry({ src: spec.src, helpers: spec.raw?.helpers ?? '', shape, loop: spec.loop }, spec, types);
     const [out, ...extra] = entry.kernel.run(spec.size, all);
     this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
     for (const b of extra) statsOf(this).textureBytes += bufferBytes(b);
@@ -235,9 +222,9 @@ export class GpuBackend implements Backend<GpuData> {
   }
 
   /** A compiled kernel from the cache; a miss counts as a compile. */
-  private entry(key: string, spec: src.KernelSpec, bucket: number, types: readonly string[]) {
+  private entry(key: KernelKey, spec: src.KernelSpec, types: readonly string[]) {
     const before = this.cache.compiles;
-    const e = this.cache.get(key, () => {
+    const e = this.cache.get(key, (bucket) => {
       const names = argNames(spec.src);
       if (names.length !== types.length) throw new Error(`gpu backend: kernel '${spec.name}' takes ${names.length} arguments, given ${types.length}`);
       return this.cache.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw, spec.subKernels);
