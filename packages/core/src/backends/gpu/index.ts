@@ -151,6 +151,11 @@ export class GpuBackend implements Backend<GpuData> {
     return this.cache.compiles;
   }
 
+  /** Most kernels the cache holds (`maxKernels`). */
+  get kernelBound(): number {
+    return this.cache.limit;
+  }
+
   /** Kernels the cache destroyed to stay within its bound. */
   get kernelEvictions(): number {
     return this.cache.evictions;
