@@ -7,122 +7,48 @@
  *
  *   xvfb-run -a -s "-screen 0 1280x1024x24" npm run bench -- gpu
  *   npm run bench -- gpu --size tiny --steps 2 --backends cpu,gpu:webasm --short 32
+ *   npm run bench -- gpu --browser   (in Debian's Chromium, the page test's: cpu, WebGL2 on SwiftShader and webasm
+ *                                     in one page's Worker; --backends as below, default cpu,gpu:webgl2,gpu:webasm)
  *   (options: --size w2|medium|large|tiny, --steps 3 (timed, after 1 warm-up), --short <T> (default block/2),
- *    --backends cpu,gpu (gpu: every mode that starts here), --vocab 65, --families (per-kernel dispatches))
+ *    --backends cpu,gpu (gpu: every mode that starts here), --vocab 65, --families (per-kernel dispatches));
+ *   writes bench/results/gpu[-browser]-<time>/report.json
  */
-import { GpuBackend, getBackend, manualSeed, memory, tensor, tidy, type MemoryInfo } from '@lowrank/core';
-import { AdamW, BatchSampler, TransformerLM } from '@lowrank/nn';
-import { getPeftModel } from '@lowrank/lora';
-import {
-  ADAMW, LORA, backendInfo, flag, fmtBytes, fmtInt, fmtMs, formatTable, intOption, median, option, parseSize, workload,
-} from './common.ts';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LORA, flag, fmtBytes, fmtInt, fmtMs, formatTable, intOption, option, parseSize, workload } from './common.ts';
 import { randomTokens } from './corpus.ts';
 import { expandGpuBackends } from './gpu-modes.ts';
+import { measure, type Row } from './gpu-step.ts';
 
-/** Counters of one step (differences of `memory()`), plus its wall time. */
-interface StepCost {
-  ms: number;
-  launches: number;
-  dispatches: number;
-  compiles: number;
-  uploads: number;
-  textureBytes: number;
-  readbacks: number;
-}
+const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
 
-interface Row {
-  backend: string;
-  mode: string;
-  /** The first step (compiles everything). */
-  first: StepCost;
-  /** Median / per-step over the timed steps at the full block. */
-  steady: StepCost;
-  /** The first step after the sequence length changed. */
-  changed: StepCost;
-  shortT: number;
-  families: [string, number][];
-}
-
-function diff(a: MemoryInfo, b: MemoryInfo, ms: number): StepCost {
-  return {
-    ms,
-    launches: b.kernelLaunches - a.kernelLaunches,
-    dispatches: b.dispatches - a.dispatches,
-    compiles: b.compiles - a.compiles,
-    uploads: b.uploads - a.uploads,
-    textureBytes: b.textureBytes - a.textureBytes,
-    readbacks: b.readbacks - a.readbacks,
-  };
-}
-
-function medianCost(xs: readonly StepCost[]): StepCost {
-  const pick = (f: (c: StepCost) => number): number => median(xs.map(f));
-  return {
-    ms: pick((c) => c.ms), launches: pick((c) => c.launches), dispatches: pick((c) => c.dispatches),
-    compiles: xs.reduce((s, c) => s + c.compiles, 0), uploads: pick((c) => c.uploads),
-    textureBytes: pick((c) => c.textureBytes), readbacks: pick((c) => c.readbacks),
-  };
-}
-
-function measure(backend: string, args: readonly string[]): Row {
-  const size = parseSize(option(args, 'size'));
-  const steps = intOption(args, 'steps', 3);
+export async function run(args: string[]): Promise<Row[]> {
   const tokens = randomTokens(intOption(args, 'vocab', 65));
-  const w = workload(size, tokens.vocabSize);
-  const T = w.config.blockSize;
-  const shortT = intOption(args, 'short', Math.max(1, T >> 1));
-  manualSeed(0);
-  const base = new TransformerLM(w.config, { backend });
-  const peft = getPeftModel(base, { r: LORA.r, loraAlpha: LORA.alpha, targetModules: [...LORA.targets] });
-  peft.train();
-  const opt = new AdamW(peft.trainableParameters(), { lr: ADAMW.lr, weightDecay: ADAMW.weightDecay });
-  const long = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: T, seed: 1 });
-  const short = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: shortT, seed: 2 });
-  const step = (s: BatchSampler): StepCost => {
-    const b = s.next();
-    const before = memory(backend);
-    const t0 = performance.now();
-    tidy(() => {
-      const shape = [...b.shape];
-      const x = tensor(b.x, { shape, dtype: 'int32', backend });
-      const y = tensor(b.y, { shape, dtype: 'int32', backend });
-      opt.zeroGrad();
-      const { loss } = peft.forward(x, { targets: y });
-      if (!loss) throw new Error('bench gpu: the model returned no loss');
-      loss.backward();
-      opt.step();
-      loss.item(); // a readback: the step has finished
-    });
-    return diff(before, memory(backend), performance.now() - t0);
-  };
-  const be = getBackend(backend);
-  const say = (m: string): void => { process.stderr.write(`[gpu bench ${backend}] ${m}\n`); };
-  const first = step(long);
-  say(`first step ${fmtMs(first.ms)} ms, ${first.compiles} compiles`);
-  const familiesBefore = be instanceof GpuBackend ? new Map(be.dispatchCounts) : new Map<string, number>();
-  const timed: StepCost[] = [];
-  for (let i = 0; i < steps; i++) {
-    timed.push(step(long));
-    say(`step ${i + 1}/${steps} ${fmtMs(timed[i].ms)} ms`);
+  const load = loadavg();
+  let rows: Row[];
+  let where: string;
+  if (flag(args, 'browser')) {
+    const { runInChromium } = await import('./gpu-browser.ts');
+    ({ rows, where } = await runInChromium(args, tokens));
+  } else {
+    const names = expandGpuBackends((option(args, 'backends') ?? 'cpu,gpu').split(','));
+    rows = names.map((n) => measure(n, args, tokens, (m) => process.stderr.write(`[gpu bench ${n}] ${m}\n`)));
+    where = `Node ${process.version}`;
   }
-  const families = be instanceof GpuBackend
-    ? [...be.dispatchCounts.entries()].map(([n, c]) => [n, (c - (familiesBefore.get(n) ?? 0)) / steps] as [string, number])
-      .filter(([, c]) => c > 0).sort((p, q) => q[1] - p[1])
-    : [];
-  const changed = step(short);
-  say(`T ${T} -> ${shortT}: ${changed.compiles} compiles, ${fmtMs(changed.ms)} ms`);
-  opt.zeroGrad();
-  for (const p of peft.parameters()) p.dispose();
-  return {
-    backend, mode: backendInfo(backend).mode, first, steady: medianCost(timed), changed, shortT,
-    families,
-  };
+  printRows(rows, args, where);
+  const out = path.join(RESULTS, `gpu${flag(args, 'browser') ? '-browser' : ''}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  mkdirSync(out, { recursive: true });
+  const report = { suite: 'gpu', where, args, size: parseSize(option(args, 'size')), loadavgStart: load, loadavg: loadavg(), rows };
+  writeFileSync(path.join(out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const f = (xs: number[]): string => xs.map((x) => x.toFixed(2)).join(' ');
+  console.log(`\nload average ${f(load)} at the start, ${f(loadavg())} at the end; wrote ${out}/report.json`);
+  return rows;
 }
 
-export function run(args: string[]): Row[] {
+function printRows(rows: readonly Row[], args: readonly string[], where: string): void {
   const size = parseSize(option(args, 'size'));
-  const names = expandGpuBackends((option(args, 'backends') ?? 'cpu,gpu').split(','));
-  const rows = names.map((n) => measure(n, args));
   const w = workload(size, intOption(args, 'vocab', 65));
   const header = [
     'backend', 'mode', 'step ms (median)', 'first step ms', 'dispatches/step', 'compiles after 1st',
@@ -133,7 +59,7 @@ export function run(args: string[]): Row[] {
     fmtInt(r.changed.compiles), fmtInt(r.steady.uploads), fmtBytes(r.steady.textureBytes), fmtInt(r.steady.launches),
   ]);
   console.log(`\nW2-style LoRA step (r=${LORA.r} on ${LORA.targets.join(', ')}), size ${size}: batch ${w.batchSize} x ${w.config.blockSize}, ` +
-    `${intOption(args, 'steps', 3)} timed steps after 1 warm-up`);
+    `${intOption(args, 'steps', 3)} timed steps after 1 warm-up; ${where}`);
   console.log(formatTable(header, table, [0, 1]));
   if (flag(args, 'families')) {
     for (const r of rows) {
@@ -142,5 +68,4 @@ export function run(args: string[]): Row[] {
       console.log(formatTable(['family', 'per step'], r.families.map(([n, c]) => [n, c.toFixed(1)])));
     }
   }
-  return rows;
 }
