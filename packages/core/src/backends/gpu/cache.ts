@@ -1,4 +1,4 @@
-import type { CompiledKernel, GpuJs, RawGl } from './gpujs.ts';
+import type { CompiledKernel } from './gpujs.ts';
 
 /** One cached kernel, how many of its outputs are alive (an evicted kernel must have none), and where it is filed. */
 interface Entry {
@@ -48,10 +48,15 @@ export class KernelCache {
   /** Kernels destroyed by eviction. */
   evictions = 0;
 
-  constructor(private readonly gj: GpuJs, readonly limit: number) {}
+  constructor(readonly limit: number) {}
 
   get size(): number {
     return this.lru.size;
+  }
+
+  /** Distinct sources held (evicting a source's last kernel forgets the source). */
+  get sources(): number {
+    return this.bySource.size;
   }
 
   /**
@@ -107,10 +112,5 @@ export class KernelCache {
       e.kernel.destroy();
       this.evictions++;
     }
-  }
-
-  /** Compiles from the GpuJs wrapper (kept here so callers need not import it). */
-  compile(source: string, loopMax: number, types: Record<string, string>, raw?: RawGl, subKernels?: readonly string[]): CompiledKernel {
-    return this.gj.compile(source, loopMax, types, raw, subKernels);
   }
 }

@@ -127,7 +127,7 @@ export class GpuBackend implements Backend<GpuData> {
     this.gj = openMode(opts.mode ?? envMode());
     this.mode = this.gj.mode;
     this.intCast = isGlMode(this.mode) ? 'floor' : 'or';
-    this.cache = new KernelCache(this.gj, opts.maxKernels ?? (isGlMode(this.mode) ? 256 : 96));
+    this.cache = new KernelCache(opts.maxKernels ?? (isGlMode(this.mode) ? 256 : 96));
     this.ctx = {
       mode: this.mode, host: this.host, gen: () => this.gen(), run: (s, a, h) => this.run(s, a, h), exec: (s, a) => this.exec(s, a),
       lanes: (s, a, k) => this.lanes(s, a, k), wrap: (b, n, h, o) => this.wrap(b, n, h, o), zeros: (n) => this.zeros(n),
@@ -232,7 +232,7 @@ export class GpuBackend implements Backend<GpuData> {
     const e = this.cache.get(key, (bucket) => {
       const names = argNames(spec.src);
       if (names.length !== types.length) throw new Error(`gpu backend: kernel '${spec.name}' takes ${names.length} arguments, given ${types.length}`);
-      return this.cache.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw, spec.subKernels);
+      return this.gj.compile(spec.src, bucket, Object.fromEntries(names.map((n, i) => [n, types[i]])), spec.raw, spec.subKernels);
     });
     if (this.cache.compiles !== before) statsOf(this).compiles++;
     return e;
