@@ -1,0 +1,187 @@
+// The in-page half of webgpu.browser.ts, bundled by esbuild and run on a
+// localhost page in Chromium: gpu.js's webgpu mode against the cpu backend.
+import fc from 'fast-check';
+import {
+  CpuBackend, GpuBackend, add, gelu, layerNorm, matmul, memory, probeWebGpu, registerBackend, sum, tensor, tidy,
+  type Backend, type HostArray, type Tensor,
+} from '@lowrank/core';
+import { AdamW, TransformerLM, trainStepAsync, type Batch, type TransformerConfig } from '@lowrank/nn';
+import { getPeftModel, setPeftModelStateDict } from '@lowrank/lora';
+import { mismatch, type Input } from '../gpu/harness.ts';
+import { table } from '../gpu/parity.test.ts';
+
+interface FixtureTensor { shape: number[]; data: number[] }
+export interface LoraFixture {
+  config: TransformerConfig;
+  lora: { r: number; loraAlpha: number; loraDropout: number; targetModules: string[]; bias: 'none'; useRslora: boolean };
+  stateDict: Record<string, FixtureTensor>;
+  loraStateDict: Record<string, FixtureTensor>;
+  inputIds: FixtureTensor;
+  targets: FixtureTensor;
+  loss: number;
+}
+
+const cpu = new CpuBackend('cpu-page');
+let webgpu: GpuBackend | null = null;
+
+function backend(): GpuBackend {
+  if (!webgpu) throw new Error('webgpu backend not started: call probe() first');
+  return webgpu;
+}
+
+/** Asks for the adapter; starts the webgpu backend (and a webgl2 one for timings) when it answers. */
+async function probe(): Promise<{ available: boolean; reason?: string; adapter?: string; features?: string[]; mode?: string; secure: boolean }> {
+  const p = await probeWebGpu();
+  if (p.available && !webgpu) {
+    webgpu = new GpuBackend({ mode: 'webgpu', name: 'webgpu' });
+    registerBackend('webgpu', webgpu);
+    registerBackend('webgl2', new GpuBackend({ mode: 'webgl2', name: 'webgl2' }));
+  }
+  return { ...p, mode: webgpu?.mode, secure: isSecureContext };
+}
+
+/** Uploads, runs, reads every output back asynchronously, frees. */
+async function runAsync(be: Backend, inputs: readonly Input[], fn: (be: Backend, d: unknown[]) => unknown, sizes: readonly number[]): Promise<HostArray[]> {
+  const d = inputs.map((x) => be.upload(x.values, x.dtype));
+  const res = fn(be, d);
+  const outs = Array.isArray(res) ? res : [res];
+  const host = outs.map((o, i) => (be.downloadAsync ? be.downloadAsync(o, 'float32', sizes[i]) : Promise.resolve(be.download(o, 'float32', sizes[i]))));
+  for (const o of outs) if (o !== null && !d.includes(o)) be.free(o);
+  for (const x of d) be.free(x);
+  return Promise.all(host);
+}
+
+/** Every kernel family of the parity table on webgpu vs cpu: the families run and their first mismatch, if any. */
+async function parity(runs: number): Promise<{ families: string[]; failures: string[]; degraded: number }> {
+  const failures: string[] = [];
+  let degraded = 0;
+  for (const [name, arb] of Object.entries(table)) {
+    // A fresh backend per family: a failed dispatch makes its backend's later dispatches throw.
+    const be = new GpuBackend({ mode: 'webgpu', name: `webgpu-${name}` });
+    for (const c of fc.sample(arb, { numRuns: runs, seed: 42 })) {
+      try {
+        const got = await runAsync(be, c.inputs, c.run, c.sizes);
+        const want = await runAsync(cpu, c.inputs, c.run, c.sizes);
+        const bad = got.map((g, i) => mismatch(g, want[i], c.rtol ?? 2e-4)).findIndex((m) => m !== null);
+        if (bad >= 0) {
+          failures.push(`${name} output ${bad}: ${mismatch(got[bad], want[bad], c.rtol ?? 2e-4)}`);
+          break;
+        }
+      } catch (e) {
+        failures.push(`${name}: ${(e as Error).message.split('\n').slice(0, 2).join(' ')}`);
+        break;
+      }
+    }
+    degraded += be.degradedKernels;
+  }
+  return { families: Object.keys(table), failures, degraded };
+}
+
+/** What each synchronous reader says on webgpu, and what the async ones read. */
+async function readers(): Promise<{ errors: string[]; data: number[]; item: number; array: unknown }> {
+  const t = tensor([1.5, -2, 3.25], { backend: 'webgpu' });
+  const s = sum(t);
+  const errors: string[] = [];
+  for (const read of [() => t.dataSync(), () => t.toArray(), () => s.item()]) {
+    try {
+      read();
+      errors.push('no error');
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+  }
+  const out = { errors, data: Array.from(await t.data()), item: await s.itemAsync(), array: await t.array() };
+  t.dispose();
+  s.dispose();
+  return out;
+}
+
+function peftOn(fx: LoraFixture, name: string) {
+  const model = new TransformerLM(fx.config);
+  model.loadStateDict(fx.stateDict);
+  const { r, loraAlpha, loraDropout, targetModules, bias, useRslora } = fx.lora;
+  const peft = getPeftModel(model, { r, loraAlpha, loraDropout, targetModules, bias, useRslora });
+  setPeftModelStateDict(peft.baseModel, fx.loraStateDict, 'default');
+  if (name !== 'cpu') peft.to(name);
+  return peft;
+}
+
+function batchOf(fx: LoraFixture): Batch {
+  const [rows, cols] = fx.inputIds.shape;
+  return {
+    x: Int32Array.from(fx.inputIds.data), y: Int32Array.from(fx.targets.data), shape: [rows, cols],
+    offsets: Int32Array.from({ length: rows }, (_, i) => i * cols),
+  };
+}
+
+/** LoRA steps with trainStepAsync on one backend: losses, step times, dispatches per step, then generateAsync. */
+async function lora(fx: LoraFixture, name: string, steps: number): Promise<{ losses: number[]; stepMs: number[]; dispatches: number; tokens: number[][] }> {
+  const peft = peftOn(fx, name);
+  const opt = new AdamW(peft.trainableParameters(), { lr: 1e-2, weightDecay: 0 });
+  const batch = batchOf(fx);
+  const losses: number[] = [];
+  const stepMs: number[] = [];
+  let dispatches = 0;
+  for (let i = 0; i < steps; i++) {
+    const d0 = memory(name).dispatches;
+    const t0 = performance.now();
+    losses.push((await trainStepAsync(peft, opt, batch)).loss);
+    stepMs.push(performance.now() - t0);
+    dispatches = memory(name).dispatches - d0;
+  }
+  peft.eval();
+  const prompt = tensor([fx.inputIds.data.slice(0, 3)], { dtype: 'int32', backend: name });
+  const out = await peft.getBaseModel().generateAsync(prompt, { maxNewTokens: 4, temperature: 0 });
+  const tokens = (await out.array()) as number[][];
+  prompt.dispose();
+  out.dispose();
+  return { losses, stepMs, dispatches, tokens };
+}
+
+interface Counters { liveTensors: number; liveBytes: number; liveBuffers: number; deviceBuffers: number }
+
+async function counters(): Promise<Counters> {
+  const be = backend();
+  await be.flush();
+  const m = memory('webgpu');
+  return { liveTensors: m.liveTensors, liveBytes: m.liveBytes, liveBuffers: be.liveBuffers, deviceBuffers: be.queue?.liveDeviceBuffers ?? -1 };
+}
+
+/** Counters before, while 20 forward+backward steps' tensors are alive, and after they are disposed. */
+async function leaks(): Promise<{ before: Counters; held: Counters; after: Counters }> {
+  const x = tensor(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i + 1)), { shape: [4, 8], backend: 'webgpu' });
+  const w = tensor(Float32Array.from({ length: 64 }, (_, i) => Math.cos(i + 1) / 4), { shape: [8, 8], requiresGrad: true, backend: 'webgpu' });
+  const before = await counters();
+  const kept: Tensor[] = [];
+  for (let i = 0; i < 20; i++) {
+    kept.push(tidy(() => {
+      const y = layerNorm(gelu(add(matmul(x, w, { transposeB: true }), x)), null, null);
+      const l = sum(y.mul(y));
+      l.backward();
+      return l;
+    }));
+    w.grad?.dispose();
+    w.grad = null;
+  }
+  const held = await counters();
+  for (const t of kept) t.dispose();
+  const after = await counters();
+  x.dispose();
+  w.dispose();
+  return { before, held, after };
+}
+
+/** The error a webgpu backend gives where no adapter answered. */
+function startError(): string {
+  try {
+    new GpuBackend({ mode: 'webgpu', name: 'webgpu-unavailable' });
+    return 'no error';
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+const api = { probe, parity, readers, lora, leaks, startError };
+export type WebGpuPageApi = typeof api;
+(globalThis as { lowrankWebgpu?: typeof api }).lowrankWebgpu = api;
+document.body.dataset.state = 'ready';
