@@ -32,7 +32,7 @@ export interface GpuBackendOptions {
    */
   mode?: GpuMode | 'auto';
   name?: string;
-  /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
+  /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL and webgpu modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
   maxKernels?: number;
 }
 
@@ -140,7 +140,7 @@ export class GpuBackend implements Backend<GpuData> {
     this.mode = this.gj.mode;
     this.intCast = isGlMode(this.mode) ? 'floor' : 'or';
     this.queue = this.gj.queue;
-    this.cache = new KernelCache(this.gj, opts.maxKernels ?? (isGlMode(this.mode) ? 256 : 96));
+    this.cache = new KernelCache(this.gj, opts.maxKernels ?? (isDeviceMode(this.mode) ? 256 : 96));
     this.ctx = {
       mode: this.mode, host: this.host, gen: () => this.gen(), run: (s, a, h) => this.run(s, a, h), exec: (s, a) => this.exec(s, a),
       lanes: (s, a, k) => this.lanes(s, a, k), wrap: (b, n, h, o) => this.wrap(b, n, h, o), zeros: (n) => this.zeros(n),
