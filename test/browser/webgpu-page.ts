@@ -7,7 +7,7 @@ import {
 } from '@lowrank/core';
 import { AdamW, TransformerLM, trainStepAsync, type Batch, type TransformerConfig } from '@lowrank/nn';
 import { getPeftModel, setPeftModelStateDict } from '@lowrank/lora';
-import { mismatch, type Input } from '../gpu/harness.ts';
+import { lcg, mismatch, randArray, type Input } from '../gpu/harness.ts';
 import { table } from '../gpu/parity.test.ts';
 
 interface FixtureTensor { shape: number[]; data: number[] }
@@ -75,6 +75,31 @@ async function parity(runs: number): Promise<{ families: string[]; failures: str
     degraded += be.degradedKernels;
   }
   return { families: Object.keys(table), failures, degraded };
+}
+
+/** webgpu's 4-column matmul (N % 4 == 0) against cpu: transposes, bias, broadcast batches, ragged M and K. */
+async function matmul4(): Promise<{ cases: number; failures: string[]; dispatches: Record<string, number> }> {
+  const be = new GpuBackend({ mode: 'webgpu', name: 'webgpu-matmul4' });
+  const rnd = lcg(7);
+  const failures: string[] = [];
+  const shapes: [number[], number, number, number][] = [[[], 5, 8, 3], [[2], 3, 12, 7], [[2, 1], 1, 4, 1], [[], 33, 16, 65], [[3], 2, 4, 9]];
+  let cases = 0;
+  for (const [batch, m, n, k] of shapes) {
+    for (const [ta, tb, bias] of [[false, false, false], [true, false, true], [false, true, false], [true, true, true]] as const) {
+      const as = [...batch.slice(1), ...(ta ? [k, m] : [m, k])];
+      const bs = [...batch, ...(tb ? [n, k] : [k, n])];
+      const out = [...batch, m, n];
+      const inputs: Input[] = [as, bs, ...(bias ? [[n]] : [])].map((s) => ({ values: randArray(s.reduce((p, q) => p * q, 1), rnd), dtype: 'float32' }));
+      const run = (b: Backend, [a, bb, bi]: unknown[]) => b.matmul({ inputs: { a, b: bb, bias: bi ?? null }, attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out } });
+      const size = out.reduce((p, q) => p * q, 1);
+      const [got] = await runAsync(be, inputs, run, [size]);
+      const [want] = await runAsync(cpu, inputs, run, [size]);
+      const m_ = mismatch(got, want);
+      if (m_) failures.push(`matmul ${JSON.stringify({ as, bs, ta, tb, bias })}: ${m_}`);
+      cases++;
+    }
+  }
+  return { cases, failures, dispatches: Object.fromEntries(be.dispatchCounts) };
 }
 
 /** What each synchronous reader says on webgpu, and what the async ones read. */
@@ -181,7 +206,7 @@ function startError(): string {
   }
 }
 
-const api = { probe, parity, readers, lora, leaks, startError };
+const api = { probe, parity, matmul4, readers, lora, leaks, startError };
 export type WebGpuPageApi = typeof api;
 (globalThis as { lowrankWebgpu?: typeof api }).lowrankWebgpu = api;
 document.body.dataset.state = 'ready';

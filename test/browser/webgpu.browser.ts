@@ -120,6 +120,13 @@ test('every kernel family on webgpu matches cpu on random inputs', async () => {
   assert.equal(r.degraded, 0, 'a kernel silently ran in another gpu.js mode');
 });
 
+test('webgpu\'s 4-column matmul matches cpu (transposes, bias, broadcast batches, ragged M and K)', async () => {
+  if (!available) return assert.ok(!EXPECT_WEBGPU);
+  const r = await call('matmul4');
+  assert.deepEqual(r.failures, []);
+  assert.equal(r.dispatches.matmul4, r.cases, `not every case ran the 4-column kernel: ${JSON.stringify(r.dispatches)}`);
+});
+
 test('the synchronous readers throw on webgpu, naming the async reader; the async ones read', async () => {
   if (!available) return assert.ok(!EXPECT_WEBGPU);
   const r = await call('readers');

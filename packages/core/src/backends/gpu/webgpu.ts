@@ -14,6 +14,8 @@ import { loadGpuJs } from './load.ts';
 /** What this file needs of gpu.js's WebGPUBufferResult and of the WebGPU device behind it. */
 interface Handle {
   buffer: DeviceGpuBuffer & { _refs?: number };
+  output: number[];
+  componentCount: number;
   context: { device: Device; isLost: boolean };
   delete(): void;
 }
@@ -154,12 +156,17 @@ export function compileWebGpu(
   gpu: GPU, source: string, settings: object, queue: WebGpuQueue,
 ): { run(size: number, args: readonly unknown[]): WebGpuBuffer[]; destroy(): void } {
   const k = gpu.createKernel(source, settings as never) as unknown as WebGpuKernel;
+  // A kernel returning `[...]` (matmul-webgpu.ts) computes 4 adjacent values per invocation.
+  const per = /\breturn \[/.test(source) ? 4 : 1;
   const run = (n: number, args: readonly unknown[]): WebGpuBuffer[] => {
     const ready = queue.dispatch(async () => {
       const values = await Promise.all(args.map((a) => (a instanceof WebGpuBuffer ? a.ready : a)));
-      k.setOutput([n]);
+      k.setOutput([n / per]);
       const h = await k(...values);
       dropKernelRef(k);
+      // NOTE: gpu.js's Array(4) results are 4 floats per cell, in order: to later kernels, a plain buffer of n.
+      h.componentCount = 1;
+      h.output = [n];
       return h;
     });
     return [new WebGpuBuffer(ready, n, queue)];
