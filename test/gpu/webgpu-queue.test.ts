@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { GPU } from 'gpu.js';
-import { WebGpuBuffer, WebGpuQueue, compileWebGpu } from '../../packages/core/src/backends/gpu/webgpu.ts';
+import { GpuBackend } from '@lowrank/core';
+import { WebGpuBuffer, WebGpuQueue, compileWebGpu, probeWebGpu, webGpuBlocker } from '../../packages/core/src/backends/gpu/webgpu.ts';
 
 /** A fake buffer: values, and the log line its destruction writes. */
 function fakeBuffer(values: Float32Array, onDestroy: () => void) {
@@ -81,4 +82,21 @@ test('a failed webgpu kernel makes reads of its result reject and later dispatch
   const [x] = compileWebGpu(gpu, 'bad', {}, queue).run(2, []);
   await assert.rejects(() => x.read(2), /gpu backend \(webgpu\): kernel 'matmul' failed: WGSL says no/);
   assert.throws(() => compileWebGpu(gpu, 'ones', {}, queue).run(2, []), /kernel 'matmul' failed/);
+});
+
+test('where navigator.gpu exists but requestAdapter() answers null, mode webgpu fails naming the mode and why', async () => {
+  const g = globalThis as { navigator?: { gpu?: unknown } };
+  const had = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
+  Object.defineProperty(globalThis, 'navigator', { value: { ...(g.navigator ?? {}), gpu: { requestAdapter: async () => null } }, configurable: true });
+  try {
+    assert.match(webGpuBlocker() ?? '', /has not been asked for yet: `await probeWebGpu\(\)`/);
+    assert.throws(() => new GpuBackend({ mode: 'webgpu' }), /mode 'webgpu' was requested but cannot run here \(the adapter has not been asked for yet/);
+    const probe = await probeWebGpu();
+    assert.equal(probe.available, false);
+    assert.match(probe.reason ?? '', /requestAdapter\(\) returned null/);
+    assert.throws(() => new GpuBackend({ mode: 'webgpu' }), /mode 'webgpu' was requested but cannot run here \(navigator\.gpu\.requestAdapter\(\) returned null/);
+  } finally {
+    if (had) Object.defineProperty(globalThis, 'navigator', had);
+    else delete g.navigator;
+  }
 });

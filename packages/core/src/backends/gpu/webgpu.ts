@@ -60,7 +60,7 @@ export class WebGpuBuffer {
 
   /** Frees the device buffer once every dispatch issued before this call has been submitted. */
   release(): void {
-    this.queue.after(async () => {
+    void this.queue.after(async () => {
       const h = await this.ready.catch(() => null);
       if (!h) return;
       h.delete();
