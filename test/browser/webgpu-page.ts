@@ -160,22 +160,31 @@ async function lora(fx: LoraFixture, name: string, steps: number): Promise<{ los
   const tokens = (await out.array()) as number[][];
   prompt.dispose();
   out.dispose();
+  for (const p of peft.parameters()) p.dispose();
+  opt.dispose();
   return { losses, stepMs, dispatches, tokens };
 }
 
 interface Counters { liveTensors: number; liveBytes: number; liveBuffers: number; deviceBuffers: number }
 
+/** A backend of its own, so tensors other calls leave to the garbage collector do not move its counters. */
+let leakBackend: GpuBackend | null = null;
+
 async function counters(): Promise<Counters> {
-  const be = backend();
+  const be = leakBackend as GpuBackend;
   await be.flush();
-  const m = memory('webgpu');
+  const m = memory(be.name);
   return { liveTensors: m.liveTensors, liveBytes: m.liveBytes, liveBuffers: be.liveBuffers, deviceBuffers: be.queue?.liveDeviceBuffers ?? -1 };
 }
 
 /** Counters before, while 20 forward+backward steps' tensors are alive, and after they are disposed. */
 async function leaks(): Promise<{ before: Counters; held: Counters; after: Counters }> {
-  const x = tensor(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i + 1)), { shape: [4, 8], backend: 'webgpu' });
-  const w = tensor(Float32Array.from({ length: 64 }, (_, i) => Math.cos(i + 1) / 4), { shape: [8, 8], requiresGrad: true, backend: 'webgpu' });
+  backend();
+  leakBackend ??= new GpuBackend({ mode: 'webgpu', name: 'webgpu-leaks' });
+  registerBackend(leakBackend.name, leakBackend);
+  const on = leakBackend.name;
+  const x = tensor(Float32Array.from({ length: 32 }, (_, i) => Math.sin(i + 1)), { shape: [4, 8], backend: on });
+  const w = tensor(Float32Array.from({ length: 64 }, (_, i) => Math.cos(i + 1) / 4), { shape: [8, 8], requiresGrad: true, backend: on });
   const before = await counters();
   const kept: Tensor[] = [];
   for (let i = 0; i < 20; i++) {
