@@ -102,6 +102,20 @@ async function matmul4(): Promise<{ cases: number; failures: string[]; dispatche
   return { cases, failures, dispatches: Object.fromEntries(be.dispatchCounts) };
 }
 
+/** A cache of 2 kernels under 6 families, each result kept: kernels are destroyed while their outputs live. */
+async function eviction(): Promise<{ evictions: number; got: number[]; want: number[]; deviceBuffers: number }> {
+  const be = new GpuBackend({ mode: 'webgpu', name: 'webgpu-evict', maxKernels: 2 });
+  registerBackend(be.name, be);
+  const x = tensor([0.5, -1.25, 2, 3.5], { backend: be.name });
+  const ops = [(t: Tensor) => t.exp(), (t: Tensor) => t.mul(t), (t: Tensor) => t.tanh(), (t: Tensor) => t.add(1), (t: Tensor) => t.neg(), (t: Tensor) => t.sigmoid()];
+  const kept = ops.map((f) => f(x));
+  const got = (await Promise.all(kept.map((t) => t.data()))).flatMap((d) => Array.from(d));
+  const want = ops.map((f) => Array.from(f(tensor([0.5, -1.25, 2, 3.5])).dataSync())).flat();
+  for (const t of [x, ...kept]) t.dispose();
+  await be.flush();
+  return { evictions: be.kernelEvictions, got, want, deviceBuffers: be.queue?.liveDeviceBuffers ?? -1 };
+}
+
 /** What each synchronous reader says on webgpu, and what the async ones read. */
 async function readers(): Promise<{ errors: string[]; data: number[]; item: number; array: unknown }> {
   const t = tensor([1.5, -2, 3.25], { backend: 'webgpu' });
@@ -215,7 +229,7 @@ function startError(): string {
   }
 }
 
-const api = { probe, parity, matmul4, readers, lora, leaks, startError };
+const api = { probe, parity, matmul4, eviction, readers, lora, leaks, startError };
 export type WebGpuPageApi = typeof api;
 (globalThis as { lowrankWebgpu?: typeof api }).lowrankWebgpu = api;
 document.body.dataset.state = 'ready';

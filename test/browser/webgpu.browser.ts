@@ -127,6 +127,15 @@ test('webgpu\'s 4-column matmul matches cpu (transposes, bias, broadcast batches
   assert.equal(r.dispatches.matmul4, r.cases, `not every case ran the 4-column kernel: ${JSON.stringify(r.dispatches)}`);
 });
 
+test('a cache of 2 kernels evicts while their outputs live: the outputs read back right, and every GPU buffer is freed', async () => {
+  if (!available) return assert.ok(!EXPECT_WEBGPU);
+  const r = await call('eviction');
+  assert.ok(r.evictions >= 3, `${r.evictions} evictions`);
+  assert.equal(r.got.length, r.want.length);
+  r.got.forEach((v, i) => assert.ok(Math.abs(v - r.want[i]) <= 1e-5 * Math.max(1, Math.abs(r.want[i])), `value ${i}: ${v} vs cpu ${r.want[i]}`));
+  assert.equal(r.deviceBuffers, 0);
+});
+
 test('the synchronous readers throw on webgpu, naming the async reader; the async ones read', async () => {
   if (!available) return assert.ok(!EXPECT_WEBGPU);
   const r = await call('readers');

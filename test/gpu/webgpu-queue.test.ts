@@ -74,6 +74,17 @@ test('webgpu dispatches return at once, run in issue order after their inputs, a
   assert.ok(b instanceof WebGpuBuffer && b.byteLength === 12);
 });
 
+test('an evicted webgpu kernel is destroyed after the runs issued before its eviction', async () => {
+  const log: string[] = [];
+  const queue = new WebGpuQueue();
+  const k = compileWebGpu(fakeGpu(log), 'ones', {}, queue);
+  const [a] = k.run(2, []);
+  k.destroy();
+  assert.deepEqual(Array.from(await a.read(2)), [1, 1]);
+  await queue.flush();
+  assert.deepEqual(log, ['run ones#1', 'destroy kernel ones']);
+});
+
 test('a failed webgpu kernel makes reads of its result reject and later dispatches throw, naming the kernel family', async () => {
   const log: string[] = [];
   const queue = new WebGpuQueue();
