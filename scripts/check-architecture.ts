@@ -46,10 +46,12 @@ const ENGINE_PROPERTIES = new Set(['data_', 'storage', 'setStorageData']);
  * out of core. The backends have
  * room for the thread pool and the gpu work in flight: raised from 4,000 to
  * 4,400 when the shared-memory arena and row kernels (issue 11) and the GLSL
- * matmul, attention and AdamW kernels (issue 13) landed, at exactly 4,000.
+ * matmul, attention and AdamW kernels (issue 13) landed, at exactly 4,000; to
+ * 4,700 for the webgpu mode (its ordered promise queue and 4-output matmul,
+ * about 250 lines) and the kernel-cache index.
  */
 export const BUDGETS: readonly { group: string; paths: readonly string[]; budget: number }[] = [
-  { group: 'core/backends', paths: ['packages/core/src/backends'], budget: 4400 },
+  { group: 'core/backends', paths: ['packages/core/src/backends'], budget: 4700 },
   {
     group: 'core/io (formats, file host)',
     paths: ['packages/core/src/serialization', 'packages/core/src/node', 'packages/core/src/node.ts', 'packages/core/src/files.ts', 'packages/core/src/platform.ts'],

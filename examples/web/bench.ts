@@ -1,6 +1,6 @@
 // `npm run bench:web`: the page's own sizes in headless Chromium. Pre-trains the
-// default model on cpu, then times LoRA steps on cpu and on gpu.js (WebGL2 via
-// SwiftShader here: a software rasterizer, not a GPU). Writes
+// default model on cpu, then times LoRA steps on cpu and on gpu.js's WebGL2 and
+// WebGPU modes (both on SwiftShader here: a software renderer, not a GPU). Writes
 // bench/results/web-<time>/report.json and page.png, and prints a table.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -58,7 +58,7 @@ try {
   const pretrainSeconds = (performance.now() - t0) / 1000;
   const pre = await d.run('pretrain');
   const rows: Record<string, ReturnType<typeof stats>> = { 'pre-train, cpu (all weights)': stats(pre) };
-  for (const backend of ['cpu', 'gpu'] as const) {
+  for (const backend of ['cpu', 'gpu', 'webgpu'] as const) {
     await d.backend(backend);
     await d.fill({ 'tune-steps': backend === 'cpu' ? steps.cpu : steps.gpu });
     await d.click('#finetune', 600_000);

@@ -9,11 +9,12 @@ import type { RunSummary } from './src/protocol.ts';
 export const CHROMIUM = process.env.LOWRANK_CHROMIUM ?? '/usr/bin/chromium';
 
 /**
- * Headless flags: no sandbox (root in CI), WebGL2 on SwiftShader, and none of
- * the background connections a closed network refuses.
+ * Headless flags: no sandbox (root in CI), WebGL2 on SwiftShader, WebGPU (headless
+ * Chromium offers no adapter without the flag), and none of the background
+ * connections a closed network refuses.
  */
 export const CHROMIUM_ARGS = [
-  '--no-sandbox', '--enable-unsafe-swiftshader', '--disable-background-networking', '--disable-component-update',
+  '--no-sandbox', '--enable-unsafe-swiftshader', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
   '--disable-sync', '--no-first-run', '--disable-quic',
 ];
 
@@ -78,11 +79,11 @@ export class PageDriver {
     for (const [id, v] of Object.entries(values)) await this.page.fill(`#${id}`, String(v));
   }
 
-  async backend(name: 'cpu' | 'gpu'): Promise<void> {
+  async backend(name: 'cpu' | 'gpu' | 'webgpu'): Promise<void> {
     if ((await this.page.inputValue('#backend')) !== name) await this.act(() => this.page.selectOption('#backend', name));
   }
 
-  /** The last run the page recorded under `key` ('pretrain', 'finetune-cpu', 'finetune-gpu'). */
+  /** The last run the page recorded under `key` ('pretrain', 'finetune-cpu', 'finetune-gpu', 'finetune-webgpu'). */
   async run(key: string): Promise<RunSummary> {
     const run = await this.page.evaluate((k) => (window as unknown as PageApi).lowrank.state.runs[k], key);
     if (!run) throw new Error(`the page recorded no '${key}' run (message: ${await this.message()})`);

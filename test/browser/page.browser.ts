@@ -85,7 +85,7 @@ test('pre-training in the page gives the losses Node gives for the same seed', a
   assert.deepEqual(base.vocab, [...tok.vocab]);
 });
 
-async function finetuneIn(backend: 'cpu' | 'gpu', steps: number): Promise<{ run: RunSummary; adapter: PeftFiles }> {
+async function finetuneIn(backend: 'cpu' | 'gpu' | 'webgpu', steps: number): Promise<{ run: RunSummary; adapter: PeftFiles }> {
   await d.backend(backend);
   await d.fill({ 'tune-steps': steps });
   await d.click('#finetune');
@@ -144,6 +144,17 @@ test('LoRA on the gpu backend runs gpu.js in WebGL2 mode, with Node\'s losses', 
   await d.page.screenshot({ path: path.join(ARTIFACTS, 'page.png'), fullPage: true });
 });
 
+test('LoRA on the webgpu backend runs gpu.js in WebGPU mode, with Node\'s losses; Node reproduces the adapter\'s logits', async () => {
+  assert.equal(await d.page.locator('#backend option[value=webgpu]').isDisabled(), false, 'the page does not offer webgpu');
+  const { run, adapter } = await finetuneIn('webgpu', SIZE.gpuSteps);
+  assert.equal(run.backend.mode, 'webgpu');
+  assert.match((await d.page.textContent('#backend-mode')) ?? '', /gpu\.js mode: webgpu/);
+  assert.match((await d.page.textContent('#backend-note')) ?? '', /WebGPU adapter: .+/);
+  const lossDiff = assertClose(run.losses, nodeCpuLosses.slice(0, SIZE.gpuSteps), LOSS_TOL, 'webgpu fine-tuning losses');
+  const logitDiff = await checkAdapter(adapter, 1e-4, 'webgpu adapter logits');
+  results.webgpu = { adapter: run.backend.adapter, losses: run.losses, stepMs: run.stepMs, medianMs: median(run.stepMs.slice(1)), lossDiff, logitDiff };
+});
+
 test('a reload brings back the text, the base model and the last adapter', async () => {
   const before = await d.logits(tuneText);
   await d.page.reload();
@@ -151,7 +162,7 @@ test('a reload brings back the text, the base model and the last adapter', async
   assert.match(await d.message(), /restored from your last visit: text, base model, adapter/);
   assert.equal(await d.page.inputValue('#text'), tuneText);
   assert.match((await d.page.textContent('#adapter-info')) ?? '', /adapter_model\.safetensors/);
-  // The restored adapter runs on cpu now; it was trained on webgl2.
+  // The restored adapter runs on cpu now; it was trained on webgpu.
   assertClose(Array.from(await d.logits(tuneText)), Array.from(before), 1e-4, 'logits after reload');
 });
 
@@ -261,8 +272,9 @@ test('timings', () => {
   writeFileSync(path.join(ARTIFACTS, 'timings.json'), `${JSON.stringify(results, null, 2)}\n`);
   const cpu = results.cpu as { medianMs: number } | undefined;
   const gl = results.webgl2 as { medianMs: number } | undefined;
+  const wg = results.webgpu as { medianMs: number } | undefined;
   const pool = results.pool as { threads: number; msThreads: number; msOne: number } | undefined;
   if (pool) console.log(`browser cpu pool: 1024^3 matmul ${pool.msOne.toFixed(1)} ms on 1 thread, ${pool.msThreads.toFixed(1)} ms on ${pool.threads} (same bits)`);
-  console.log(`browser step times (tiny model, median after the first): cpu ${cpu?.medianMs.toFixed(1)} ms, webgl2 ${gl?.medianMs.toFixed(1)} ms; page JavaScript ${(server.built.startBytes / 1024).toFixed(0)} KiB at start (+ ${(Object.values(server.built.lazy).reduce((a, b) => a + b, 0) / 1024).toFixed(0)} KiB on demand); screenshot and timings.json in ${ARTIFACTS}`);
-  assert.ok(cpu && gl);
+  console.log(`browser step times (tiny model, median after the first): cpu ${cpu?.medianMs.toFixed(1)} ms, webgl2 ${gl?.medianMs.toFixed(1)} ms, webgpu ${wg?.medianMs.toFixed(1)} ms; page JavaScript ${(server.built.startBytes / 1024).toFixed(0)} KiB at start (+ ${(Object.values(server.built.lazy).reduce((a, b) => a + b, 0) / 1024).toFixed(0)} KiB on demand); screenshot and timings.json in ${ARTIFACTS}`);
+  assert.ok(cpu && gl && wg);
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GpuBackend, getBackend, probeGpuModes, tensor } from '@lowrank/core';
+import { GpuBackend, getBackend, probeGpuModes, probeWebGpu, tensor } from '@lowrank/core';
 import { announceModes, backendFor, headlessAvailable, modesUnderTest } from './modes.ts';
 
 announceModes();
@@ -39,6 +39,14 @@ test('an unknown or unavailable mode fails with a clear message', () => {
     assert.throws(() => new GpuBackend({ mode: 'headlessgl' }), /mode 'headlessgl' was requested but cannot run here.*xvfb-run/);
   }
   assert.throws(() => new GpuBackend({ mode: 'webgl2' }), /mode 'webgl2' was requested but cannot run here/);
+});
+
+test('webgpu in Node: never picked by auto, and asked for by name it fails naming the mode and navigator.gpu', async () => {
+  assert.equal(probeGpuModes().webgpu, false);
+  const probe = await probeWebGpu();
+  assert.equal(probe.available, false);
+  assert.match(probe.reason ?? '', /navigator\.gpu is missing/);
+  assert.throws(() => new GpuBackend({ mode: 'webgpu' }), /gpu\.js mode 'webgpu' was requested but cannot run here \(navigator\.gpu is missing/);
 });
 
 test('LOWRANK_GPU_MODE selects the mode', () => {

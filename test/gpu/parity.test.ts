@@ -32,8 +32,8 @@ const I = (n: number, rnd: () => number, hi: number): Input => ({ values: randIn
 const unaryOps: UnaryOp[] = ['neg', 'sqrt', 'exp', 'log', 'tanh', 'sigmoid', 'relu', 'gelu', 'silu'];
 const binaryOps: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'pow', 'maximum', 'eq', 'gt'];
 
-/** Kernel name -> a generator of cases from (shape, seed). */
-const table: Record<string, fc.Arbitrary<Case>> = {
+/** Kernel name -> a generator of cases from (shape, seed); the webgpu browser test runs it too. */
+export const table: Record<string, fc.Arbitrary<Case>> = {
   fill: fc.tuple(shapeArb(0, 3), fc.double({ min: -5, max: 5, noNaN: true })).map(([s, v]) => ({
     inputs: [], run: (be) => be.fill({ inputs: {}, attrs: { size: sizeOf(s), value: v, dtype: 'float32' } }), sizes: [sizeOf(s)],
   })),

@@ -265,7 +265,8 @@ function summary(run: RunSummary): string {
 async function finetune(): Promise<void> {
   const steps = num('tune-steps');
   startPlot(steps);
-  const s = addSeries(`LoRA (${state.backend.mode})`, state.backend.name === 'gpu' ? '#d4573b' : '#3b6fd4');
+  const colors: Record<BackendChoice, string> = { cpu: '#3b6fd4', gpu: '#d4573b', webgpu: '#2f9e62' };
+  const s = addSeries(`LoRA (${state.backend.mode})`, colors[state.backend.name]);
   onProgress = (p) => progressed(p, s);
   const out = await call({
     type: 'finetune', text: $<HTMLTextAreaElement>('text').value, skipUnknown: $<HTMLInputElement>('skip-unknown').checked,
@@ -287,9 +288,12 @@ async function setBackend(choice: BackendChoice): Promise<void> {
     throw e;
   }
   const b = state.backend;
-  $('backend-mode').textContent = b.name === 'gpu' ? `gpu.js mode: ${b.mode}` : `cpu, ${b.threads ?? 1} thread${b.threads === 1 ? '' : 's'}`;
+  $('backend-mode').textContent = b.name === 'cpu' ? `cpu, ${b.threads ?? 1} thread${b.threads === 1 ? '' : 's'}` : `gpu.js mode: ${b.mode}`;
   const note = $('backend-note');
-  const text = b.fallback ?? (b.threadsNote ? `The cpu backend runs on one thread here: ${b.threadsNote}.` : '');
+  const webgpu = b.name === 'webgpu'
+    ? `WebGPU adapter: ${b.adapter ?? 'unnamed'}. Training runs on WebGPU; logits and generation read the adapter on cpu.`
+    : '';
+  const text = b.fallback ?? (b.threadsNote ? `The cpu backend runs on one thread here: ${b.threadsNote}.` : webgpu);
   note.hidden = !text;
   note.textContent = text;
 }
@@ -384,8 +388,19 @@ async function restore(): Promise<string[]> {
   return restored;
 }
 
+/** Offers webgpu only where an adapter answers (WebGPU needs a secure context; not every browser has it). */
+async function offerWebGpu(): Promise<void> {
+  const gpu = (navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
+  const answered = gpu ? await gpu.requestAdapter().then((a) => a !== null, () => false) : false;
+  const option = document.querySelector<HTMLOptionElement>('#backend option[value=webgpu]');
+  if (!option) return;
+  option.disabled = !answered;
+  if (!answered) option.textContent += ' - not available in this browser';
+}
+
 async function start(): Promise<void> {
   wire();
+  void offerWebGpu();
   redraw();
   setBusy(true, 'restoring...');
   try {

@@ -1,7 +1,7 @@
 // Messages between the page (main thread) and the training worker.
 import type { BaseSpec, LoraSpec, PeftFiles, TrainSpec } from './recipe.ts';
 
-export type BackendChoice = 'cpu' | 'gpu';
+export type BackendChoice = 'cpu' | 'gpu' | 'webgpu';
 
 /** What the page tells the user about a base model. */
 export interface BaseInfo {
@@ -22,10 +22,12 @@ export interface BaseInfo {
 
 export interface BackendInfo {
   name: BackendChoice;
-  /** What really runs: 'cpu' or the gpu.js mode (webgl2, webgl, webasm, cpu). */
+  /** What really runs: 'cpu' or the gpu.js mode (webgl2, webgl, webasm, cpu; webgpu for the webgpu choice). */
   mode: string;
   /** Set when the gpu backend did not get WebGL2: what it fell back to and why. */
   fallback?: string;
+  /** webgpu: the adapter that answered. */
+  adapter?: string;
   /** cpu: the threads its kernels run on (workers sharing one WebAssembly.Memory), and why 1 if so. */
   threads?: number;
   threadsNote?: string;

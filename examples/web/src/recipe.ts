@@ -3,7 +3,7 @@
 // Browser-safe: no node:* imports.
 import { decodeSafetensors, encodeSafetensors, manualSeed, noGrad, tensor, tidy, type RawTensor, type Tensor } from '@lowrank/core';
 import {
-  AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, type LossModel, type Module, type PreTrainedModel,
+  AdamW, BatchSampler, CharTokenizer, TransformerLM, resolveConfig, trainStep, trainStepAsync, type LossModel, type Module, type PreTrainedModel,
   type TransformerConfig,
 } from '@lowrank/nn';
 import { LoraConfig, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PeftModel, encodePeftAdapter, loadPeftAdapter } from '@lowrank/lora';
@@ -61,10 +61,19 @@ export function initModel(config: TransformerConfig, seed: number): TransformerL
 /** Host copies of every weight (tied ones once per key, as the state dict lists them). */
 export function hostTensors(model: Module): Record<string, RawTensor> {
   const out: Record<string, RawTensor> = {};
-  for (const [k, t] of Object.entries(model.stateDict())) {
-    out[k] = { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(t.dataSync()) };
-  }
+  for (const [k, t] of Object.entries(model.stateDict())) out[k] = rawOf(t, t.dataSync());
   return out;
+}
+
+/** `hostTensors` read back asynchronously (every backend, webgpu included). */
+export async function hostTensorsAsync(model: Module): Promise<Record<string, RawTensor>> {
+  const out: Record<string, RawTensor> = {};
+  for (const [k, t] of Object.entries(model.stateDict())) out[k] = rawOf(t, await t.data());
+  return out;
+}
+
+function rawOf(t: Tensor, values: ArrayLike<number>): RawTensor {
+  return { dtype: 'float32', shape: [...t.shape], data: Float32Array.from(values) };
 }
 
 /** A model on `backend` holding the base's weights. */
@@ -163,11 +172,22 @@ export class Run {
     const batch = this.sampler.next();
     const t0 = performance.now();
     const { loss } = trainStep(this.model, this.optimizer, batch);
-    const ms = performance.now() - t0;
+    return this.record(loss, performance.now() - t0, batch.x.length);
+  }
+
+  /** `step` with the loss read back asynchronously: runs on every backend (webgpu reads back only this way). */
+  async stepAsync(): Promise<StepResult> {
+    const batch = this.sampler.next();
+    const t0 = performance.now();
+    const { loss } = await trainStepAsync(this.model, this.optimizer, batch);
+    return this.record(loss, performance.now() - t0, batch.x.length);
+  }
+
+  private record(loss: number, ms: number, tokens: number): StepResult {
     if (!Number.isFinite(loss)) throw new Error(`training diverged: loss ${loss} at step ${this.losses.length + 1} (try a smaller learning rate)`);
     this.losses.push(loss);
     this.stepMs.push(ms);
-    return { step: this.losses.length, loss, ms, tokens: batch.x.length };
+    return { step: this.losses.length, loss, ms, tokens };
   }
 }
 
@@ -190,6 +210,22 @@ export function loraRun(base: BaseModel, ids: Int32Array, spec: TrainSpec, lora:
   const peft = new PeftModel(model, loraConfigOf(lora));
   if (backend !== 'cpu') peft.to(backend);
   return new Run(peft, peft.trainableParameters(), ids, spec, base.config.blockSize);
+}
+
+/**
+ * A cpu copy of an adapted model whose parameters live on a backend that reads
+ * back only asynchronously (webgpu): the base from `base`, the trainable
+ * parameters read with `await p.data()`.
+ */
+export async function cpuPeftCopy(base: BaseModel, peft: PeftModel<TransformerLM>, lora: LoraSpec): Promise<PeftModel<TransformerLM>> {
+  const copy = new PeftModel(instantiate(base, 'cpu'), loraConfigOf(lora));
+  const trainable = new Set(peft.trainableParameters());
+  const values: Record<string, { shape: number[]; data: number[] }> = {};
+  for (const [k, p] of peft.namedParameters()) {
+    if (trainable.has(p)) values[k] = { shape: [...p.shape], data: Array.from(await p.data()) };
+  }
+  copy.loadStateDict(values, { strict: false });
+  return copy;
 }
 
 /** PEFT's two files, as bytes: adapter_config.json and adapter_model.safetensors. */

@@ -1,12 +1,15 @@
 // The training worker: owns the models and runs every step, so the page's
 // main thread only draws. Steps yield to the event loop one at a time, so a
 // 'stop' request is seen between steps.
-import { getBackend, getNumThreads, initBackend, loadGpuJs, matmul, probeGpuModes, randn, setNumThreads, threadsNote, tidy } from '@lowrank/core';
+import {
+  GpuBackend, getBackend, getNumThreads, initBackend, listBackends, loadGpuJs, matmul, probeGpuModes, probeWebGpu, randn, registerBackend,
+  setNumThreads, threadsNote, tidy,
+} from '@lowrank/core';
 import { CharTokenizer, type Module, type PreTrainedModel, type TransformerLM } from '@lowrank/nn';
 import type { PeftModel } from '@lowrank/lora';
 import type { BackendChoice, BackendInfo, BaseInfo, FromWorker, Progress, Replies, Request, RunSummary, ToWorker } from './protocol.ts';
 import {
-  Run, configFor, decodeBase, encodeBase, encodeText, generateText, hostTensors, instantiate, loadPeft, logitsOf,
+  Run, configFor, cpuPeftCopy, decodeBase, encodeBase, encodeText, generateText, hostTensorsAsync, instantiate, loadPeft, logitsOf,
   loraRun, peftFiles, pretrainRun, probeIds, tokenizerFor, type BaseModel, type PeftFiles,
 } from './recipe.ts';
 import { encodeHf, filesByName, generateHf, hfLogits, hfLoraRun, instantiateHf, loadHfBase, loadHfPeft, type HfBase } from './hf.ts';
@@ -70,9 +73,9 @@ function hfInfo(h: HfBase): BaseInfo {
 }
 
 async function plainHfModel(h: HfBase): Promise<PreTrainedModel> {
-  if (hfPlain?.backend !== backend.name) {
+  if (hfPlain?.backend !== evalBackend()) {
     dropCache();
-    hfPlain = { backend: backend.name, model: await instantiateHf(h, backend.name) };
+    hfPlain = { backend: evalBackend(), model: await instantiateHf(h, evalBackend()) };
   }
   return hfPlain.model;
 }
@@ -83,8 +86,22 @@ function cpuInfo(): BackendInfo {
   return { name: 'cpu', mode: getBackend('cpu').mode, threads: getNumThreads(), ...(note ? { threadsNote: note } : {}) };
 }
 
+/** The webgpu backend, where an adapter answers; it trains, and the page reads its models back on cpu. */
+async function webgpuInfo(): Promise<BackendInfo> {
+  const probe = await probeWebGpu();
+  if (!probe.available) throw new Error(`WebGPU is not available here: ${probe.reason}. Staying on ${backend.name}.`);
+  if (!listBackends().includes('webgpu')) registerBackend('webgpu', new GpuBackend({ mode: 'webgpu', name: 'webgpu' }));
+  return { name: 'webgpu', mode: getBackend('webgpu').mode, adapter: probe.adapter };
+}
+
+/** Where the page reads logits and generates: webgpu reads back only asynchronously, so its models are read on cpu. */
+function evalBackend(): string {
+  return backend.name === 'webgpu' ? 'cpu' : backend.name;
+}
+
 async function selectBackend(name: BackendChoice): Promise<BackendInfo> {
   if (name === 'cpu') return cpuInfo();
+  if (name === 'webgpu') return webgpuInfo();
   await loadGpuJs(); // gpu.js is loaded only when the gpu backend is asked for
   const supported = probeGpuModes();
   let mode: string;
@@ -121,7 +138,7 @@ async function drive(run: Run, phase: Progress['phase']): Promise<RunSummary> {
   let tokens = 0;
   let seconds = 0;
   while (!run.done && !stopRequested) {
-    const r = run.step();
+    const r = await run.stepAsync();
     tokens += r.tokens;
     seconds += r.ms / 1000;
     post({ type: 'progress', phase, step: r.step, steps: run.spec.steps, loss: r.loss, ms: r.ms, tokensPerSecond: tokens / Math.max(seconds, 1e-9) });
@@ -134,10 +151,10 @@ async function drive(run: Run, phase: Progress['phase']): Promise<RunSummary> {
 
 async function modelFor(useAdapter: boolean): Promise<TransformerLM | PeftModel<TransformerLM>> {
   const b = requireBase().base;
-  const key = `${backend.name}:${useAdapter && adapter ? 'adapter' : 'base'}`;
+  const key = `${evalBackend()}:${useAdapter && adapter ? 'adapter' : 'base'}`;
   if (cached?.key === key) return cached.model;
   dropCache();
-  const model = useAdapter && adapter ? await loadPeft(b, adapter, backend.name) : instantiate(b, backend.name);
+  const model = useAdapter && adapter ? await loadPeft(b, adapter, evalBackend()) : instantiate(b, evalBackend());
   cached = { key, model };
   return model;
 }
@@ -149,7 +166,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     const next = await selectBackend(req.backend);
     if (next.name !== backend.name) {
       dropCache();
-      hfPeft?.to(next.name);
+      hfPeft?.to(next.name === 'webgpu' ? 'cpu' : next.name);
     }
     backend = next;
     return backend;
@@ -163,7 +180,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     const summary = await drive(run, 'pretrain');
     const steps = summary.losses.length;
     const next: BaseModel = {
-      config, vocab: [...tok.vocab], tensors: hostTensors(run.model),
+      config, vocab: [...tok.vocab], tensors: await hostTensorsAsync(run.model),
       source: `pre-trained in this page: ${steps} steps on the built-in text, loss ${summary.losses[0]?.toFixed(3)} -> ${summary.losses[steps - 1]?.toFixed(3)}`,
     };
     disposeModel(run.model);
@@ -197,6 +214,7 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
   },
 
   async finetune(req) {
+    if (hf && backend.name === 'webgpu') throw new Error('a Hugging Face model fine-tunes on cpu or gpu here; webgpu runs the page\'s own models');
     if (hf) {
       const run = await hfLoraRun(hf, encodeHf(hf, req.text), req.train, req.lora.r, backend.name);
       const summary = await drive(run, 'finetune');
@@ -209,27 +227,32 @@ const handlers: { [K in Request['type']]: Handler<K> } = {
     const ids = encodeText(tok, req.text, b.config.blockSize, req.skipUnknown);
     const run = loraRun(b, ids, req.train, req.lora, backend.name);
     const summary = await drive(run, 'finetune');
-    const peft = run.model as PeftModel<TransformerLM>;
+    let peft = run.model as PeftModel<TransformerLM>;
+    if (backend.name === 'webgpu') {
+      const trained = peft;
+      peft = await cpuPeftCopy(b, trained, req.lora);
+      disposeModel(trained);
+    }
     const files = peftFiles(peft);
     const trainable = peft.getNbTrainableParameters().trainable;
     dropCache();
     adapter = files;
-    cached = { key: `${backend.name}:adapter`, model: peft };
+    cached = { key: `${evalBackend()}:adapter`, model: peft };
     return { run: summary, adapter: files, trainable };
   },
 
   async loadAdapter(req) {
     if (hf) {
-      const peft = await loadHfPeft(hf, req.files, backend.name); // throws before anything changes
+      const peft = await loadHfPeft(hf, req.files, evalBackend()); // throws before anything changes
       setHfPeft(peft);
       adapter = req.files;
       return { trainable: peft.getNbTrainableParameters().trainable };
     }
     const b = requireBase().base;
-    const peft = await loadPeft(b, req.files, backend.name); // throws before anything changes
+    const peft = await loadPeft(b, req.files, evalBackend()); // throws before anything changes
     dropCache();
     adapter = req.files;
-    cached = { key: `${backend.name}:adapter`, model: peft };
+    cached = { key: `${evalBackend()}:adapter`, model: peft };
     return { trainable: peft.getNbTrainableParameters().trainable };
   },
 

@@ -27,7 +27,7 @@ export {
   type WorkerFactory, type WorkerHandle, type WorkerInit,
 } from './backends/cpu/threads.ts';
 export { MetaBackend } from './backends/meta.ts';
-export { GpuBackend, probeGpuModes, type GpuBackendOptions, type GpuMode } from './backends/gpu/index.ts';
+export { GpuBackend, probeGpuModes, probeWebGpu, type GpuBackendOptions, type GpuMode, type WebGpuProbe } from './backends/gpu/index.ts';
 export { loadGpuJs } from './backends/gpu/load.ts';
 export * from './serialization/index.ts';
 export { getFileHost, setFileHost, type FileHost } from './files.ts';

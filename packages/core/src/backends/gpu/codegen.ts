@@ -164,7 +164,8 @@ export function powCode(g: CodeGen, x: string, e: string): [string, string] {
   return [
     `let ${y} = 0;\n` +
       `if (${x} > 0) { ${y} = Math.pow(${x}, ${e}); }\n` +
-      `else if (${x} == 0) { if (${e} > 0) { ${y} = 0; } else if (${e} == 0) { ${y} = 1; } else { ${y} = 1 / 0; } }\n` +
+      // NOTE: 1 / |x| (x is 0 here), not 1 / 0: WGSL rejects a constant expression that overflows.
+      `else if (${x} == 0) { if (${e} > 0) { ${y} = 0; } else if (${e} == 0) { ${y} = 1; } else { ${y} = 1 / Math.abs(${x}); } }\n` +
       `else if (Math.floor(${e}) == ${e}) {\n` +
       `  ${y} = Math.pow(-${x}, ${e});\n` +
       `  let ${h} = ${e} * 0.5;\n` +

@@ -2,15 +2,16 @@ import type { GPU, GPUVariableType, Texture } from 'gpu.js';
 import { linNatives } from './codegen.ts';
 import { gpuJs } from './load.ts';
 import { patchKernelShader, type RawGl } from './shader-patch.ts';
+import { WebGpuBuffer, WebGpuQueue, compileWebGpu, webGpuBlocker } from './webgpu.ts';
 
 export type { RawGl } from './shader-patch.ts';
 
 /** The gpu.js modes this backend drives. */
-export type GpuMode = 'headlessgl' | 'webgl2' | 'webgl' | 'webasm' | 'cpu';
-export const GPU_MODES: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webgl', 'webasm', 'cpu'];
+export type GpuMode = 'headlessgl' | 'webgl2' | 'webgl' | 'webgpu' | 'webasm' | 'cpu';
+export const GPU_MODES: readonly GpuMode[] = ['headlessgl', 'webgl2', 'webgl', 'webgpu', 'webasm', 'cpu'];
 
-/** What a kernel returns: a texture in GL modes (pipeline), a typed array elsewhere. */
-export type DeviceBuffer = Texture | Float32Array;
+/** What a kernel returns: a texture in GL modes (pipeline), a storage-buffer promise in webgpu, a typed array elsewhere. */
+export type DeviceBuffer = Texture | WebGpuBuffer | Float32Array;
 /** A kernel argument: a device buffer, a host array uploaded for that call, or a uniform. */
 export type KernelArg = DeviceBuffer | number;
 
@@ -24,14 +25,20 @@ export function isGlMode(mode: GpuMode): boolean {
   return mode === 'headlessgl' || mode === 'webgl2' || mode === 'webgl';
 }
 
+/** Whether values live on a device (GL textures, WebGPU buffers) rather than in host arrays (webasm, cpu). */
+export function isDeviceMode(mode: GpuMode): boolean {
+  return isGlMode(mode) || mode === 'webgpu';
+}
+
 export function isTexture(b: DeviceBuffer): b is Texture {
-  // NOTE: not `instanceof Texture`, so this needs no loaded gpu.js: a buffer is one or the other.
-  return !(b instanceof Float32Array);
+  // NOTE: not `instanceof Texture`, so this needs no loaded gpu.js: a buffer is one of the three.
+  return !(b instanceof Float32Array) && !(b instanceof WebGpuBuffer);
 }
 
 /** The gpu.js argument type of a kernel argument. */
 export function argumentType(a: KernelArg, integer: boolean): string {
   if (typeof a === 'number') return integer ? 'Integer' : 'Float';
+  if (a instanceof WebGpuBuffer) return 'Array'; // bound as a storage buffer, like an uploaded array
   return isTexture(a) ? (a as unknown as { type: string }).type : 'Array';
 }
 
@@ -59,6 +66,8 @@ export function modeSupported(mode: GpuMode): boolean {
       return GPU.isWebGL2Supported;
     case 'webgl':
       return GPU.isWebGLSupported;
+    case 'webgpu':
+      return webGpuBlocker() === null;
     case 'webasm':
       return GPU.isWebAssemblySupported;
     case 'cpu':
@@ -74,6 +83,8 @@ export class GpuJs {
   readonly gpu: GPU;
   /** Largest texture side in GL modes (Infinity where there are no textures). */
   readonly maxTextureSize: number;
+  /** webgpu: the order every dispatch, read and free of this backend runs in. */
+  readonly queue: WebGpuQueue | null;
 
   constructor(readonly mode: GpuMode) {
     this.gpu = new (gpuJs().GPU)({ mode });
@@ -81,6 +92,7 @@ export class GpuJs {
     const ran = kernelMode(this.gpu.Kernel as unknown as KernelClass);
     if (ran !== mode) throw new Error(`gpu backend: asked gpu.js for mode '${mode}' but it chose '${ran}'`);
     this.maxTextureSize = isGlMode(mode) ? probeMaxTextureSize(this.gpu) : Infinity;
+    this.queue = mode === 'webgpu' ? new WebGpuQueue() : null;
     if (isGlMode(mode)) {
       for (const f of linNatives()) {
         this.gpu.addNativeFunction(f.name, f.source, { argumentTypes: f.argumentTypes, returnType: 'Integer' } as never);
@@ -113,11 +125,12 @@ export class GpuJs {
       optimizeFloatMemory: isGlMode(this.mode),
     };
     if (subKernels.length > 0 && !isGlMode(this.mode)) throw new Error(`gpu backend: kernel maps do not run in '${this.mode}' mode`);
+    if (raw && !isGlMode(this.mode)) throw new Error(`gpu backend: a GLSL kernel cannot run in '${this.mode}' mode`);
+    if (this.queue) return compileWebGpu(this.gpu, source, settings, this.queue);
     const map = Object.fromEntries(subKernels.map((f, i) => [`s${i}`, f]));
     const k = subKernels.length > 0
       ? this.gpu.createKernelMap(map as never, source as never, settings as never)
       : this.gpu.createKernel(source, settings);
-    if (raw && !isGlMode(this.mode)) throw new Error(`gpu backend: a GLSL kernel cannot run in '${this.mode}' mode`);
     if (isGlMode(this.mode)) patchKernelShader((k as unknown as { kernel?: unknown }).kernel, raw);
     let checked = false;
     let size = 1;
@@ -175,6 +188,7 @@ const KERNEL_MODES: Record<string, GpuMode> = {
   HeadlessGLKernel: 'headlessgl',
   WebGL2Kernel: 'webgl2',
   WebGLKernel: 'webgl',
+  WebGPUKernel: 'webgpu',
   WebAssemblyKernel: 'webasm',
   CPUKernel: 'cpu',
 };
@@ -185,7 +199,7 @@ function kernelClasses(): readonly [unknown, GpuMode][] {
   const g = gpuJs();
   return [
     [g.HeadlessGLKernel, 'headlessgl'], [g.WebGL2Kernel, 'webgl2'], [g.WebGLKernel, 'webgl'],
-    [g.WebAssemblyKernel, 'webasm'], [g.CPUKernel, 'cpu'],
+    [(g as { WebGPUKernel?: unknown }).WebGPUKernel, 'webgpu'], [g.WebAssemblyKernel, 'webasm'], [g.CPUKernel, 'cpu'],
   ];
 }
 
@@ -202,6 +216,9 @@ function probeMaxTextureSize(gpu: GPU): number {
 
 /** Reads a device buffer back to a fresh Float32Array of `size` values. */
 export function readBuffer(b: DeviceBuffer, size: number): Float32Array {
+  if (b instanceof WebGpuBuffer) {
+    throw new Error('gpu backend (webgpu): values come back only asynchronously (await t.data()); a synchronous read was asked for (download, or the index check of an int32 tensor made on the device)');
+  }
   if (!isTexture(b)) return b.slice(0, size);
   const out = b.toArray();
   if (out instanceof Float32Array) return out.length === size ? out : out.slice(0, size);
@@ -216,5 +233,6 @@ export function bufferBytes(b: DeviceBuffer): number {
 }
 
 export function deleteBuffer(b: DeviceBuffer): void {
-  if (isTexture(b)) b.delete();
+  if (b instanceof WebGpuBuffer) b.release();
+  else if (isTexture(b)) b.delete();
 }

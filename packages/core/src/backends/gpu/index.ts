@@ -5,7 +5,7 @@ import { CpuBackend } from '../cpu/index.ts';
 import { KernelCache, type KernelKey } from './cache.ts';
 import { CodeGen } from './codegen.ts';
 import {
-  GPU_MODES, GpuJs, argumentType, bufferBytes, deleteBuffer, isGlMode, modeSupported, readBuffer,
+  GPU_MODES, GpuJs, argumentType, bufferBytes, deleteBuffer, isDeviceMode, isGlMode, modeSupported, readBuffer,
   type DeviceBuffer, type GpuMode, type KernelArg,
 } from './gpujs.ts';
 import { gpuJs } from './load.ts';
@@ -18,15 +18,21 @@ import * as layout from './layout.ts';
 import * as rows from './rows.ts';
 import * as attention from './attention.ts';
 import * as adam from './adam.ts';
+import { WebGpuBuffer, webGpuBlocker, type WebGpuQueue } from './webgpu.ts';
 
 export type { GpuMode } from './gpujs.ts';
 export type { GpuData } from './context.ts';
+export { probeWebGpu, type WebGpuProbe } from './webgpu.ts';
 
 export interface GpuBackendOptions {
-  /** A gpu.js mode, or 'auto' (headlessgl, then webgl2, webasm, cpu). Default: env LOWRANK_GPU_MODE, else 'auto'. */
+  /**
+   * A gpu.js mode, or 'auto' (headlessgl, then webgl2, webasm, cpu). Default: env LOWRANK_GPU_MODE, else 'auto'.
+   * 'webgpu' is never chosen by 'auto' (its adapter answers only asynchronously, and its tensors read back
+   * only through `await t.data()`): ask for it by name after `await probeWebGpu()`.
+   */
   mode?: GpuMode | 'auto';
   name?: string;
-  /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
+  /** Most compiled kernels kept (least recently used evicted and destroyed). Default 256 in GL and webgpu modes, 96 elsewhere (each webasm kernel holds a WebAssembly.Memory). */
   maxKernels?: number;
 }
 
@@ -44,7 +50,7 @@ function isGpuMode(m: string): m is GpuMode {
 function unavailable(mode: GpuMode, why: string): Error {
   const hint = mode === 'headlessgl'
     ? ' (headless-gl needs the `gl` package built and an X display: run under `xvfb-run -a`)'
-    : '';
+    : mode === 'webgpu' ? ` (${webGpuBlocker() ?? 'WebGPU'})` : '';
   return new Error(`gpu backend: gpu.js mode '${mode}' was requested but cannot run here${hint}: ${why}`);
 }
 
@@ -121,13 +127,16 @@ export class GpuBackend implements Backend<GpuData> {
   private readonly intCast: 'floor' | 'or';
   /** What the kernel files (elementwise.ts ... adam.ts) dispatch through. */
   private readonly ctx: GpuContext;
+  /** webgpu: the order of its dispatches, reads and frees (null in other modes). */
+  readonly queue: WebGpuQueue | null;
 
   constructor(opts: GpuBackendOptions = {}) {
     this.name = opts.name ?? 'gpu';
     this.gj = openMode(opts.mode ?? envMode());
     this.mode = this.gj.mode;
     this.intCast = isGlMode(this.mode) ? 'floor' : 'or';
-    this.cache = new KernelCache(opts.maxKernels ?? (isGlMode(this.mode) ? 256 : 96));
+    this.queue = this.gj.queue;
+    this.cache = new KernelCache(opts.maxKernels ?? (isDeviceMode(this.mode) ? 256 : 96));
     this.ctx = {
       mode: this.mode, host: this.host, gen: () => this.gen(), run: (s, a, h) => this.run(s, a, h), exec: (s, a) => this.exec(s, a),
       lanes: (s, a, k) => this.lanes(s, a, k), wrap: (b, n, h, o) => this.wrap(b, n, h, o), zeros: (n) => this.zeros(n),
@@ -159,6 +168,11 @@ export class GpuBackend implements Backend<GpuData> {
   /** Kernels the cache destroyed to stay within its bound. */
   get kernelEvictions(): number {
     return this.cache.evictions;
+  }
+
+  /** false on webgpu: values come back only through `await t.data()`. */
+  get syncReadback(): boolean {
+    return this.mode !== 'webgpu';
   }
 
   get maxTextureSize(): number {
@@ -217,9 +231,10 @@ export class GpuBackend implements Backend<GpuData> {
     // NOTE: gpu.js's webasm kernels bake every size into the module (a size
     // change rebuilds it, and each kernel keeps only 8), so there one kernel
     // serves one size signature; GL kernels read sizes from uniforms.
-    const sizes = isGlMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}`;
+    const sizes = isDeviceMode(this.mode) ? '' : `${spec.size}:${bufs.map((b) => (b as Float32Array).length).join(',')}`;
     const shape = `${sizes}|${types.join(',')}|${spec.raw?.result ?? ''}|${(spec.subKernels ?? []).join('|')}`;
     const entry = this.entry({ src: spec.src, helpers: spec.raw?.helpers ?? '', shape, loop: spec.loop }, spec, types);
+    if (this.queue) this.queue.label = spec.name;
     const [out, ...extra] = entry.kernel.run(spec.size, all);
     this.account(spec.name, hostUploads ? args.filter((x) => x instanceof Float32Array).length : 0, out);
     for (const b of extra) statsOf(this).textureBytes += bufferBytes(b);
@@ -314,23 +329,35 @@ export class GpuBackend implements Backend<GpuData> {
     const host = !isFloatDtype(dtype) && n <= SHADOW_LIMIT ? Int32Array.from(values) : null;
     if (n === 0) return this.wrap(null, 0, host);
     this.checkSize(n);
-    if (!isGlMode(this.mode)) {
+    if (!isDeviceMode(this.mode)) {
       const buf = f === values ? f.slice() : f;
       statsOf(this).textureBytes += bufferBytes(buf);
       return this.wrap(buf, n, host);
     }
-    const r = this.exec(src.copy(this.gen(), n), [f], false); // the tensor layer counts this upload
+    // webgpu reads f when the queue reaches the copy: a caller's array is copied first.
+    const r = this.exec(src.copy(this.gen(), n), [this.queue && f === values ? f.slice() : f], false); // the tensor layer counts this upload
     return this.wrap(r ? r.out : null, n, host, r?.owner);
   }
 
   download(data: unknown, dtype: DType, size: number): HostArray {
     const d = data as GpuData;
     if (!isFloatDtype(dtype) && d.host) return d.host.slice(0, size);
-    const f = d.buf ? this.readLane(d, size) : new Float32Array(size);
-    if (isFloatDtype(dtype)) return f;
-    const out = new Int32Array(size);
-    for (let i = 0; i < size; i++) out[i] = Math.round(f[i]);
-    return out;
+    return toDtype(d.buf ? this.readLane(d, size) : new Float32Array(size), dtype);
+  }
+
+  /** webgpu: the read waits for the dispatches issued before it (and is issued before any later free). */
+  async downloadAsync(data: unknown, dtype: DType, size: number): Promise<HostArray> {
+    const d = data as GpuData;
+    if (!(d.buf instanceof WebGpuBuffer) || (!isFloatDtype(dtype) && d.host)) return this.download(d, dtype, size);
+    const lane = d.lane ?? { stride: 1, index: 0 };
+    const all = await d.buf.read(d.size * lane.stride);
+    const f = lane.stride === 1 ? all.subarray(0, size) : Float32Array.from({ length: size }, (_, i) => all[i * lane.stride + lane.index]);
+    return toDtype(f, dtype);
+  }
+
+  /** webgpu: resolves once every dispatch and free issued so far has been submitted. */
+  async flush(): Promise<void> {
+    await this.queue?.flush();
   }
 
   private readLane(d: GpuData, size: number): Float32Array {
@@ -479,6 +506,13 @@ export class GpuBackend implements Backend<GpuData> {
     return adam.adamUpdate(this.ctx, a);
   }
 
+}
+
+function toDtype(f: Float32Array, dtype: DType): HostArray {
+  if (isFloatDtype(dtype)) return f;
+  const out = new Int32Array(f.length);
+  for (let i = 0; i < f.length; i++) out[i] = Math.round(f[i]);
+  return out;
 }
 
 /** Argument names of a generated `function (a, b, ...) {` source. */

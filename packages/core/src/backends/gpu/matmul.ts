@@ -2,6 +2,7 @@ import { sizeOf, type Shape } from '../../shape.ts';
 import type { Args, GpuContext, GpuData } from './context.ts';
 import { isGlMode } from './gpujs.ts';
 import { glMatmul, glMatmulFits } from './matmul-gl.ts';
+import { webgpuMatmul, webgpuMatmulFits } from './matmul-webgpu.ts';
 import * as src from './sources.ts';
 
 /** The gpu matmul kernel and the batched products attention runs (packed GL kernels where they fit). */
@@ -11,7 +12,9 @@ export function matmul(ctx: GpuContext, { inputs: { a, b, bias = null }, attrs: 
   if (k === 0 && !bias) return ctx.zeros(sizeOf(outShape));
   const spec = isGlMode(ctx.mode) && glMatmulFits(outShape)
     ? glMatmulSpec(ctx, aShape, bShape, transA, transB, outShape, bias !== null)
-    : src.matmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null);
+    : ctx.mode === 'webgpu' && webgpuMatmulFits(outShape)
+      ? webgpuMatmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null)
+      : src.matmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null);
   return ctx.run(spec, bias ? [a, b, bias] : [a, b]);
 }
 
@@ -27,5 +30,6 @@ export function bmm(ctx: GpuContext, [a, b]: [GpuData, GpuData], bh: number, I: 
   if (isGlMode(ctx.mode) && glMatmulFits(outShape)) {
     return ctx.run(glMatmulSpec(ctx, aShape, [bh, J, D], transA, false, outShape, false), [a, b]);
   }
+  if (ctx.mode === 'webgpu' && webgpuMatmulFits(outShape)) return ctx.run(webgpuMatmul(ctx.gen(), aShape, [bh, J, D], transA, false, outShape, false), [a, b]);
   return ctx.run(src.bmm(ctx.gen(), bh, I, J, D, transA), [a, b]);
 }
