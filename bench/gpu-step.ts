@@ -60,7 +60,7 @@ function medianCost(xs: readonly StepCost[]): StepCost {
   };
 }
 
-export function measure(backend: string, args: readonly string[], tokens: TokenIds, say: (m: string) => void): Row {
+export async function measure(backend: string, args: readonly string[], tokens: TokenIds, say: (m: string) => void): Promise<Row> {
   const size = parseSize(option(args, 'size'));
   const steps = intOption(args, 'steps', 3);
   const w = workload(size, tokens.vocabSize);
@@ -73,37 +73,40 @@ export function measure(backend: string, args: readonly string[], tokens: TokenI
   const opt = new AdamW(peft.trainableParameters(), { lr: ADAMW.lr, weightDecay: ADAMW.weightDecay });
   const long = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: T, seed: 1 });
   const short = new BatchSampler(tokens.ids, { batchSize: w.batchSize, blockSize: shortT, seed: 2 });
-  const step = (s: BatchSampler): StepCost => {
+  // The step ends at an awaited readback, so async-only backends (webgpu) run it too.
+  const step = async (s: BatchSampler): Promise<StepCost> => {
     const b = s.next();
     const before = memory(backend);
     const t0 = performance.now();
-    tidy(() => {
+    const loss = tidy(() => {
       const shape = [...b.shape];
       const x = tensor(b.x, { shape, dtype: 'int32', backend });
       const y = tensor(b.y, { shape, dtype: 'int32', backend });
       opt.zeroGrad();
-      const { loss } = peft.forward(x, { targets: y });
-      if (!loss) throw new Error('bench gpu: the model returned no loss');
-      loss.backward();
+      const out = peft.forward(x, { targets: y }).loss;
+      if (!out) throw new Error('bench gpu: the model returned no loss');
+      out.backward();
       opt.step();
-      loss.item(); // a readback: the step has finished
+      return out;
     });
+    await loss.itemAsync();
+    loss.dispose();
     return diff(before, memory(backend), performance.now() - t0);
   };
   const be = getBackend(backend);
-  const first = step(long);
+  const first = await step(long);
   say(`first step ${fmtMs(first.ms)} ms, ${first.compiles} compiles`);
   const familiesBefore = be instanceof GpuBackend ? new Map(be.dispatchCounts) : new Map<string, number>();
   const timed: StepCost[] = [];
   for (let i = 0; i < steps; i++) {
-    timed.push(step(long));
+    timed.push(await step(long));
     say(`step ${i + 1}/${steps} ${fmtMs(timed[i].ms)} ms`);
   }
   const families = be instanceof GpuBackend
     ? [...be.dispatchCounts.entries()].map(([n, c]) => [n, (c - (familiesBefore.get(n) ?? 0)) / steps] as [string, number])
       .filter(([, c]) => c > 0).sort((p, q) => q[1] - p[1])
     : [];
-  const changed = step(short);
+  const changed = await step(short);
   say(`T ${T} -> ${shortT}: ${changed.compiles} compiles, ${fmtMs(changed.ms)} ms`);
   opt.zeroGrad();
   for (const p of peft.parameters()) p.dispose();

@@ -7,8 +7,9 @@
  *
  *   xvfb-run -a -s "-screen 0 1280x1024x24" npm run bench -- gpu
  *   npm run bench -- gpu --size tiny --steps 2 --backends cpu,gpu:webasm --short 32
- *   npm run bench -- gpu --browser   (in Debian's Chromium, the page test's: cpu, WebGL2 on SwiftShader and webasm
- *                                     in one page's Worker; --backends as below, default cpu,gpu:webgl2,gpu:webasm)
+ *   npm run bench -- gpu --browser   (in Debian's Chromium, the page test's: cpu, WebGL2 on SwiftShader, webgpu where
+ *                                     an adapter answers (SwiftShader's here) and webasm in one page's Worker;
+ *                                     --backends as below, default cpu,gpu:webgl2,gpu:webgpu,gpu:webasm)
  *   (options: --size w2|medium|large|tiny, --steps 3 (timed, after 1 warm-up), --short <T> (default block/2),
  *    --backends cpu,gpu (gpu: every mode that starts here), --vocab 65, --families (per-kernel dispatches));
  *   writes bench/results/gpu[-browser]-<time>/report.json
@@ -34,7 +35,8 @@ export async function run(args: string[]): Promise<Row[]> {
     ({ rows, where } = await runInChromium(args, tokens));
   } else {
     const names = expandGpuBackends((option(args, 'backends') ?? 'cpu,gpu').split(','));
-    rows = names.map((n) => measure(n, args, tokens, (m) => process.stderr.write(`[gpu bench ${n}] ${m}\n`)));
+    rows = [];
+    for (const n of names) rows.push(await measure(n, args, tokens, (m) => process.stderr.write(`[gpu bench ${n}] ${m}\n`)));
     where = `Node ${process.version}`;
   }
   printRows(rows, args, where);
