@@ -93,10 +93,17 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     const as = [...ab, ...(ta ? [k, m] : [m, k])];
     const bs = [...batch, ...(tb ? [n, k] : [k, n])];
     const out = [...batch, m, n];
+    // 2-D outputs also take alpha and a low-rank epilogue (a LoRA linear) half the time.
+    const r = 1 + Math.floor(rnd() * 3);
+    const tw = rnd() < 0.5;
+    const low = batch.length === 0 && rnd() < 0.5 ? { r, transW: tw, scale: 0.5 + rnd() } : null;
+    const alpha = low ? -1 + 3 * rnd() : undefined;
+    const extra = low ? [F(m * r, rnd), F(n * r, rnd)] : [];
     return {
-      inputs: withBias ? [F(sizeOf(as), rnd), F(sizeOf(bs), rnd), F(n, rnd)] : [F(sizeOf(as), rnd), F(sizeOf(bs), rnd)],
-      run: (be, [a, b, bias]) => be.matmul({
-        inputs: { a, b, bias: bias ?? null }, attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out },
+      inputs: [F(sizeOf(as), rnd), F(sizeOf(bs), rnd), ...(withBias ? [F(n, rnd)] : []), ...extra],
+      run: (be, [a, b, ...rest]) => be.matmul({
+        inputs: { a, b, bias: withBias ? rest[0] : null, h: low ? rest[withBias ? 1 : 0] : null, w: low ? rest[withBias ? 2 : 1] : null },
+        attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out, alpha, lowRank: low },
       }), sizes: [sizeOf(out)],
     };
   }),

@@ -40,6 +40,11 @@ type Need<K extends string> = { [P in K]: boolean };
 type AttnSizes = { bh: number; tq: number; tk: number; dk: number; dv: number; scale: number; causal: boolean };
 type CeAttrs = { rows: number; cols: number; ignoreIndex: number; reduction: Reduction };
 type Rows = { rows: number; cols: number };
+/**
+ * A matmul's low-rank epilogue (a LoRA linear in one kernel): out += scale * h @ op(w), with
+ * h [M, r] and w [r, N] ([N, r] when transW); only for a 2-D output.
+ */
+export type LowRank = { r: number; transW: boolean; scale: number };
 
 /**
  * The kernel contract, declared once: for each kernel the storages it reads
@@ -63,12 +68,12 @@ export interface KernelSpecs<D> {
   reduce: { inputs: { x: D }; attrs: { op: ReduceOp; shape: Shape; axes: readonly number[] }; out: D };
   /**
    * Batched op(a) @ op(b); batch dims broadcast; transposes read in place, never
-   * copied. A bias (length = the output's last dim) is added to every row: a
-   * Linear layer in one kernel.
+   * copied. out = alpha * op(a) @ op(b) + bias + the low-rank term: a bias (length = the
+   * output's last dim) is added to every row, so a Linear (or a LoRA linear) is one kernel.
    */
   matmul: {
-    inputs: { a: D; b: D; bias?: D | null };
-    attrs: { aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape };
+    inputs: { a: D; b: D; bias?: D | null; h?: D | null; w?: D | null };
+    attrs: { aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape; alpha?: number; lowRank?: LowRank | null };
     out: D;
   };
   /** out[i] = x[offset + sum(i_k * strides_k)] over outShape: transpose, permute, slice, expand. */

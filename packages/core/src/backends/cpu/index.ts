@@ -161,7 +161,7 @@ export class CpuBackend implements Backend<Arr> {
     batchedProduct(this.alloc, a, aShape, b, bShape, ta, tb, out);
 
   matmul(a: Args<'matmul', FArr | HalfArr>): FArr {
-    return matmulKernel(this.alloc, a);
+    return matmulKernel(this.alloc, a, (t) => this.free(t));
   }
 
   strided(a: Args<'strided', Arr>): Arr {

@@ -16,6 +16,7 @@
  * an Inf beside the data cannot turn into NaN.
  */
 import { broadcastStrides, sizeOf, type Shape } from '../../shape.ts';
+import type { LowRank } from '../../backend.ts';
 import type { RawGl } from './gpujs.ts';
 
 export interface GlMatmul {
@@ -25,6 +26,7 @@ export interface GlMatmul {
   size: number;
   loop: number;
   ints: number[];
+  floats: number[];
 }
 
 /**
@@ -102,7 +104,7 @@ vec4 lrKeep(vec4 v, int r) {
 
 /** Emits GLSL for texel reads of one argument. */
 class Reads {
-  constructor(readonly arg: 'a' | 'b', readonly tex: string) {}
+  constructor(readonly arg: string, readonly tex: string) {}
 
   fetch(p: string): string {
     return `${this.tex}(user_${this.arg}, (vec2(${p}) + 0.5) * i${this.arg})`;
@@ -131,12 +133,72 @@ class Reads {
   }
 }
 
+/** One product's operands: x [M, K] (or [K, M] when transX) from xOff, y [K, N] (or [N, K] when transY) from yOff. */
+interface Product {
+  x: string;
+  y: string;
+  xOff: string;
+  yOff: string;
+  transX: boolean;
+  transY: boolean;
+  /** Uniform names of K, M and N. */
+  nK: string;
+  nM: string;
+  nN: string;
+}
+
+/** GLSL that adds out[m, n..n+3] of one product into `acc` (declared by the caller); `p` prefixes its names. */
+function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN }: Product, p: string, acc: string): string {
+  const X = new Reads(x, tex);
+  const Y = new Reads(y, tex);
+  let body = `  vec2 i${x} = 1.0 / vec2(user_${x}Size);\n  vec2 i${y} = 1.0 / vec2(user_${y}Size);\n`;
+  // x[m, k..k+3]: a window along the row, or (transposed) 4 lanes M elements apart: k*M + m.
+  let loop = '';
+  if (!transX) {
+    body += X.initRun(`${p}ra`, `${xOff} + m * ${nK}`);
+    loop += X.stepRun(`${p}ra`, 'av');
+  } else {
+    for (let j = 0; j < 4; j++) body += X.initLane(`${p}la${j}`, `${xOff} + ${j} * ${nM} + m`);
+    // 4 rows further is 4 M elements = M texels: each lane keeps its channel.
+    body += `  ivec2 ${p}sa = lrTexel(${nM}, user_${x}Size);\n`;
+    loop += `    vec4 av = vec4(${[0, 1, 2, 3].map((j) => X.stepLane(`${p}la${j}`)).join(', ')});\n`;
+    for (let j = 0; j < 4; j++) loop += `    ${p}la${j}p = lrStep(${p}la${j}p, ${p}sa, user_${x}Size.x);\n`;
+  }
+  // y rows k..k+3 at n..n+3 (aligned: N % 4 == 0), or (transposed) windows along rows n..n+3.
+  if (!transY) {
+    body += `  ivec2 ${p}pb = lrTexel((${yOff} + n) / 4, user_${y}Size);\n  ivec2 ${p}sb = lrTexel(${nN} / 4, user_${y}Size);\n`;
+    for (let j = 0; j < 4; j++) loop += `    vec4 b${j} = ${Y.fetch(`${p}pb`)};\n    ${p}pb = lrStep(${p}pb, ${p}sb, user_${y}Size.x);\n`;
+  } else {
+    for (let j = 0; j < 4; j++) {
+      body += Y.initRun(`${p}rb${j}`, `${yOff} + (n + ${j}) * ${nK}`);
+      loop += Y.stepRun(`${p}rb${j}`, `b${j}`);
+    }
+  }
+  // The last, ragged block: lanes past K are zeroed on both sides.
+  loop += `    int left = ${nK} - k;\n    if (left < 4) {\n      av = lrKeep(av, left);\n`;
+  loop += transY
+    ? [0, 1, 2, 3].map((j) => `      b${j} = lrKeep(b${j}, left);\n`).join('')
+    : '      if (left < 4) { b3 = vec4(0.0); }\n      if (left < 3) { b2 = vec4(0.0); }\n      if (left < 2) { b1 = vec4(0.0); }\n';
+  loop += '    }\n';
+  loop += transY
+    ? `    ${acc} += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));\n`
+    : `    ${acc} += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;\n`;
+  return `${body}  for (int k = 0; k < LOOP_MAX; k += 4) {\n    if (k >= ${nK}) { break; }\n${loop}  }\n`;
+}
+
+/** What a GL matmul adds to its product (see the matmul kernel's contract). */
+export interface GlMatmulExtras {
+  bias: boolean;
+  alpha?: number;
+  lowRank?: LowRank | null;
+}
+
 /**
- * out = a @ b (+ bias), a [..., aRows, aCols] (transposed when transA), b
- * likewise, out [...batch, M, N]; batch dims broadcast.
+ * out = alpha * a @ b (+ bias) (+ scale * h @ op(w)), a [..., aRows, aCols] (transposed when
+ * transA), b likewise, out [...batch, M, N]; batch dims broadcast; the low-rank term is 2-D only.
  */
 export function glMatmul(
-  aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, withBias: boolean, webgl2: boolean,
+  aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, extras: GlMatmulExtras, webgl2: boolean,
 ): GlMatmul {
   const r = outShape.length;
   const M = outShape[r - 2];
@@ -149,8 +211,6 @@ export function glMatmul(
   const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
   const g = new GlSource(webgl2);
   const u = (v: number): string => g.int(v);
-  const A = new Reads('a', g.tex);
-  const B = new Reads('b', g.tex);
   const size = sizeOf(outShape);
   const total = u(size);
   const nN = u(N);
@@ -167,40 +227,20 @@ export function glMatmul(
       body += `  aOff += c${d}.y * ${u(aBatch[d])};\n  bOff += c${d}.y * ${u(bBatch[d])};\n`;
     }
   }
-  body += '  vec2 ia = 1.0 / vec2(user_aSize);\n  vec2 ib = 1.0 / vec2(user_bSize);\n';
-  // a[m, k..k+3]: a window along the row, or (transposed) 4 lanes M elements = M/4... apart: k*M + m.
-  let loop = '';
-  if (!transA) {
-    body += A.initRun('ra', `aOff + m * ${nK}`);
-    loop += A.stepRun('ra', 'av');
-  } else {
-    for (let j = 0; j < 4; j++) body += A.initLane(`la${j}`, `aOff + ${j} * ${nM} + m`);
-    // 4 rows further is 4 M elements = M texels: each lane keeps its channel.
-    body += `  ivec2 sa = lrTexel(${nM}, user_aSize);\n`;
-    loop += `    vec4 av = vec4(${[0, 1, 2, 3].map((j) => A.stepLane(`la${j}`)).join(', ')});\n`;
-    for (let j = 0; j < 4; j++) loop += `    la${j}p = lrStep(la${j}p, sa, user_aSize.x);\n`;
+  const floats: number[] = [];
+  const float = (v: number): string => `user_f${floats.push(v) - 1}`;
+  const scaled = extras.alpha !== undefined && extras.alpha !== 1;
+  const biasAt = `${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize))`;
+  body += extras.bias && !scaled ? `  vec4 acc = ${biasAt};\n` : '  vec4 acc = vec4(0.0);\n';
+  body += productCode(g.tex, { x: 'a', y: 'b', xOff: 'aOff', yOff: 'bOff', transX: transA, transY: transB, nK, nM, nN }, '', 'acc');
+  if (scaled) body += `  acc = acc * ${float(extras.alpha!)}${extras.bias ? ` + ${biasAt}` : ''};\n`;
+  const low = extras.lowRank;
+  if (low) {
+    body += '  vec4 lr = vec4(0.0);\n';
+    body += productCode(g.tex, { x: 'h', y: 'w', xOff: '0', yOff: '0', transX: false, transY: low.transW, nK: u(low.r), nM, nN }, 'l', 'lr');
+    body += `  acc += ${float(low.scale)} * lr;\n`;
   }
-  // b rows k..k+3 at n..n+3 (aligned: N % 4 == 0), or (transposed) windows along rows n..n+3.
-  if (!transB) {
-    body += `  ivec2 pb = lrTexel((bOff + n) / 4, user_bSize);\n  ivec2 sb = lrTexel(${nN} / 4, user_bSize);\n`;
-    for (let j = 0; j < 4; j++) loop += `    vec4 b${j} = ${B.fetch('pb')};\n    pb = lrStep(pb, sb, user_bSize.x);\n`;
-  } else {
-    for (let j = 0; j < 4; j++) {
-      body += B.initRun(`rb${j}`, `bOff + (n + ${j}) * ${nK}`);
-      loop += B.stepRun(`rb${j}`, `b${j}`);
-    }
-  }
-  // The last, ragged block: lanes past K are zeroed on both sides.
-  loop += `    int left = ${nK} - k;\n    if (left < 4) {\n      av = lrKeep(av, left);\n`;
-  loop += transB
-    ? [0, 1, 2, 3].map((j) => `      b${j} = lrKeep(b${j}, left);\n`).join('')
-    : '      if (left < 4) { b3 = vec4(0.0); }\n      if (left < 3) { b2 = vec4(0.0); }\n      if (left < 2) { b1 = vec4(0.0); }\n';
-  loop += '    }\n';
-  loop += transB
-    ? '    acc += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));\n'
-    : '    acc += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;\n';
-  body += withBias ? `  vec4 acc = ${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize));\n` : '  vec4 acc = vec4(0.0);\n';
-  body += `  for (int k = 0; k < LOOP_MAX; k += 4) {\n    if (k >= ${nK}) { break; }\n${loop}  }\n  return acc;\n}\n`;
-  const stub = g.stub(['a', 'b', ...(withBias ? ['bias'] : [])]);
-  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: K, ints: g.ints };
+  body += '  return acc;\n}\n';
+  const stub = g.stub(['a', 'b', ...(extras.bias ? ['bias'] : []), ...(low ? ['h', 'w'] : [])], floats.map((_, i) => `f${i}`));
+  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: Math.max(K, low?.r ?? 0), ints: g.ints, floats };
 }

@@ -1,4 +1,4 @@
-import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.ts';
+import type { BinaryOp, LowRank, ReduceOp, UnaryOp } from '../../backend.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { CodeGen, flt, kernelSource, powCode, sigmoidCode, tanhCode } from './codegen.ts';
 import type { RawGl } from './gpujs.ts';
@@ -196,8 +196,15 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
   return spec('reduce', g, ['x'], body, sizeOf(keptShape), R);
 }
 
+/** What a matmul adds to its product: a scale of the product (alpha) and a low-rank term. */
+export interface MatmulExtras {
+  alpha?: number;
+  lowRank?: LowRank | null;
+}
+
 export function matmul(
   g: CodeGen, aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, withBias = false,
+  extras: MatmulExtras = {},
 ): KernelSpec {
   const r = outShape.length;
   const m = outShape[r - 2];
@@ -216,9 +223,19 @@ export function matmul(
   const nb = batch.length;
   const aAt = g.offset([...c.slice(0, nb), c[nb], 'p'], [...aBatch, sAm, sAk]);
   const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
-  const init = withBias ? `bias[${c[nb + 1]}]` : '0';
-  const body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
-  return spec('matmul', g, withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
+  const scaled = extras.alpha !== undefined && extras.alpha !== 1;
+  const init = withBias && !scaled ? `bias[${c[nb + 1]}]` : '0';
+  let body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\n`;
+  if (scaled) body += `acc = acc * ${g.f(extras.alpha!)}${withBias ? ` + bias[${c[nb + 1]}]` : ''};\n`;
+  const low = extras.lowRank;
+  if (low) {
+    const hAt = g.offset([c[0], 'j'], [low.r, 1]);
+    const wAt = g.offset([c[1], 'j'], low.transW ? [low.r, 1] : [1, n]);
+    body += `let lr = 0;\nfor (let j = 0; j < ${g.d(low.r)}; j++) {\nlr += h[${hAt}] * w[${wAt}];\n}\nacc += ${g.f(low.scale)} * lr;\n`;
+  }
+  body += 'return acc;\n';
+  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...(low ? ['h', 'w'] : [])];
+  return spec('matmul', g, args, body, sizeOf(outShape), Math.max(k, low?.r ?? 0));
 }
 
 export function strided(g: CodeGen, outShape: Shape, strides: readonly number[], offset: number): KernelSpec {
