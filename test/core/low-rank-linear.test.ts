@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  add, gradcheck, linear, lowRankLinear, matmul, memory, mul, noGrad, profileKernels, tensor, tidy, transpose, type Tensor,
+  add, gradcheck, layerNorm, linear, lowRankLinear, matmul, memory, mul, noGrad, profileKernels, rmsNorm, tensor, tidy, transpose, type Tensor,
 } from '@lowrank/core';
 import { randTensor, seedArb, shapeArb } from './arbitraries.ts';
 
@@ -93,6 +93,73 @@ describe('lowRankLinear', () => {
     });
     assert.equal(memory().liveTensors, before + 1, 'only A.grad survives');
     a.grad!.dispose();
+  });
+
+  test('linear with an addend equals linear + addend, and its gradients match central differences', () => {
+    fc.assert(fc.property(caseArb, ([lead, inF, out, , withBias, , seed]) => {
+      const l = lead.length ? lead : [1];
+      const x = randTensor([...l, inF], seed, { requiresGrad: true });
+      const w = randTensor([out, inF], seed + 1, { requiresGrad: true });
+      const b = withBias ? randTensor([out], seed + 2, { requiresGrad: true }) : null;
+      const res = randTensor([...l, out], seed + 3, { requiresGrad: true });
+      const y = noGrad(() => linear(x, w, b, { addend: res }));
+      const want = noGrad(() => add(linear(x, w, b), res));
+      const wv = want.dataSync();
+      Array.from(y.dataSync()).forEach((v, i) => assert.ok(Math.abs(v - wv[i]) <= 1e-5 * (1 + Math.abs(wv[i])), `element ${i}: ${v} vs ${wv[i]}`));
+      const fn = (...ts: Tensor[]): Tensor => {
+        const [xx, ww, rr, bb] = ts;
+        const o = linear(xx, ww, bb ?? null, { addend: rr });
+        return mul(o, o).sum();
+      };
+      const report = gradcheck(fn, b ? [x, w, res, b] : [x, w, res], { raise: false });
+      assert.ok(report.ok, report.failure);
+    }), { numRuns: 25 });
+  });
+
+  test('the gradients of an input read by several linears are summed inside their matmuls (no add kernel)', () => {
+    const x = randTensor([2, 3, 8], 11, { requiresGrad: true });
+    const [w1, w2, w3] = [12, 13, 14].map((s) => randTensor([8, 8], s));
+    const a = randTensor([2, 8], 15, { requiresGrad: true });
+    const bm = randTensor([8, 2], 16, { requiresGrad: true });
+    const c = randTensor([2, 3, 8], 17);
+    const loss = (fused: boolean): Tensor => {
+      const ys = fused
+        ? [linear(x, w1), lowRankLinear(x, w2, null, a, bm, 2), linear(x, w3)]
+        : [linear(x, w1), reference(x, w2, null, a, bm, 2, false), linear(x, w3)];
+      return mul(add(add(ys[0], ys[1]), ys[2]), c).sum();
+    };
+    const want = tidy(() => {
+      loss(false).backward();
+      const g = Array.from(x.grad!.dataSync());
+      for (const t of [x, a, bm]) { t.grad!.dispose(); t.grad = null; }
+      return g;
+    });
+    tidy(() => {
+      const l = loss(true);
+      // The one binary kernel is mul's dy * c; x's three gradients need no add.
+      const log = profileKernels(() => l.backward());
+      assert.equal(log.filter((r) => r.kernel === 'binary').length, 1);
+    });
+    Array.from(x.grad!.dataSync()).forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-4 * (1 + Math.abs(want[i])), `x.grad[${i}]: ${v} vs ${want[i]}`));
+  });
+
+  test('layerNorm and rmsNorm add the residual branch\'s gradient into their dx kernel', () => {
+    for (const norm of ['layerNorm', 'rmsNorm'] as const) {
+      const x = randTensor([3, 8], 21, { requiresGrad: true });
+      const w = randTensor([8], 22, { requiresGrad: true });
+      const c = randTensor([3, 8], 23);
+      const f = (xx: Tensor, ww: Tensor, cc: Tensor): Tensor => {
+        const n = norm === 'layerNorm' ? layerNorm(xx, ww, null) : rmsNorm(xx, ww);
+        return mul(add(xx, n), cc).sum(); // x + norm(x): two gradients for x
+      };
+      const report = gradcheck(f, [x, w, c], { raise: false });
+      assert.ok(report.ok, `${norm}: ${report.failure}`);
+      tidy(() => {
+        const l = f(x, w, c);
+        const log = profileKernels(() => l.backward());
+        assert.equal(log.filter((r) => r.kernel === 'binary').length, 1, `${norm}: only mul's dy * c`);
+      });
+    }
   });
 
   test('errors name the op and every shape', () => {

@@ -205,11 +205,13 @@ const table: Record<string, fc.Arbitrary<Case>> = {
   layerNorm: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 8 }), fc.boolean(), seedArb).map(([r, c, affine, seed]) => {
     const rnd = lcg(seed);
     return {
-      inputs: [F(r * c, rnd), F(c, rnd), F(c, rnd), F(r * c, rnd)],
-      run: (be, [x, w, b, dy]) => {
+      // With an affine norm, dx also takes an addend (the gradient summed so far).
+      inputs: [F(r * c, rnd), F(c, rnd), F(c, rnd), F(r * c, rnd), F(r * c, rnd)],
+      run: (be, [x, w, b, dy, add]) => {
         const f = be.layerNorm({ inputs: { x, w: affine ? w : null, b: affine ? b : null }, attrs: { rows: r, cols: c, eps: 1e-5 } });
         const g = be.layerNormGrad({
-          inputs: { x, w: affine ? w : null, mean: f.mean, rstd: f.rstd, dy }, attrs: { rows: r, cols: c, need: { x: true, w: true, b: true } },
+          inputs: { x, w: affine ? w : null, mean: f.mean, rstd: f.rstd, dy, addend: affine ? add : null },
+          attrs: { rows: r, cols: c, need: { x: true, w: true, b: true } },
         });
         return [f.y, f.mean, f.rstd, g.dx, g.dw, g.db];
       },
@@ -220,10 +222,12 @@ const table: Record<string, fc.Arbitrary<Case>> = {
   rmsNorm: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 8 }), fc.boolean(), seedArb).map(([r, c, affine, seed]) => {
     const rnd = lcg(seed);
     return {
-      inputs: [F(r * c, rnd), F(c, rnd), F(r * c, rnd)],
-      run: (be, [x, w, dy]) => {
+      inputs: [F(r * c, rnd), F(c, rnd), F(r * c, rnd), F(r * c, rnd)],
+      run: (be, [x, w, dy, add]) => {
         const f = be.rmsNorm({ inputs: { x, w: affine ? w : null }, attrs: { rows: r, cols: c, eps: 1e-6 } });
-        const g = be.rmsNormGrad({ inputs: { x, w: affine ? w : null, rstd: f.rstd, dy }, attrs: { rows: r, cols: c, need: { x: true, w: true } } });
+        const g = be.rmsNormGrad({
+          inputs: { x, w: affine ? w : null, rstd: f.rstd, dy, addend: affine ? add : null }, attrs: { rows: r, cols: c, need: { x: true, w: true } },
+        });
         return [f.y, f.rstd, g.dx, g.dw];
       },
       sizes: [r * c, r, r * c, c],

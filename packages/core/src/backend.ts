@@ -68,11 +68,12 @@ export interface KernelSpecs<D> {
   reduce: { inputs: { x: D }; attrs: { op: ReduceOp; shape: Shape; axes: readonly number[] }; out: D };
   /**
    * Batched op(a) @ op(b); batch dims broadcast; transposes read in place, never
-   * copied. out = alpha * op(a) @ op(b) + bias + the low-rank term: a bias (length = the
-   * output's last dim) is added to every row, so a Linear (or a LoRA linear) is one kernel.
+   * copied. out = alpha * op(a) @ op(b) + bias + the low-rank term + addend: a bias (length = the
+   * output's last dim) is added to every row, so a Linear (or a LoRA linear) is one kernel; an
+   * addend of the output's shape (a residual, a gradient summed so far) saves an add.
    */
   matmul: {
-    inputs: { a: D; b: D; bias?: D | null; h?: D | null; w?: D | null };
+    inputs: { a: D; b: D; bias?: D | null; h?: D | null; w?: D | null; addend?: D | null };
     attrs: { aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape; alpha?: number; lowRank?: LowRank | null };
     out: D;
   };
@@ -95,14 +96,15 @@ export interface KernelSpecs<D> {
   crossEntropy: { inputs: { logits: D; targets: D }; attrs: CeAttrs; out: D };
   crossEntropyGrad: { inputs: { logits: D; targets: D; dy: D }; attrs: CeAttrs; out: D };
   layerNorm: { inputs: { x: D; w: D | null; b: D | null }; attrs: Rows & { eps: number }; out: { y: D; mean: D; rstd: D } };
+  /** `addend` (the gradient summed so far for x) is added to dx. */
   layerNormGrad: {
-    inputs: { x: D; w: D | null; mean: D; rstd: D; dy: D };
+    inputs: { x: D; w: D | null; mean: D; rstd: D; dy: D; addend?: D | null };
     attrs: Rows & { need: Need<'x' | 'w' | 'b'> };
     out: { dx: D | null; dw: D | null; db: D | null };
   };
   rmsNorm: { inputs: { x: D; w: D | null }; attrs: Rows & { eps: number }; out: { y: D; rstd: D } };
   rmsNormGrad: {
-    inputs: { x: D; w: D | null; rstd: D; dy: D }; attrs: Rows & { need: Need<'x' | 'w'> }; out: { dx: D | null; dw: D | null };
+    inputs: { x: D; w: D | null; rstd: D; dy: D; addend?: D | null }; attrs: Rows & { need: Need<'x' | 'w'> }; out: { dx: D | null; dw: D | null };
   };
   /** Scaled dot-product attention over bh = batch*heads; a causal query i sees keys j <= i + (tk - tq). */
   attention: { inputs: { q: D; k: D; v: D }; attrs: AttnSizes; out: { out: D; lse: D } };

@@ -1,5 +1,5 @@
 import type { Backend, Reduction } from '../backend.ts';
-import { attach, forwardScope, releaseAfterBackward } from '../autograd.ts';
+import { accumulating, attach, forwardScope, releaseAfterBackward } from '../autograd.ts';
 import { countUpload, runKernel } from '../engine.ts';
 import { globalRng } from '../rng.ts';
 import { fmt, normalizeAxis, sizeOf, shapesEqual, type Shape } from '../shape.ts';
@@ -98,14 +98,16 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
   const attached = attach('layerNorm', y, inputs, (dy) => {
     const need = { x: x.requiresGrad, w: !!weight?.requiresGrad, b: !!bias?.requiresGrad };
     let grads: ReturnType<typeof runKernel<'layerNormGrad'>> | null = null;
-    const get = (): NonNullable<typeof grads> => {
+    // x's thunk runs first: the gradient summed so far for x is added to dx in the kernel.
+    const get = (acc: Tensor | null = null): NonNullable<typeof grads> => {
       grads ??= runKernel(b, 'layerNormGrad', undefined, {
-        inputs: { x: x.data_, w: weight?.data_ ?? null, mean: mean.data_, rstd: rstd.data_, dy: dy.data_ }, attrs: { rows, cols, need },
+        inputs: { x: x.data_, w: weight?.data_ ?? null, mean: mean.data_, rstd: rstd.data_, dy: dy.data_, addend: acc?.data_ ?? null },
+        attrs: { rows, cols, need },
       });
       return grads;
     };
     return [
-      need.x ? () => result(b, get().dx, x.shape) : null,
+      need.x ? accumulating((acc) => result(b, get(acc).dx, x.shape)) : null,
       weight && need.w ? () => result(b, get().dw, [cols]) : null,
       bias && need.b ? () => result(b, get().db, [cols]) : null,
     ];
@@ -127,13 +129,13 @@ export function rmsNorm(x: Tensor, weight: Tensor | null = null, eps = 1e-6): Te
   const attached = attach('rmsNorm', y, [x, weight ?? x], (dy) => {
     const need = { x: x.requiresGrad, w: !!weight?.requiresGrad };
     let grads: ReturnType<typeof runKernel<'rmsNormGrad'>> | null = null;
-    const get = (): NonNullable<typeof grads> => {
+    const get = (acc: Tensor | null = null): NonNullable<typeof grads> => {
       grads ??= runKernel(b, 'rmsNormGrad', undefined, {
-        inputs: { x: x.data_, w: weight?.data_ ?? null, rstd: rstd.data_, dy: dy.data_ }, attrs: { rows, cols, need },
+        inputs: { x: x.data_, w: weight?.data_ ?? null, rstd: rstd.data_, dy: dy.data_, addend: acc?.data_ ?? null }, attrs: { rows, cols, need },
       });
       return grads;
     };
-    return [need.x ? () => result(b, get().dx, x.shape) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
+    return [need.x ? accumulating((acc) => result(b, get(acc).dx, x.shape)) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
   }, [x, weight]);
   releaseAfterBackward(attached, rstd);
   return attached;

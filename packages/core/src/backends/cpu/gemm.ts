@@ -5,10 +5,10 @@ import { WASM_GEMM_MIN_MACS, gemmWasm } from './wasm-gemm.ts';
 
 /**
  * The matmul kernel: alpha times the batched product, plus a bias added to every
- * output row, plus the low-rank term scale * h @ op(w) (made in a scratch array `free` takes back).
+ * output row, plus the low-rank term scale * h @ op(w) (made in a scratch array `free` takes back), plus an addend.
  */
 export function matmul(
-  alloc: Alloc, { inputs: { a, b, bias, h, w }, attrs: { aShape, bShape, transA, transB, outShape, alpha = 1, lowRank } }: Args<'matmul', FArr | HalfArr>,
+  alloc: Alloc, { inputs: { a, b, bias, h, w, addend }, attrs: { aShape, bShape, transA, transB, outShape, alpha = 1, lowRank } }: Args<'matmul', FArr | HalfArr>,
   free: (t: FArr) => void,
 ): FArr {
   const out = batchedProduct(alloc, a, aShape, b, bShape, transA, transB, outShape);
@@ -24,6 +24,7 @@ export function matmul(
     for (let i = 0; i < out.length; i++) out[i] += scale * t[i];
     free(t);
   }
+  if (addend) for (let i = 0; i < out.length; i++) out[i] += addend[i];
   return out;
 }
 

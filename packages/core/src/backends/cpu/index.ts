@@ -214,16 +214,16 @@ export class CpuBackend implements Backend<Arr> {
     return nn.layerNormRows(this.alloc, x, w, b, rows, cols, eps);
   }
 
-  layerNormGrad({ inputs: { x, w, mean, rstd, dy }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
-    return nn.layerNormGradRows(this.alloc, x, w, mean, rstd, dy, rows, cols, need);
+  layerNormGrad({ inputs: { x, w, mean, rstd, dy, addend }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
+    return addInto(nn.layerNormGradRows(this.alloc, x, w, mean, rstd, dy, rows, cols, need), addend);
   }
 
   rmsNorm({ inputs: { x, w }, attrs: { rows, cols, eps } }: Args<'rmsNorm'>) {
     return nn.rmsNormRows(this.alloc, x, w, rows, cols, eps);
   }
 
-  rmsNormGrad({ inputs: { x, w, rstd, dy }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
-    return nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need);
+  rmsNormGrad({ inputs: { x, w, rstd, dy, addend }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
+    return addInto(nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need), addend);
   }
 
   attention({ inputs: { q, k, v }, attrs: { bh, tq, tk, dk, dv, scale, causal } }: Args<'attention'>) {
@@ -238,4 +238,11 @@ export class CpuBackend implements Backend<Arr> {
     nn.adamInPlace(p, g, m, v, size, hyper);
     return { p, m, v };
   }
+}
+
+/** A norm backward's dx plus the gradient summed so far (added in place into the fresh dx). */
+function addInto<G extends { dx: FArr | null }>(grads: G, addend: FArr | null | undefined): G {
+  const dx = grads.dx;
+  if (dx && addend) for (let i = 0; i < dx.length; i++) dx[i] += addend[i];
+  return grads;
 }

@@ -191,10 +191,11 @@ export interface GlMatmulExtras {
   bias: boolean;
   alpha?: number;
   lowRank?: LowRank | null;
+  addend?: boolean;
 }
 
 /**
- * out = alpha * a @ b (+ bias) (+ scale * h @ op(w)), a [..., aRows, aCols] (transposed when
+ * out = alpha * a @ b (+ bias) (+ scale * h @ op(w)) (+ addend), a [..., aRows, aCols] (transposed when
  * transA), b likewise, out [...batch, M, N]; batch dims broadcast; the low-rank term is 2-D only.
  */
 export function glMatmul(
@@ -240,7 +241,10 @@ export function glMatmul(
     body += productCode(g.tex, { x: 'h', y: 'w', xOff: '0', yOff: '0', transX: false, transY: low.transW, nK: u(low.r), nM, nN }, 'l', 'lr');
     body += `  acc += ${float(low.scale)} * lr;\n`;
   }
+  // The addend has the output's layout: this fragment's texel.
+  if (extras.addend) body += `  acc += ${g.tex}(user_addend, (vec2(lrTexel(index, user_addendSize)) + 0.5) / vec2(user_addendSize));\n`;
   body += '  return acc;\n}\n';
-  const stub = g.stub(['a', 'b', ...(extras.bias ? ['bias'] : []), ...(low ? ['h', 'w'] : [])], floats.map((_, i) => `f${i}`));
+  const arrays = ['a', 'b', ...(extras.bias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : [])];
+  const stub = g.stub(arrays, floats.map((_, i) => `f${i}`));
   return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: Math.max(K, low?.r ?? 0), ints: g.ints, floats };
 }

@@ -200,6 +200,8 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
 export interface MatmulExtras {
   alpha?: number;
   lowRank?: LowRank | null;
+  /** An input of the output's shape added to it. */
+  addend?: boolean;
 }
 
 export function matmul(
@@ -233,8 +235,8 @@ export function matmul(
     const wAt = g.offset([c[1], 'j'], low.transW ? [low.r, 1] : [1, n]);
     body += `let lr = 0;\nfor (let j = 0; j < ${g.d(low.r)}; j++) {\nlr += h[${hAt}] * w[${wAt}];\n}\nacc += ${g.f(low.scale)} * lr;\n`;
   }
-  body += 'return acc;\n';
-  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...(low ? ['h', 'w'] : [])];
+  body += extras.addend ? 'return acc + addend[this.thread.x];\n' : 'return acc;\n';
+  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : [])];
   return spec('matmul', g, args, body, sizeOf(outShape), Math.max(k, low?.r ?? 0));
 }
 
@@ -524,14 +526,14 @@ export function normRowSums(g: CodeGen, rows: number, cols: number, centered: bo
 }
 
 /** dx = rs * (g - mean(g) - h * mean(g h)) from packed row sums; the RMS form drops mean(g). */
-export function normDxSums(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean): KernelSpec {
+export function normDxSums(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean, hasAdd = false): KernelSpec {
   const stats = packed ? ['st'] : [...(centered ? ['mean'] : []), 'rstd'];
-  const args = ['x', ...stats, 'dy', 'sums', ...(hasW ? ['w'] : [])];
+  const args = ['x', ...stats, 'dy', 'sums', ...(hasW ? ['w'] : []), ...(hasAdd ? ['addend'] : [])];
   const n = g.d(cols);
   let body = `${rowCol(g, cols)}${statReads(g, 'r', centered, packed)}`;
   body += `let h = (x[${T}] - mu) * rs;\nlet gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
   const sg = centered ? ` - ${lane2(g, 'sums', 'r', 0)} / ${n}` : '';
-  body += `return rs * (gv${sg} - h * ${lane2(g, 'sums', 'r', 1)} / ${n});\n`;
+  body += `return rs * (gv${sg} - h * ${lane2(g, 'sums', 'r', 1)} / ${n})${hasAdd ? ` + addend[${T}]` : ''};\n`;
   return spec('normDx', g, args, body, rows * cols);
 }
 
