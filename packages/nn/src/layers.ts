@@ -35,8 +35,9 @@ export class Linear extends Module {
     }
   }
 
-  forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias); // [..., in] -> [..., out], bias added in the matmul kernel
+  /** With `addend` (of the output's shape, a residual), returns addend + x W^T + b from the same kernel. */
+  forward(x: Tensor, addend?: Tensor): Tensor {
+    return linear(x, this.weight, this.bias, { addend }); // [..., in] -> [..., out], bias added in the matmul kernel
   }
 }
 
@@ -151,6 +152,16 @@ export class SiLU extends Module {
   }
 }
 
+/**
+ * residual + dropout(proj(x)), or dropout(proj(x)) without a residual. A plain Linear with
+ * its dropout off takes the residual as its matmul's addend: one kernel instead of two.
+ */
+function project(proj: Module & { forward(t: Tensor): Tensor }, x: Tensor, drop: Dropout, residual?: Tensor): Tensor {
+  if (!residual) return drop.forward(proj.forward(x));
+  if (proj instanceof Linear && !(drop.training && drop.p > 0)) return proj.forward(x, residual);
+  return add(residual, drop.forward(proj.forward(x)));
+}
+
 /** Options shared by the MLP blocks. */
 export interface MLPOptions extends LayerOptions {
   bias?: boolean;
@@ -176,11 +187,11 @@ export class MLP extends Module {
     this.dropout = this.register('dropout', new Dropout(opts.dropout ?? 0));
   }
 
-  forward(x: Tensor): Tensor {
+  /** With `residual`, returns residual + mlp(x) (the add fused into down_proj where it can be). */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     const u = this.upProj.forward(x); // [B, T, hidden]
     const h = this.act.forward(u);
-    const d = this.downProj.forward(h); // [B, T, dim]
-    return this.dropout.forward(d);
+    return project(this.downProj, h, this.dropout, residual); // [B, T, dim]
   }
 }
 
@@ -205,13 +216,13 @@ export class SwiGLUMLP extends Module {
     this.dropout = this.register('dropout', new Dropout(opts.dropout ?? 0));
   }
 
-  forward(x: Tensor): Tensor {
+  /** With `residual`, returns residual + mlp(x). */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     const g = this.gateProj.forward(x); // [B, T, hidden]
     const s = this.act.forward(g);
     const u = this.upProj.forward(x);
     const h = mul(s, u); // [B, T, hidden]
-    const d = this.downProj.forward(h); // [B, T, dim]
-    return this.dropout.forward(d);
+    return project(this.downProj, h, this.dropout, residual); // [B, T, dim]
   }
 }
 
@@ -324,6 +335,8 @@ export interface AttentionForwardOptions {
   kvCache?: KVCache;
   /** Index of this layer in the cache. */
   layerIndex?: number;
+  /** Returns residual + attention(x) (the add fused into o_proj where it can be). */
+  residual?: Tensor;
 }
 
 /**
@@ -385,7 +398,6 @@ export class CausalSelfAttention extends Module {
     const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D]
     const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
     const merged = reshape(t, [B, T, H * D]); // [B, T, H*D]
-    const o = this.oProj.forward(merged); // [B, T, C]
-    return this.residDropout.forward(o);
+    return project(this.oProj, merged, this.residDropout, opts.residual); // [B, T, C]
   }
 }
