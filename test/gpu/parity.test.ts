@@ -241,7 +241,9 @@ const table: Record<string, fc.Arbitrary<Case>> = {
     return {
       inputs: [F(bh * tq * dk, rnd), F(bh * tk * dk, rnd), F(bh * tk * dv, rnd), F(bh * tq * dv, rnd)],
       run: (be, [q, k, v, dout]) => {
-        const attrs = { bh, tq, tk, dk, dv, scale: 0.7, causal };
+        // A third of the cases read [B, T, heads, D] (heads = bh, B = 1; or heads 1).
+        const heads = seed % 3 === 0 ? undefined : seed % 3 === 1 ? bh : 1;
+        const attrs = { bh, tq, tk, dk, dv, scale: 0.7, causal, heads };
         const f = be.attention({ inputs: { q, k, v }, attrs });
         const g = be.attentionGrad({ inputs: { q, k, v, out: f.out, lse: f.lse, dout }, attrs: { ...attrs, need: { q: true, k: true, v: true } } });
         return [f.out, f.lse, g.dq, g.dk, g.dv];

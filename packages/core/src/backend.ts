@@ -37,7 +37,11 @@ export interface AdamHyper {
 }
 
 type Need<K extends string> = { [P in K]: boolean };
-type AttnSizes = { bh: number; tq: number; tk: number; dk: number; dv: number; scale: number; causal: boolean };
+/**
+ * Attention sizes over bh = batch * heads. With `heads`, q, k, v, out and their gradients are
+ * [B, T, heads, D] (projections viewed per head, no permute) instead of [bh, T, D]; lse stays [bh, tq].
+ */
+type AttnSizes = { bh: number; tq: number; tk: number; dk: number; dv: number; scale: number; causal: boolean; heads?: number };
 type CeAttrs = { rows: number; cols: number; ignoreIndex: number; reduction: Reduction };
 type Rows = { rows: number; cols: number };
 /**

@@ -304,7 +304,7 @@ export function ropeCosSin(headDim: number, length: number, theta = 10000, backe
 }
 
 /**
- * rope(x) = x*cos + rotate_half(x)*sin for x `[B, H, T, D]` and cos/sin `[T, D]`.
+ * rope(x) = x*cos + rotate_half(x)*sin for x `[B, H, T, D]` and cos/sin `[T, D]` (or x `[B, T, H, D]` and `[T, 1, D]`).
  * @example const qr = applyRope(q, cos, sin);
  */
 export function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
@@ -379,24 +379,27 @@ export class CausalSelfAttention extends Module {
     const H = this.nHead;
     const D = this.headDim;
     const past = opts.kvCache?.length ?? 0;
+    // Without a cache, attention reads the projections per head in place ([B, T, H, D], no permute);
+    // the cache holds [B, H, T, D].
+    const cached = opts.kvCache !== undefined;
     const heads = (proj: Module & { forward(t: Tensor): Tensor }): Tensor => {
       const p = proj.forward(x); // [B, T, H*D]
       const r = reshape(p, [B, T, H, D]);
-      return permute(r, [0, 2, 1, 3]); // [B, H, T, D]
+      return cached ? permute(r, [0, 2, 1, 3]) : r; // [B, H, T, D] or [B, T, H, D]
     };
     let q = heads(this.qProj);
     let k = heads(this.kProj);
     let v = heads(this.vProj);
     if (this.rope) {
       const { cos, sin } = ropeCosSin(D, this.blockSize, this.ropeTheta, x.backend.name);
-      const c = narrow(cos, 0, past, T); // [T, D] at positions past..past+T-1
-      const s = narrow(sin, 0, past, T);
+      const at = (t: Tensor): Tensor => (cached ? narrow(t, 0, past, T) : reshape(narrow(t, 0, past, T), [T, 1, D])); // [T, D] or [T, 1, D]
+      const [c, s] = [at(cos), at(sin)]; // positions past..past+T-1
       [q, k] = [applyRope(q, c, s), applyRope(k, c, s)];
     }
     // The cache keep()s the k and v it holds, so the forward scope leaves them alone.
     if (opts.kvCache) ({ k, v } = opts.kvCache.update(opts.layerIndex ?? 0, k, v)); // [B, H, past + T, D]
-    const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D]
-    const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
+    const y = scaledDotProductAttention(q, k, v, { causal: true, layout: cached ? 'bhtd' : 'bthd' });
+    const t = cached ? permute(y, [0, 2, 1, 3]) : y; // [B, T, H, D]
     const merged = reshape(t, [B, T, H * D]); // [B, T, H*D]
     return project(this.oProj, merged, this.residDropout, opts.residual); // [B, T, C]
   }

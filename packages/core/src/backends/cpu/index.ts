@@ -226,12 +226,12 @@ export class CpuBackend implements Backend<Arr> {
     return addInto(nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need), addend);
   }
 
-  attention({ inputs: { q, k, v }, attrs: { bh, tq, tk, dk, dv, scale, causal } }: Args<'attention'>) {
-    return attn.attentionForward(this.alloc, this.batched, q, k, v, bh, tq, tk, dk, dv, scale, causal);
+  attention(a: Args<'attention'>) {
+    return attn.attentionKernel(this.alloc, this.batched, a);
   }
 
-  attentionGrad({ inputs: { q, k, v, out, lse, dout }, attrs: { bh, tq, tk, dk, dv, scale, causal, need } }: Args<'attentionGrad'>) {
-    return attn.attentionBackward(this.alloc, this.batched, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
+  attentionGrad(a: Args<'attentionGrad'>) {
+    return attn.attentionGradKernel(this.alloc, this.batched, a);
   }
 
   adamUpdate({ inputs: { p, g, m, v }, attrs: { size, hyper } }: Args<'adamUpdate'>): { p: FArr; m: FArr; v: FArr } {

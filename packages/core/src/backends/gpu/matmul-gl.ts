@@ -141,14 +141,15 @@ interface Product {
   yOff: string;
   transX: boolean;
   transY: boolean;
-  /** Uniform names of K, M and N. */
+  /** Uniform names of K, M and N, and of y's row stride (default N; y not transposed). */
   nK: string;
   nM: string;
   nN: string;
+  yRow?: string;
 }
 
 /** GLSL that adds out[m, n..n+3] of one product into `acc` (declared by the caller); `p` prefixes its names. */
-function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN }: Product, p: string, acc: string): string {
+function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN, yRow = nN }: Product, p: string, acc: string): string {
   const X = new Reads(x, tex);
   const Y = new Reads(y, tex);
   let body = `  vec2 i${x} = 1.0 / vec2(user_${x}Size);\n  vec2 i${y} = 1.0 / vec2(user_${y}Size);\n`;
@@ -166,7 +167,7 @@ function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN
   }
   // y rows k..k+3 at n..n+3 (aligned: N % 4 == 0), or (transposed) windows along rows n..n+3.
   if (!transY) {
-    body += `  ivec2 ${p}pb = lrTexel((${yOff} + n) / 4, user_${y}Size);\n  ivec2 ${p}sb = lrTexel(${nN} / 4, user_${y}Size);\n`;
+    body += `  ivec2 ${p}pb = lrTexel((${yOff} + n) / 4, user_${y}Size);\n  ivec2 ${p}sb = lrTexel(${yRow} / 4, user_${y}Size);\n`;
     for (let j = 0; j < 4; j++) loop += `    vec4 b${j} = ${Y.fetch(`${p}pb`)};\n    ${p}pb = lrStep(${p}pb, ${p}sb, user_${y}Size.x);\n`;
   } else {
     for (let j = 0; j < 4; j++) {
@@ -192,6 +193,11 @@ export interface GlMatmulExtras {
   alpha?: number;
   lowRank?: LowRank | null;
   addend?: boolean;
+  /**
+   * Attention's per-head products: batch dims [B, heads], and b (not transposed) and out stored
+   * [B, rows, heads, N] (projections viewed per head); a stays [B, heads, M, K].
+   */
+  heads?: number;
 }
 
 /**
@@ -209,7 +215,10 @@ export function glMatmul(
   const aMat = aShape[aShape.length - 2] * aShape[aShape.length - 1];
   const bMat = bShape[bShape.length - 2] * bShape[bShape.length - 1];
   const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aMat);
-  const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
+  const H = extras.heads;
+  if (H && (batch.length !== 2 || transB || batch[1] !== H)) throw new Error(`gpu matmul: a heads layout needs batch [B, ${H}] and b not transposed`);
+  // Per head, b's rows are H * N apart and head h starts h * N in.
+  const bBatch = H ? [K * H * N, N] : broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
   const g = new GlSource(webgl2);
   const u = (v: number): string => g.int(v);
   const size = sizeOf(outShape);
@@ -219,9 +228,15 @@ export function glMatmul(
   const nK = u(K);
   const nM = u(M);
   let body = `vec4 lrMatmul() {\n  int o = index * 4;\n  if (o >= ${total}) { return vec4(0.0); }\n`;
-  body += `  ivec2 bq = lrSplit(o, ${nMN});\n  ivec2 mn = lrSplit(bq.y, ${nN});\n  int m = mn.x;\n  int n = mn.y;\n`;
   body += '  int aOff = 0;\n  int bOff = 0;\n';
-  if (batch.length > 0) {
+  if (H) {
+    // o is the position in [B, M, H, N]: n, then the head, then m and b.
+    body += `  ivec2 rn = lrSplit(o, ${nN});\n  int n = rn.y;\n  ivec2 rh = lrSplit(rn.x, ${u(H)});\n  ivec2 bm = lrSplit(rh.x, ${nM});\n  int m = bm.y;\n`;
+    body += `  aOff = bm.x * ${u(aBatch[0])} + rh.y * ${u(aBatch[1])};\n  bOff = bm.x * ${u(bBatch[0])} + rh.y * ${u(bBatch[1])};\n`;
+  } else {
+    body += `  ivec2 bq = lrSplit(o, ${nMN});\n  ivec2 mn = lrSplit(bq.y, ${nN});\n  int m = mn.x;\n  int n = mn.y;\n`;
+  }
+  if (batch.length > 0 && !H) {
     body += '  int bt = bq.x;\n';
     for (let d = batch.length - 1; d >= 0; d--) {
       body += `  ivec2 c${d} = lrSplit(bt, ${u(batch[d])});\n  bt = c${d}.x;\n`;
@@ -233,7 +248,8 @@ export function glMatmul(
   const scaled = extras.alpha !== undefined && extras.alpha !== 1;
   const biasAt = `${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize))`;
   body += extras.bias && !scaled ? `  vec4 acc = ${biasAt};\n` : '  vec4 acc = vec4(0.0);\n';
-  body += productCode(g.tex, { x: 'a', y: 'b', xOff: 'aOff', yOff: 'bOff', transX: transA, transY: transB, nK, nM, nN }, '', 'acc');
+  const yRow = H ? u(H * N) : nN;
+  body += productCode(g.tex, { x: 'a', y: 'b', xOff: 'aOff', yOff: 'bOff', transX: transA, transY: transB, nK, nM, nN, yRow }, '', 'acc');
   if (scaled) body += `  acc = acc * ${float(extras.alpha!)}${extras.bias ? ` + ${biasAt}` : ''};\n`;
   const low = extras.lowRank;
   if (low) {

@@ -26,12 +26,16 @@ export function glMatmulSpec(
   return { name: 'matmul4', src: g.src, raw: g.raw, size: g.size, loop: g.loop, ints: g.ints, floats: g.floats };
 }
 
-/** out[h] = A[h] @ B[h] (A[h]^T when transA): A [bh, I, J] or [bh, J, I], B [bh, J, D]. */
-export function bmm(ctx: GpuContext, [a, b]: [GpuData, GpuData], bh: number, I: number, J: number, D: number, transA: boolean): GpuData {
-  const aShape = transA ? [bh, J, I] : [bh, I, J];
-  const outShape = [bh, I, D];
-  if (isGlMode(ctx.mode) && glMatmulFits(outShape)) {
-    return ctx.run(glMatmulSpec(ctx, aShape, [bh, J, D], transA, false, outShape, { bias: false }), [a, b]);
+/**
+ * out[h] = A[h] @ B[h] (A[h]^T when transA): A [bh, I, J] or [bh, J, I], B [bh, J, D]. With
+ * `heads` (GL only), B and out are [B, rows, heads, D] instead (attention's per-head layout).
+ */
+export function bmm(ctx: GpuContext, [a, b]: [GpuData, GpuData], bh: number, I: number, J: number, D: number, transA: boolean, heads?: number): GpuData {
+  const outShape = heads ? [bh / heads, heads, I, D] : [bh, I, D];
+  const lead = outShape.slice(0, -2);
+  const aShape = transA ? [...lead, J, I] : [...lead, I, J];
+  if (heads || (isGlMode(ctx.mode) && glMatmulFits(outShape))) {
+    return ctx.run(glMatmulSpec(ctx, aShape, [...lead, J, D], transA, false, outShape, { bias: false, heads }), [a, b]);
   }
   return ctx.run(src.bmm(ctx.gen(), bh, I, J, D, transA), [a, b]);
 }

@@ -399,13 +399,25 @@ function dot(g: CodeGen, qi: [string, number][], kj: [string, number][], dk: num
   return `let s = 0;\nfor (let d = 0; d < ${g.d(dk)}; d++) { s += q[${qa}] * k[${ka}]; }\ns = s * ${scale};\n`;
 }
 
+/**
+ * Addresses row t of head hh: in a [bh, T, D] tensor, or with `heads` in a [B, T, heads, D]
+ * one (hh split into batch and head by the declared code).
+ */
+function headRows(g: CodeGen, hh: string, heads?: number): { code: string; row: (t: string, T: number, D: number) => [string, number][] } {
+  if (!heads) return { code: '', row: (t, n, d) => [[hh, n * d], [t, d]] };
+  const [b, h] = [g.fresh('hb'), g.fresh('hh')];
+  return { code: g.divmod(b, h, hh, heads), row: (t, n, d) => [[b, n * heads * d], [t, heads * d], [h, d]] };
+}
+
 /** lse over the visible keys of each query row [bh * tq]. */
-export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean, scale: number): KernelSpec {
+export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean, scale: number, heads?: number): KernelSpec {
   const sc = g.f(scale);
   let body = g.divmod('h', 'i', T, tq);
+  const L = headRows(g, 'h', heads);
+  body += L.code;
   body += `let last = ${causal ? `i + ${g.d(tk - tq)}` : g.d(tk - 1)};\nlet m = -Infinity;\nlet z = 0;\n`;
   body += `for (let j = 0; j < ${g.d(tk)}; j++) {\nif (j > last) { break; }\n`;
-  body += dot(g, [[T, dk]], [['h', tk * dk], ['j', dk]], dk, sc);
+  body += dot(g, heads ? L.row('i', tq, dk) : [[T, dk]], L.row('j', tk, dk), dk, sc);
   body += 'if (s > m) { z = z * Math.exp(m - s) + 1; m = s; } else { z += Math.exp(s - m); }\n}\n';
   body += 'if (z == 0) { return -Infinity; }\nreturn m + Math.log(z);\n';
   return spec('attnLse', g, ['q', 'k'], body, bh * tq, Math.max(tk, dk));
@@ -611,16 +623,19 @@ export function attnDsFused(g: CodeGen, bh: number, tq: number, tk: number, dv: 
  * dS like attnDsFused, with P recomputed in the cell (exp(q_i . k_j * scale - lse_i), 0 where masked)
  * instead of read from a stored [T, T] buffer.
  */
-export function attnDsInline(g: CodeGen, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean): KernelSpec {
+export function attnDsInline(
+  g: CodeGen, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean, heads?: number,
+): KernelSpec {
   const { code, c } = g.coords(T, [bh, tq, tk]);
   const [h, i, j] = c;
-  let body = code;
+  const L = headRows(g, h, heads);
+  let body = code + L.code;
   if (causal) body += `if (${j} > ${i} + ${g.d(tk - tq)}) { return 0; }\n`;
-  body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk, g.f(scale));
+  body += dot(g, L.row(i, tq, dk), L.row(j, tk, dk), dk, g.f(scale));
   body += `let pv = Math.exp(s - lse[${g.lin([[h, tq], [i, 1]])}]);\n`;
   const n = g.d(dv);
-  body += `let sd = 0;\nlet dl = 0;\nfor (let e = 0; e < ${n}; e++) {\nlet o = dout[${g.lin([[h, tq * dv], [i, dv], ['e', 1]])}];\n`;
-  body += `sd += o * v[${g.lin([[h, tk * dv], [j, dv], ['e', 1]])}];\ndl += o * out[${g.lin([[h, tq * dv], [i, dv], ['e', 1]])}];\n}\n`;
+  body += `let sd = 0;\nlet dl = 0;\nfor (let e = 0; e < ${n}; e++) {\nlet o = dout[${g.lin([...L.row(i, tq, dv), ['e', 1]])}];\n`;
+  body += `sd += o * v[${g.lin([...L.row(j, tk, dv), ['e', 1]])}];\ndl += o * out[${g.lin([...L.row(i, tq, dv), ['e', 1]])}];\n}\n`;
   body += `return pv * (sd - dl) * ${g.f(scale)};\n`;
   return spec('attnDsInline', g, ['q', 'k', 'lse', 'dout', 'v', 'out'], body, bh * tq * tk, Math.max(dk, dv));
 }
