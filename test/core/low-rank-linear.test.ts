@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  add, gradcheck, layerNorm, linear, lowRankLinear, matmul, memory, mul, noGrad, profileKernels, rmsNorm, tensor, tidy, transpose, type Tensor,
+  add, gelu, gradcheck, layerNorm, linear, lowRankLinear, matmul, memory, mul, noGrad, profileKernels, rmsNorm, tensor, tidy, transpose, type Tensor,
 } from '@lowrank/core';
 import { randTensor, seedArb, shapeArb } from './arbitraries.ts';
 
@@ -160,6 +160,31 @@ describe('lowRankLinear', () => {
         assert.equal(log.filter((r) => r.kernel === 'binary').length, 1, `${norm}: only mul's dy * c`);
       });
     }
+  });
+
+  test('linear with a GELU input equals linear(gelu(u)); gradients match central differences; a frozen weight needs no gelu tensor', () => {
+    fc.assert(fc.property(caseArb, ([lead, inF, out, , withBias, , seed]) => {
+      const l = lead.length ? lead : [1];
+      const u = randTensor([...l, inF], seed, { requiresGrad: true, low: -3, high: 3 });
+      const w = randTensor([out, inF], seed + 1, { requiresGrad: true });
+      const b = withBias ? randTensor([out], seed + 2, { requiresGrad: true }) : null;
+      const y = noGrad(() => linear(u, w, b, { inputActivation: 'gelu' }));
+      const want = noGrad(() => linear(gelu(u), w, b)).dataSync();
+      Array.from(y.dataSync()).forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-5 * (1 + Math.abs(want[i])), `element ${i}: ${v} vs ${want[i]}`));
+      const fn = (...ts: Tensor[]): Tensor => {
+        const o = linear(ts[0], ts[1], ts[2] ?? null, { inputActivation: 'gelu' });
+        return mul(o, o).sum();
+      };
+      const report = gradcheck(fn, b ? [u, w, b] : [u, w], { raise: false });
+      assert.ok(report.ok, report.failure);
+    }), { numRuns: 25 });
+    const u = randTensor([2, 3, 8], 41, { requiresGrad: true });
+    const w = randTensor([4, 8], 42);
+    tidy(() => {
+      const y = linear(u, w, null, { inputActivation: 'gelu' });
+      const log = profileKernels(() => y.sum().backward());
+      assert.deepEqual(log.filter((r) => r.kernel === 'unary' || r.kernel === 'unaryGrad'), [], 'dx = (dY W) gelu\'(u) in the matmul');
+    });
   });
 
   test('errors name the op and every shape', () => {

@@ -77,8 +77,14 @@ export interface KernelSpecs<D> {
    * addend of the output's shape (a residual, a gradient summed so far) saves an add.
    */
   matmul: {
-    inputs: { a: D; b: D; bias?: D | null; h?: D | null; w?: D | null; addend?: D | null };
-    attrs: { aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape; alpha?: number; lowRank?: LowRank | null };
+    inputs: { a: D; b: D; bias?: D | null; h?: D | null; w?: D | null; addend?: D | null; at?: D | null };
+    attrs: {
+      aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape; alpha?: number; lowRank?: LowRank | null;
+      /** a (not transposed) is read through GELU: gelu(u) @ W^T in one kernel. */
+      aAct?: 'gelu' | null;
+      /** The product times gelu'(at) (`at` of the output's shape), then + addend: dx through a GELU; no bias, alpha or low-rank term. */
+      gradOf?: 'gelu' | null;
+    };
     out: D;
   };
   /** out[i] = x[offset + sum(i_k * strides_k)] over outShape: transpose, permute, slice, expand. */

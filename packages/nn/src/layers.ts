@@ -190,8 +190,14 @@ export class MLP extends Module {
   /** With `residual`, returns residual + mlp(x) (the add fused into down_proj where it can be). */
   forward(x: Tensor, residual?: Tensor): Tensor {
     const u = this.upProj.forward(x); // [B, T, hidden]
-    const h = this.act.forward(u);
-    return project(this.downProj, h, this.dropout, residual); // [B, T, dim]
+    const down = this.downProj;
+    if (!(down instanceof Linear && this.act instanceof GELU)) return project(down, this.act.forward(u), this.dropout, residual);
+    // A plain down_proj reads u through GELU (no [B, T, hidden] activation tensor) and adds the residual when dropout is off.
+    const fuse = residual && !(this.dropout.training && this.dropout.p > 0);
+    const d = linear(u, down.weight, down.bias, { inputActivation: 'gelu', addend: fuse ? residual : null }); // [B, T, dim]
+    if (fuse) return d;
+    const dd = this.dropout.forward(d);
+    return residual ? add(residual, dd) : dd;
   }
 }
 

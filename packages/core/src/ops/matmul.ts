@@ -58,6 +58,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
 export interface LinearOptions {
   /** A tensor of the output's shape added to it inside the kernel (a residual: `x + linear(h, W, b)`). */
   addend?: Tensor | null;
+  /** x passes through GELU (tanh approximation) as the kernel reads it: `linear(gelu(u), W, b)` without the gelu tensor. */
+  inputActivation?: 'gelu' | null;
 }
 
 /**
@@ -81,17 +83,24 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   const shape = [...x.shape.slice(0, -1), out];
   if (addend && !shapesEqual(addend.shape, shape)) throw new Error(`linear: addend ${fmt(addend.shape)} must have the output's shape ${fmt(shape)}`);
   const n = x.size / inF;
-  const y = product(be, rows(x, inF), weight, false, true, [n, out], { bias, addend }, shape);
-  return attach('linear', y, [x, weight, ...extra], (dy) => {
+  const act = opts.inputActivation ?? null;
+  const y = product(be, rows(x, inF), weight, false, true, [n, out], { bias, addend, aAct: act }, shape);
+  // dW runs before dx, so that its temporaries are gone before dx (an activation's size) is made.
+  return attach('linear', y, [weight, x, ...extra], (dy) => {
     const dy2 = rows(dy, out); // [..., out] read as [N, out]
+    // The input the matmul saw: x, or gelu(x) made again for dW (a frozen weight never needs it).
+    const seen = (): Operand => (act ? rows(result(be, runKernel(be, 'unary', x.shape, {
+      inputs: { x: x.data_ }, attrs: { op: act, size: x.size },
+    }), x.shape), inF) : rows(x, inF));
     const grads: GradThunk[] = [
-      accumulating((acc) => product(be, dy2, weight, false, false, [n, inF], { addend: acc }, x.shape)), // [N, out] @ [out, in]
-      () => product(be, dy2, rows(x, inF), true, false, [out, inF]), // [out, N] @ [N, in]: only when the weight trains
+      () => product(be, dy2, seen(), true, false, [out, inF]), // [out, N] @ [N, in]: only when the weight trains
+      // [N, out] @ [out, in], times gelu'(x) through the activation, plus the gradient summed so far
+      accumulating((acc) => product(be, dy2, weight, false, false, [n, inF], { addend: acc, gradOf: act, at: act ? x : null }, x.shape)),
     ];
     if (bias) grads.push(() => sum(reshape(dy, [n, out]), 0));
     if (addend) grads.push(() => dy);
     return grads;
-  }, [x.requiresGrad && weight, weight.requiresGrad && x]);
+  }, [x.requiresGrad && weight, (weight.requiresGrad || (act !== null && x.requiresGrad)) && x]);
 }
 
 /** Options of `lowRankLinear`. */
@@ -165,6 +174,9 @@ interface ProductExtras {
   alpha?: number;
   lowRank?: { h: Tensor; w: Tensor; transW: boolean; scale: number };
   addend?: Tensor | null;
+  aAct?: 'gelu' | null;
+  gradOf?: 'gelu' | null;
+  at?: Tensor | null;
 }
 
 /** One matmul kernel on 2-D operands, outside the tape, as a tensor of `shape` (the kernel's, or a reshape of it). */
@@ -173,10 +185,13 @@ function product(
 ): Tensor {
   const low = e.lowRank;
   return result(be, runKernel(be, 'matmul', shape, {
-    inputs: { a: a.data_, b: b.data_, bias: e.bias?.data_ ?? null, h: low?.h.data_ ?? null, w: low?.w.data_ ?? null, addend: e.addend?.data_ ?? null },
+    inputs: {
+      a: a.data_, b: b.data_, bias: e.bias?.data_ ?? null, h: low?.h.data_ ?? null, w: low?.w.data_ ?? null,
+      addend: e.addend?.data_ ?? null, at: e.at?.data_ ?? null,
+    },
     attrs: {
       aShape: a.shape, bShape: b.shape, transA, transB, outShape: kernelShape, alpha: e.alpha,
-      lowRank: low ? { r: low.h.shape[1], transW: low.transW, scale: low.scale } : null,
+      lowRank: low ? { r: low.h.shape[1], transW: low.transW, scale: low.scale } : null, aAct: e.aAct ?? null, gradOf: e.gradOf ?? null,
     },
   }), shape);
 }

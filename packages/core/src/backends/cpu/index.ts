@@ -1,3 +1,4 @@
+import { sizeOf } from '../../shape.ts';
 import { isHalfDtype, type Backend, type DType, type HostArray, type KernelAttrs } from '../../backend.ts';
 import { allocFor, type Args, type Arr, type CpuContext, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct, matmul as matmulKernel } from './gemm.ts';
@@ -160,8 +161,23 @@ export class CpuBackend implements Backend<Arr> {
   private readonly batched: attn.BatchedMatmul = (a, aShape, b, bShape, ta, tb, out) =>
     batchedProduct(this.alloc, a, aShape, b, bShape, ta, tb, out);
 
+  /** The GELU prologue and gradient epilogue run the backend's own activation kernels (SIMD, threads) around the gemm. */
   matmul(a: Args<'matmul', FArr | HalfArr>): FArr {
-    return matmulKernel(this.alloc, a, (t) => this.free(t));
+    const { inputs, attrs } = a;
+    const free = (t: FArr): void => this.free(t);
+    if (!attrs.aAct && !attrs.gradOf) return matmulKernel(this.alloc, a, free);
+    const x = attrs.aAct ? this.unary({ inputs: { x: inputs.a as FArr }, attrs: { op: attrs.aAct, size: sizeOf(attrs.aShape) } }) : inputs.a;
+    const at = attrs.gradOf ? inputs.at as FArr : null;
+    let out = matmulKernel(this.alloc, { inputs: { ...inputs, a: x, addend: at ? null : inputs.addend }, attrs }, free);
+    if (x !== inputs.a) this.free(x as FArr);
+    if (at && attrs.gradOf) {
+      const dx = this.unaryGrad({ inputs: { x: at, y: null, dy: out }, attrs: { op: attrs.gradOf, size: out.length } });
+      this.free(out);
+      out = dx;
+      const add = inputs.addend;
+      if (add) for (let i = 0; i < out.length; i++) out[i] += add[i];
+    }
+    return out;
   }
 
   strided(a: Args<'strided', Arr>): Arr {

@@ -102,6 +102,26 @@ vec4 lrKeep(vec4 v, int r) {
 }
 `;
 
+const GELU_C = Math.sqrt(2 / Math.PI).toFixed(9);
+
+/**
+ * GELU (tanh approximation) and its derivative on 4 lanes, for the prologue and the gradient epilogue.
+ * NOTE: tanh from exp(-2|u|), which never overflows (GLSL ES 1.00 has no tanh).
+ */
+const GELU_GLSL = `
+vec4 lrTanh(vec4 u) {
+  vec4 e = exp(-2.0 * abs(u));
+  return sign(u) * (1.0 - e) / (1.0 + e);
+}
+vec4 lrGelu(vec4 x) {
+  return 0.5 * x * (1.0 + lrTanh(${GELU_C} * (x + 0.044715 * x * x * x)));
+}
+vec4 lrGeluGrad(vec4 x) {
+  vec4 t = lrTanh(${GELU_C} * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * ${GELU_C} * (1.0 + 3.0 * 0.044715 * x * x);
+}
+`;
+
 /** Emits GLSL for texel reads of one argument. */
 class Reads {
   constructor(readonly arg: string, readonly tex: string) {}
@@ -146,10 +166,12 @@ interface Product {
   nM: string;
   nN: string;
   yRow?: string;
+  /** x's values pass through GELU as they are read (x not transposed). */
+  geluX?: boolean;
 }
 
 /** GLSL that adds out[m, n..n+3] of one product into `acc` (declared by the caller); `p` prefixes its names. */
-function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN, yRow = nN }: Product, p: string, acc: string): string {
+function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN, yRow = nN, geluX = false }: Product, p: string, acc: string): string {
   const X = new Reads(x, tex);
   const Y = new Reads(y, tex);
   let body = `  vec2 i${x} = 1.0 / vec2(user_${x}Size);\n  vec2 i${y} = 1.0 / vec2(user_${y}Size);\n`;
@@ -158,7 +180,10 @@ function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN
   if (!transX) {
     body += X.initRun(`${p}ra`, `${xOff} + m * ${nK}`);
     loop += X.stepRun(`${p}ra`, 'av');
+    // Lanes past K hold a neighbour's values: the masking below zeroes them after GELU.
+    if (geluX) loop += '    av = lrGelu(av);\n';
   } else {
+    if (geluX) throw new Error('gpu matmul: a GELU prologue needs a not transposed a');
     for (let j = 0; j < 4; j++) body += X.initLane(`${p}la${j}`, `${xOff} + ${j} * ${nM} + m`);
     // 4 rows further is 4 M elements = M texels: each lane keeps its channel.
     body += `  ivec2 ${p}sa = lrTexel(${nM}, user_${x}Size);\n`;
@@ -193,6 +218,8 @@ export interface GlMatmulExtras {
   alpha?: number;
   lowRank?: LowRank | null;
   addend?: boolean;
+  aAct?: 'gelu' | null;
+  gradOf?: 'gelu' | null;
   /**
    * Attention's per-head products: batch dims [B, heads], and b (not transposed) and out stored
    * [B, rows, heads, N] (projections viewed per head); a stays [B, heads, M, K].
@@ -249,7 +276,11 @@ export function glMatmul(
   const biasAt = `${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize))`;
   body += extras.bias && !scaled ? `  vec4 acc = ${biasAt};\n` : '  vec4 acc = vec4(0.0);\n';
   const yRow = H ? u(H * N) : nN;
-  body += productCode(g.tex, { x: 'a', y: 'b', xOff: 'aOff', yOff: 'bOff', transX: transA, transY: transB, nK, nM, nN, yRow }, '', 'acc');
+  if (extras.gradOf && (extras.bias || scaled || extras.lowRank)) throw new Error('gpu matmul: a GELU gradient epilogue takes no bias, alpha or low-rank term');
+  const geluX = extras.aAct === 'gelu';
+  body += productCode(g.tex, { x: 'a', y: 'b', xOff: 'aOff', yOff: 'bOff', transX: transA, transY: transB, nK, nM, nN, yRow, geluX }, '', 'acc');
+  const texel = (arg: string): string => `${g.tex}(user_${arg}, (vec2(lrTexel(index, user_${arg}Size)) + 0.5) / vec2(user_${arg}Size))`;
+  if (extras.gradOf) body += `  acc *= lrGeluGrad(${texel('at')});\n`;
   if (scaled) body += `  acc = acc * ${float(extras.alpha!)}${extras.bias ? ` + ${biasAt}` : ''};\n`;
   const low = extras.lowRank;
   if (low) {
@@ -258,9 +289,10 @@ export function glMatmul(
     body += `  acc += ${float(low.scale)} * lr;\n`;
   }
   // The addend has the output's layout: this fragment's texel.
-  if (extras.addend) body += `  acc += ${g.tex}(user_addend, (vec2(lrTexel(index, user_addendSize)) + 0.5) / vec2(user_addendSize));\n`;
+  if (extras.addend) body += `  acc += ${texel('addend')};\n`;
   body += '  return acc;\n}\n';
-  const arrays = ['a', 'b', ...(extras.bias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : [])];
+  const arrays = ['a', 'b', ...(extras.bias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : []), ...(extras.gradOf ? ['at'] : [])];
   const stub = g.stub(arrays, floats.map((_, i) => `f${i}`));
-  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: Math.max(K, low?.r ?? 0), ints: g.ints, floats };
+  const helpers = HELPERS + (geluX || extras.gradOf ? GELU_GLSL : '') + body;
+  return { src: stub, raw: { helpers, result: 'lrMatmul()' }, size, loop: Math.max(K, low?.r ?? 0), ints: g.ints, floats };
 }

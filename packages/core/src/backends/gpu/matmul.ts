@@ -6,16 +6,17 @@ import * as src from './sources.ts';
 
 /** The gpu matmul kernel and the batched products attention runs (packed GL kernels where they fit). */
 
-export function matmul(ctx: GpuContext, { inputs: { a, b, bias = null, h = null, w = null, addend = null }, attrs }: Args<'matmul'>): GpuData {
-  const { aShape, bShape, transA, transB, outShape, alpha } = attrs;
+export function matmul(ctx: GpuContext, { inputs: { a, b, bias = null, h = null, w = null, addend = null, at = null }, attrs }: Args<'matmul'>): GpuData {
+  const { aShape, bShape, transA, transB, outShape, alpha, aAct = null } = attrs;
+  const gradOf = at ? attrs.gradOf ?? null : null;
   const lowRank = h && w ? attrs.lowRank ?? null : null;
   const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
   if (k === 0 && !bias && !lowRank && !addend) return ctx.zeros(sizeOf(outShape));
-  const extras = { alpha, lowRank, addend: addend !== null };
+  const extras = { alpha, lowRank, addend: addend !== null, aAct, gradOf };
   const spec = isGlMode(ctx.mode) && glMatmulFits(outShape)
     ? glMatmulSpec(ctx, aShape, bShape, transA, transB, outShape, { bias: bias !== null, ...extras })
     : src.matmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null, extras);
-  const args = [a, b, ...(bias ? [bias] : []), ...(lowRank && h && w ? [h, w] : []), ...(addend ? [addend] : [])];
+  const args = [a, b, ...(bias ? [bias] : []), ...(lowRank && h && w ? [h, w] : []), ...(addend ? [addend] : []), ...(gradOf && at ? [at] : [])];
   return ctx.run(spec, args);
 }
 

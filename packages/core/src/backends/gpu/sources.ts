@@ -202,6 +202,9 @@ export interface MatmulExtras {
   lowRank?: LowRank | null;
   /** An input of the output's shape added to it. */
   addend?: boolean;
+  /** a read through GELU; the product times gelu'(at) (see the matmul kernel's contract). */
+  aAct?: 'gelu' | null;
+  gradOf?: 'gelu' | null;
 }
 
 export function matmul(
@@ -227,7 +230,13 @@ export function matmul(
   const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
   const scaled = extras.alpha !== undefined && extras.alpha !== 1;
   const init = withBias && !scaled ? `bias[${c[nb + 1]}]` : '0';
-  let body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\n`;
+  const term = extras.aAct ? `let av = a[${aAt}];\n${unaryCode(g, 'gelu', 'av', 'ga')}acc += ga * b[${bAt}];\n` : `acc += a[${aAt}] * b[${bAt}];\n`;
+  let body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\n${term}}\n`;
+  if (extras.gradOf) {
+    // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), at x = at[i].
+    const [c, t] = tanhCode(g, 'gu');
+    body += `let gx = at[${T}];\nlet gu = ${geluArg('gx')};\n${c}acc = acc * (0.5 * (1 + ${t}) + 0.5 * gx * (1 - ${t} * ${t}) * ${geluArgGrad('gx')});\n`;
+  }
   if (scaled) body += `acc = acc * ${g.f(extras.alpha!)}${withBias ? ` + bias[${c[nb + 1]}]` : ''};\n`;
   const low = extras.lowRank;
   if (low) {
@@ -236,7 +245,7 @@ export function matmul(
     body += `let lr = 0;\nfor (let j = 0; j < ${g.d(low.r)}; j++) {\nlr += h[${hAt}] * w[${wAt}];\n}\nacc += ${g.f(low.scale)} * lr;\n`;
   }
   body += extras.addend ? 'return acc + addend[this.thread.x];\n' : 'return acc;\n';
-  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : [])];
+  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : []), ...(extras.gradOf ? ['at'] : [])];
   return spec('matmul', g, args, body, sizeOf(outShape), Math.max(k, low?.r ?? 0));
 }
 
