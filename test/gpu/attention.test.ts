@@ -68,3 +68,63 @@ for (const mode of modesUnderTest) {
     });
   });
 }
+
+/** [B, T, H, D] values -> [B, H, T, D] (toHeadMajor) or back. */
+function swap(x: number[], B: number, T: number, H: number, D: number, toHeadMajor: boolean): number[] {
+  const out = new Array<number>(x.length);
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) {
+    const thd = ((b * T + t) * H + h) * D + d;
+    const htd = ((b * H + h) * T + t) * D + d;
+    if (toHeadMajor) out[htd] = x[thd];
+    else out[thd] = x[htd];
+  }
+  return out;
+}
+
+/** [B, H, tq, tk, dk, dv, causal]: fused GL sizes (cached rows too) and head sizes the GL kernels do not serve (permuted around). */
+const HEAD_CASES: [number, number, number, number, number, number, boolean][] = [
+  [2, 3, 5, 5, 8, 8, true],
+  [1, 2, 3, 6, 4, 12, true],
+  [2, 2, 4, 4, 12, 4, false],
+  [2, 2, 3, 3, 3, 5, true],
+];
+
+for (const mode of modesUnderTest) {
+  describe(`gpu attention, [B, T, heads, D] layout (${mode})`, () => {
+    test('forward and backward match cpu, and equal the [bh, T, D] kernels on permuted inputs', () => {
+      const be = backendFor(mode);
+      const rnd = lcg(29);
+      const need = { q: true, k: true, v: true };
+      for (const [B, H, tq, tk, dk, dv, causal] of HEAD_CASES) {
+        const bh = B * H;
+        const attrs = { bh, tq, tk, dk, dv, scale: 1 / Math.sqrt(dk), causal };
+        const dims: [number, number][] = [[tq, dk], [tk, dk], [tk, dv], [tq, dv]];
+        const values = dims.map(([t, d]) => randArray(B * t * d * H, rnd));
+        const run = (heads?: number) => (b: Backend, d: unknown[]) => {
+          const a = { ...attrs, heads };
+          const f = b.attention({ inputs: { q: d[0], k: d[1], v: d[2] }, attrs: a });
+          const g = b.attentionGrad({ inputs: { q: d[0], k: d[1], v: d[2], out: f.out, lse: f.lse, dout: d[3] }, attrs: { ...a, need } });
+          return [f.out, f.lse, g.dq, g.dk, g.dv];
+        };
+        const sizes = [bh * tq * dv, bh * tq, bh * tq * dk, bh * tk * dk, bh * tk * dv];
+        const inputs = values.map((v) => ({ values: v, dtype: 'float32' as const }));
+        const strided = be.dispatchCounts.get('strided') ?? 0;
+        const got = runOn(be, inputs, run(H), sizes);
+        if (mode === 'headlessgl' && dk % 4 === 0 && dv % 4 === 0) {
+          assert.equal(be.dispatchCounts.get('strided') ?? 0, strided, 'the GL kernels read the heads layout in place, no permute');
+        }
+        const want = runOn(cpu, inputs, run(H), sizes);
+        const permuted = values.map((v, i) => ({ values: swap(Array.from(v), B, dims[i][0], H, dims[i][1], true), dtype: 'float32' as const }));
+        const plain = runOn(cpu, permuted, run(), sizes);
+        const outDims: [number, number][] = [[tq, dv], [1, 1], [tq, dk], [tk, dk], [tk, dv]];
+        ['out', 'lse', 'dq', 'dk', 'dv'].forEach((name, i) => {
+          const what = `attention B=${B} H=${H} tq=${tq} tk=${tk} dk=${dk} dv=${dv} causal=${causal}: ${name}`;
+          assert.equal(mismatch(got[i], want[i]), null, `${what} (gpu vs cpu)`);
+          const ref = i === 1 ? Array.from(plain[i]) : swap(Array.from(plain[i]), B, outDims[i][0], H, outDims[i][1], false);
+          assert.equal(mismatch(want[i], Float32Array.from(ref)), null, `${what} (cpu vs permuted)`);
+        });
+      }
+      assert.equal(be.liveBuffers, 0, 'device buffers leaked');
+    });
+  });
+}

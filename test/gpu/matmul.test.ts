@@ -48,6 +48,64 @@ for (const mode of modesUnderTest) {
       if (mode === 'headlessgl') assert.ok((be.dispatchCounts.get('matmul4') ?? 0) > 0, 'the packed GL matmul never ran');
     });
 
+    test('alpha, the low-rank epilogue (a LoRA linear) and an addend match cpu, packed and generic', () => {
+      const be = backendFor(mode);
+      const rnd = lcg(23);
+      // [M, K, N, r (0: none), transB, transW, alpha, bias, addend]: aligned, ragged M/K/r, N % 4 != 0 (generic kernel), 2-D outputs.
+      const cases: [number, number, number, number, boolean, boolean, number | undefined, boolean, boolean][] = [
+        [64, 32, 48, 8, true, true, undefined, true, false],
+        [64, 32, 48, 8, false, false, 1, false, true],
+        [7, 5, 12, 3, true, false, 0.5, true, true],
+        [9, 6, 8, 1, false, true, -2, false, false],
+        [5, 7, 6, 2, true, true, 1.5, true, true],
+        [6, 5, 8, 0, true, false, undefined, true, true],
+        [6, 5, 7, 0, false, false, 2, false, true],
+      ];
+      for (const [m, k, n, r, tb, tw, alpha, bias, addend] of cases) {
+        const bs = tb ? [n, k] : [k, n];
+        const ws = tw ? [n, r] : [r, n];
+        const lens = [m * k, sizeOf(bs), ...(bias ? [n] : []), ...(r ? [m * r, sizeOf(ws)] : []), ...(addend ? [m * n] : [])];
+        const inputs = lens.map((len) => ({ values: randArray(len, rnd), dtype: 'float32' as const }));
+        const run = (x: Backend, d: unknown[]) => {
+          const rest = d.slice(2);
+          const take = (on: boolean): unknown => (on ? rest.shift() : null);
+          const [biasD, h, w, add] = [take(bias), take(r > 0), take(r > 0), take(addend)];
+          return x.matmul({
+            inputs: { a: d[0], b: d[1], bias: biasD, h, w, addend: add },
+            attrs: { aShape: [m, k], bShape: bs, transA: false, transB: tb, outShape: [m, n], alpha, lowRank: r ? { r, transW: tw, scale: 0.75 } : null },
+          });
+        };
+        const [g] = runOn(be, inputs, run, [m * n]);
+        const [c] = runOn(cpu, inputs, run, [m * n]);
+        const bad = mismatch(g, c);
+        assert.equal(bad, null, `matmul [${m}, ${k}] x ${JSON.stringify(bs)} + h [${m}, ${r}] w ${JSON.stringify(ws)} alpha=${alpha} bias=${bias} addend=${addend}: ${bad}`);
+      }
+    });
+
+    test('the GELU prologue and the GELU-gradient epilogue (with an addend) match cpu, packed and generic', () => {
+      const be = backendFor(mode);
+      const rnd = lcg(31);
+      // [M, K, N, transB, addend]: aligned, ragged K and M (masked lanes after GELU), N % 4 != 0 (generic).
+      const cases: [number, number, number, boolean, boolean][] = [[64, 32, 48, true, false], [7, 5, 12, false, true], [9, 6, 8, true, true], [5, 7, 6, false, true]];
+      for (const [m, k, n, tb, addend] of cases) {
+        const bs = tb ? [n, k] : [k, n];
+        const fwdIn = [m * k, sizeOf(bs)].map((len) => ({ values: randArray(len, rnd, -4, 4), dtype: 'float32' as const }));
+        const fwd = (x: Backend, d: unknown[]) => x.matmul({
+          inputs: { a: d[0], b: d[1] }, attrs: { aShape: [m, k], bShape: bs, transA: false, transB: tb, outShape: [m, n], aAct: 'gelu' },
+        });
+        const [gf, cf] = [runOn(be, fwdIn, fwd, [m * n])[0], runOn(cpu, fwdIn, fwd, [m * n])[0]];
+        assert.equal(mismatch(gf, cf), null, `gelu(a) @ b [${m}, ${k}] x ${JSON.stringify(bs)}`);
+        // dx = (dY @ W) * gelu'(at) (+ addend): dY [m, k], W [k, n] or [n, k], at [m, n].
+        const bwdIn = [m * k, sizeOf(bs), m * n, ...(addend ? [m * n] : [])].map((len) => ({ values: randArray(len, rnd, -4, 4), dtype: 'float32' as const }));
+        const bwd = (x: Backend, d: unknown[]) => x.matmul({
+          inputs: { a: d[0], b: d[1], at: d[2], addend: addend ? d[3] : null },
+          attrs: { aShape: [m, k], bShape: bs, transA: false, transB: tb, outShape: [m, n], gradOf: 'gelu' },
+        });
+        const [gb, cb] = [runOn(be, bwdIn, bwd, [m * n])[0], runOn(cpu, bwdIn, bwd, [m * n])[0]];
+        assert.equal(mismatch(gb, cb), null, `(dY @ W) * gelu'(at) [${m}, ${k}] x ${JSON.stringify(bs)} addend=${addend}`);
+      }
+    });
+
     test('an Inf beside the data never leaks into a masked lane as NaN', () => {
       const be = backendFor(mode);
       // a [3, 5] whose row 1 is Inf, times b [5, 4]: rows 0 and 2 stay finite (their windows overlap row 1's texels).

@@ -93,10 +93,17 @@ export const table: Record<string, fc.Arbitrary<Case>> = {
     const as = [...ab, ...(ta ? [k, m] : [m, k])];
     const bs = [...batch, ...(tb ? [n, k] : [k, n])];
     const out = [...batch, m, n];
+    // 2-D outputs also take alpha and a low-rank epilogue (a LoRA linear) half the time.
+    const r = 1 + Math.floor(rnd() * 3);
+    const tw = rnd() < 0.5;
+    const low = batch.length === 0 && rnd() < 0.5 ? { r, transW: tw, scale: 0.5 + rnd() } : null;
+    const alpha = low ? -1 + 3 * rnd() : undefined;
+    const extra = low ? [F(m * r, rnd), F(n * r, rnd)] : [];
     return {
-      inputs: withBias ? [F(sizeOf(as), rnd), F(sizeOf(bs), rnd), F(n, rnd)] : [F(sizeOf(as), rnd), F(sizeOf(bs), rnd)],
-      run: (be, [a, b, bias]) => be.matmul({
-        inputs: { a, b, bias: bias ?? null }, attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out },
+      inputs: [F(sizeOf(as), rnd), F(sizeOf(bs), rnd), ...(withBias ? [F(n, rnd)] : []), ...extra],
+      run: (be, [a, b, ...rest]) => be.matmul({
+        inputs: { a, b, bias: withBias ? rest[0] : null, h: low ? rest[withBias ? 1 : 0] : null, w: low ? rest[withBias ? 2 : 1] : null },
+        attrs: { aShape: as, bShape: bs, transA: ta, transB: tb, outShape: out, alpha, lowRank: low },
       }), sizes: [sizeOf(out)],
     };
   }),
@@ -198,11 +205,13 @@ export const table: Record<string, fc.Arbitrary<Case>> = {
   layerNorm: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 8 }), fc.boolean(), seedArb).map(([r, c, affine, seed]) => {
     const rnd = lcg(seed);
     return {
-      inputs: [F(r * c, rnd), F(c, rnd), F(c, rnd), F(r * c, rnd)],
-      run: (be, [x, w, b, dy]) => {
+      // With an affine norm, dx also takes an addend (the gradient summed so far).
+      inputs: [F(r * c, rnd), F(c, rnd), F(c, rnd), F(r * c, rnd), F(r * c, rnd)],
+      run: (be, [x, w, b, dy, add]) => {
         const f = be.layerNorm({ inputs: { x, w: affine ? w : null, b: affine ? b : null }, attrs: { rows: r, cols: c, eps: 1e-5 } });
         const g = be.layerNormGrad({
-          inputs: { x, w: affine ? w : null, mean: f.mean, rstd: f.rstd, dy }, attrs: { rows: r, cols: c, need: { x: true, w: true, b: true } },
+          inputs: { x, w: affine ? w : null, mean: f.mean, rstd: f.rstd, dy, addend: affine ? add : null },
+          attrs: { rows: r, cols: c, need: { x: true, w: true, b: true } },
         });
         return [f.y, f.mean, f.rstd, g.dx, g.dw, g.db];
       },
@@ -213,10 +222,12 @@ export const table: Record<string, fc.Arbitrary<Case>> = {
   rmsNorm: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 8 }), fc.boolean(), seedArb).map(([r, c, affine, seed]) => {
     const rnd = lcg(seed);
     return {
-      inputs: [F(r * c, rnd), F(c, rnd), F(r * c, rnd)],
-      run: (be, [x, w, dy]) => {
+      inputs: [F(r * c, rnd), F(c, rnd), F(r * c, rnd), F(r * c, rnd)],
+      run: (be, [x, w, dy, add]) => {
         const f = be.rmsNorm({ inputs: { x, w: affine ? w : null }, attrs: { rows: r, cols: c, eps: 1e-6 } });
-        const g = be.rmsNormGrad({ inputs: { x, w: affine ? w : null, rstd: f.rstd, dy }, attrs: { rows: r, cols: c, need: { x: true, w: true } } });
+        const g = be.rmsNormGrad({
+          inputs: { x, w: affine ? w : null, rstd: f.rstd, dy, addend: affine ? add : null }, attrs: { rows: r, cols: c, need: { x: true, w: true } },
+        });
         return [f.y, f.rstd, g.dx, g.dw];
       },
       sizes: [r * c, r, r * c, c],
@@ -230,7 +241,9 @@ export const table: Record<string, fc.Arbitrary<Case>> = {
     return {
       inputs: [F(bh * tq * dk, rnd), F(bh * tk * dk, rnd), F(bh * tk * dv, rnd), F(bh * tq * dv, rnd)],
       run: (be, [q, k, v, dout]) => {
-        const attrs = { bh, tq, tk, dk, dv, scale: 0.7, causal };
+        // A third of the cases read [B, T, heads, D] (heads = bh, B = 1; or heads 1).
+        const heads = seed % 3 === 0 ? undefined : seed % 3 === 1 ? bh : 1;
+        const attrs = { bh, tq, tk, dk, dv, scale: 0.7, causal, heads };
         const f = be.attention({ inputs: { q, k, v }, attrs });
         const g = be.attentionGrad({ inputs: { q, k, v, out: f.out, lse: f.lse, dout }, attrs: { ...attrs, need: { q: true, k: true, v: true } } });
         return [f.out, f.lse, g.dq, g.dk, g.dv];

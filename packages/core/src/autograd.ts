@@ -93,6 +93,14 @@ export function recordNode(
   return out;
 }
 
+/**
+ * A gradient thunk that can add into the gradient summed so far: `fn(null)` alone,
+ * `fn(acc)` = acc + the gradient, in one kernel (see GradThunk).
+ */
+export function accumulating(fn: (acc: Tensor | null) => Tensor): NonNullable<GradThunk> {
+  return Object.assign(() => fn(null), { into: (acc: Tensor) => fn(acc) });
+}
+
 /** Adds tensors to what `node`'s backward holds alive (no-op when it records no graph). */
 export function saveForBackward(node: Tensor, ...ts: Tensor[]): void {
   const fn = node.gradFn;
@@ -202,8 +210,10 @@ function sweep(root: Tensor, grad: Tensor | undefined): void {
     fn.inputs.forEach((input, k) => {
       const thunk = thunks[k];
       if (!thunk || !input.requiresGrad) return;
+      const prev = grads.get(input);
+      const into = prev && thunk.into;
       // A thunk's temporaries are freed as it returns (nothing is saved under the sweep's noGrad).
-      let g = forwardScope(thunk);
+      let g = into ? forwardScope(() => into(prev)) : forwardScope(thunk);
       // A fresh handle, so that each gradient can be disposed on its own.
       if (g === dy) g = shareStorage(dy, dy.shape);
       if (!shapesEqual(g.shape, input.shape)) {
@@ -215,8 +225,10 @@ function sweep(root: Tensor, grad: Tensor | undefined): void {
         throw new Error(`backward: ${fn.op} produced a gradient of shape ${fmt(g.shape)} for an input of shape ${fmt(input.shape)}`);
       }
       owned.add(g);
-      const prev = grads.get(input);
-      if (prev) {
+      if (into) {
+        if (owned.has(prev)) prev.dispose();
+        grads.set(input, g);
+      } else if (prev) {
         const total = addSame(prev, g);
         if (owned.has(prev)) prev.dispose();
         if (owned.has(g)) g.dispose();

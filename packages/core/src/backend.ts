@@ -37,9 +37,18 @@ export interface AdamHyper {
 }
 
 type Need<K extends string> = { [P in K]: boolean };
-type AttnSizes = { bh: number; tq: number; tk: number; dk: number; dv: number; scale: number; causal: boolean };
+/**
+ * Attention sizes over bh = batch * heads. With `heads`, q, k, v, out and their gradients are
+ * [B, T, heads, D] (projections viewed per head, no permute) instead of [bh, T, D]; lse stays [bh, tq].
+ */
+type AttnSizes = { bh: number; tq: number; tk: number; dk: number; dv: number; scale: number; causal: boolean; heads?: number };
 type CeAttrs = { rows: number; cols: number; ignoreIndex: number; reduction: Reduction };
 type Rows = { rows: number; cols: number };
+/**
+ * A matmul's low-rank epilogue (a LoRA linear in one kernel): out += scale * h @ op(w), with
+ * h [M, r] and w [r, N] ([N, r] when transW); only for a 2-D output.
+ */
+export type LowRank = { r: number; transW: boolean; scale: number };
 
 /**
  * The kernel contract, declared once: for each kernel the storages it reads
@@ -63,12 +72,19 @@ export interface KernelSpecs<D> {
   reduce: { inputs: { x: D }; attrs: { op: ReduceOp; shape: Shape; axes: readonly number[] }; out: D };
   /**
    * Batched op(a) @ op(b); batch dims broadcast; transposes read in place, never
-   * copied. A bias (length = the output's last dim) is added to every row: a
-   * Linear layer in one kernel.
+   * copied. out = alpha * op(a) @ op(b) + bias + the low-rank term + addend: a bias (length = the
+   * output's last dim) is added to every row, so a Linear (or a LoRA linear) is one kernel; an
+   * addend of the output's shape (a residual, a gradient summed so far) saves an add.
    */
   matmul: {
-    inputs: { a: D; b: D; bias?: D | null };
-    attrs: { aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape };
+    inputs: { a: D; b: D; bias?: D | null; h?: D | null; w?: D | null; addend?: D | null; at?: D | null };
+    attrs: {
+      aShape: Shape; bShape: Shape; transA: boolean; transB: boolean; outShape: Shape; alpha?: number; lowRank?: LowRank | null;
+      /** a (not transposed) is read through GELU: gelu(u) @ W^T in one kernel. */
+      aAct?: 'gelu' | null;
+      /** The product times gelu'(at) (`at` of the output's shape), then + addend: dx through a GELU; no bias, alpha or low-rank term. */
+      gradOf?: 'gelu' | null;
+    };
     out: D;
   };
   /** out[i] = x[offset + sum(i_k * strides_k)] over outShape: transpose, permute, slice, expand. */
@@ -90,14 +106,15 @@ export interface KernelSpecs<D> {
   crossEntropy: { inputs: { logits: D; targets: D }; attrs: CeAttrs; out: D };
   crossEntropyGrad: { inputs: { logits: D; targets: D; dy: D }; attrs: CeAttrs; out: D };
   layerNorm: { inputs: { x: D; w: D | null; b: D | null }; attrs: Rows & { eps: number }; out: { y: D; mean: D; rstd: D } };
+  /** `addend` (the gradient summed so far for x) is added to dx. */
   layerNormGrad: {
-    inputs: { x: D; w: D | null; mean: D; rstd: D; dy: D };
+    inputs: { x: D; w: D | null; mean: D; rstd: D; dy: D; addend?: D | null };
     attrs: Rows & { need: Need<'x' | 'w' | 'b'> };
     out: { dx: D | null; dw: D | null; db: D | null };
   };
   rmsNorm: { inputs: { x: D; w: D | null }; attrs: Rows & { eps: number }; out: { y: D; rstd: D } };
   rmsNormGrad: {
-    inputs: { x: D; w: D | null; rstd: D; dy: D }; attrs: Rows & { need: Need<'x' | 'w'> }; out: { dx: D | null; dw: D | null };
+    inputs: { x: D; w: D | null; rstd: D; dy: D; addend?: D | null }; attrs: Rows & { need: Need<'x' | 'w'> }; out: { dx: D | null; dw: D | null };
   };
   /** Scaled dot-product attention over bh = batch*heads; a causal query i sees keys j <= i + (tk - tq). */
   attention: { inputs: { q: D; k: D; v: D }; attrs: AttnSizes; out: { out: D; lse: D } };

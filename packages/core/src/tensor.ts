@@ -6,7 +6,12 @@ export type NestedArray = number | boolean | NestedArray[];
 type Axis = number | readonly number[] | null;
 
 /** dL/d(input) given dL/d(output); called only for inputs that need a gradient. */
-export type GradThunk = (() => Tensor) | null;
+/**
+ * One input's gradient, run only where it is needed. With `into`, the thunk can also return
+ * its gradient plus the sum the tape holds so far for that input (a kernel with an addend
+ * instead of a second kernel for the add).
+ */
+export type GradThunk = ((() => Tensor) & { into?: (acc: Tensor) => Tensor }) | null;
 
 /** The tape node that made a tensor (autograd.ts records and runs it). */
 export interface GradFn {

@@ -1,5 +1,5 @@
 import {
-  add, cast, matmul, mul, noGrad, reshape, sub, tidy, type Tensor,
+  add, cast, lowRankLinear, matmul, mul, noGrad, reshape, sub, tidy, type Tensor,
 } from '@lowrank/core';
 import {
   Conv1D, Dropout, Embedding, LayerNorm, Linear, Module, RMSNorm, constant_, kaimingUniform_, normal_,
@@ -58,7 +58,8 @@ export interface LoraLayerSettings {
  * A Linear (or Conv1D) with LoRA adapters. It wraps the original layer (`base_layer`,
  * never modified except by `merge`) and adds, per adapter name, `lora_A`
  * (`[r, in]`) and `lora_B` (`[out, r]`):
- * y = base(x) + dropout(x) @ A^T @ B^T * scaling, as two small matmuls (B A is never formed in forward).
+ * y = base(x) + dropout(x) @ A^T @ B^T * scaling, as two small matmuls (B A is never formed in forward);
+ * without dropout the first adapter is `lowRankLinear`'s epilogue of the base matmul.
  * For a Conv1D base (PEFT's `fan_in_fan_out`), merging adds (B A)^T * scaling to its `[in, out]` weight.
  *
  * @example const q = new LoraLinear(new Linear(16, 16), 'default', { r: 4, loraAlpha: 8, scaling: 2, loraDropout: 0, initLoraWeights: true });
@@ -168,11 +169,13 @@ export class LoraLinear extends Module {
       if (this.merged) this.unmerge();
       return this.baseLayer.forward(x);
     }
-    let y = this.baseLayer.forward(x); // [..., out]
     const adapters = this.activeAdapters.filter((a) => this.loraA.has(a) && !this.mergedAdapters.includes(a));
-    if (adapters.length === 0) return y;
+    if (adapters.length === 0) return this.baseLayer.forward(x);
+    // Without dropout on its input, the first adapter rides on the base matmul: y = x W^T + b + s (x A^T) B^T in 2 kernels.
+    const fused = !this.dropoutActive(adapters[0]);
+    let y = fused ? this.fusedForward(x, adapters[0]) : this.baseLayer.forward(x); // [..., out]
     const x2 = x.rank === 2 ? x : reshape(x, [-1, this.inFeatures]); // [..., in] -> [N, in]
-    for (const name of adapters) {
+    for (const name of fused ? adapters.slice(1) : adapters) {
       const xd = this.loraDropout.get(name).forward(x2);
       const h = matmul(xd, this.loraA.get(name).weight, { transposeB: true }); // [N, r]
       // NOTE: scale the small [N, r] tensor, not the [N, out] one.
@@ -183,6 +186,16 @@ export class LoraLinear extends Module {
       y = add(y, d2);
     }
     return y;
+  }
+
+  private dropoutActive(name: string): boolean {
+    const drop = this.loraDropout.get(name);
+    return drop.training && drop.p > 0;
+  }
+
+  private fusedForward(x: Tensor, name: string): Tensor {
+    const { weight, bias } = this.baseLayer;
+    return lowRankLinear(x, weight, bias, this.loraA.get(name).weight, this.loraB.get(name).weight, this.scaling[name], { fanInFanOut: this.fanInFanOut });
   }
 
   /**

@@ -35,8 +35,9 @@ export class Linear extends Module {
     }
   }
 
-  forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias); // [..., in] -> [..., out], bias added in the matmul kernel
+  /** With `addend` (of the output's shape, a residual), returns addend + x W^T + b from the same kernel. */
+  forward(x: Tensor, addend?: Tensor): Tensor {
+    return linear(x, this.weight, this.bias, { addend }); // [..., in] -> [..., out], bias added in the matmul kernel
   }
 }
 
@@ -151,6 +152,16 @@ export class SiLU extends Module {
   }
 }
 
+/**
+ * residual + dropout(proj(x)), or dropout(proj(x)) without a residual. A plain Linear with
+ * its dropout off takes the residual as its matmul's addend: one kernel instead of two.
+ */
+function project(proj: Module & { forward(t: Tensor): Tensor }, x: Tensor, drop: Dropout, residual?: Tensor): Tensor {
+  if (!residual) return drop.forward(proj.forward(x));
+  if (proj instanceof Linear && !(drop.training && drop.p > 0)) return proj.forward(x, residual);
+  return add(residual, drop.forward(proj.forward(x)));
+}
+
 /** Options shared by the MLP blocks. */
 export interface MLPOptions extends LayerOptions {
   bias?: boolean;
@@ -176,11 +187,17 @@ export class MLP extends Module {
     this.dropout = this.register('dropout', new Dropout(opts.dropout ?? 0));
   }
 
-  forward(x: Tensor): Tensor {
+  /** With `residual`, returns residual + mlp(x) (the add fused into down_proj where it can be). */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     const u = this.upProj.forward(x); // [B, T, hidden]
-    const h = this.act.forward(u);
-    const d = this.downProj.forward(h); // [B, T, dim]
-    return this.dropout.forward(d);
+    const down = this.downProj;
+    if (!(down instanceof Linear && this.act instanceof GELU)) return project(down, this.act.forward(u), this.dropout, residual);
+    // A plain down_proj reads u through GELU (no [B, T, hidden] activation tensor) and adds the residual when dropout is off.
+    const fuse = residual && !(this.dropout.training && this.dropout.p > 0);
+    const d = linear(u, down.weight, down.bias, { inputActivation: 'gelu', addend: fuse ? residual : null }); // [B, T, dim]
+    if (fuse) return d;
+    const dd = this.dropout.forward(d);
+    return residual ? add(residual, dd) : dd;
   }
 }
 
@@ -205,13 +222,13 @@ export class SwiGLUMLP extends Module {
     this.dropout = this.register('dropout', new Dropout(opts.dropout ?? 0));
   }
 
-  forward(x: Tensor): Tensor {
+  /** With `residual`, returns residual + mlp(x). */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     const g = this.gateProj.forward(x); // [B, T, hidden]
     const s = this.act.forward(g);
     const u = this.upProj.forward(x);
     const h = mul(s, u); // [B, T, hidden]
-    const d = this.downProj.forward(h); // [B, T, dim]
-    return this.dropout.forward(d);
+    return project(this.downProj, h, this.dropout, residual); // [B, T, dim]
   }
 }
 
@@ -293,7 +310,7 @@ export function ropeCosSin(headDim: number, length: number, theta = 10000, backe
 }
 
 /**
- * rope(x) = x*cos + rotate_half(x)*sin for x `[B, H, T, D]` and cos/sin `[T, D]`.
+ * rope(x) = x*cos + rotate_half(x)*sin for x `[B, H, T, D]` and cos/sin `[T, D]` (or x `[B, T, H, D]` and `[T, 1, D]`).
  * @example const qr = applyRope(q, cos, sin);
  */
 export function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
@@ -324,6 +341,8 @@ export interface AttentionForwardOptions {
   kvCache?: KVCache;
   /** Index of this layer in the cache. */
   layerIndex?: number;
+  /** Returns residual + attention(x) (the add fused into o_proj where it can be). */
+  residual?: Tensor;
 }
 
 /**
@@ -366,26 +385,28 @@ export class CausalSelfAttention extends Module {
     const H = this.nHead;
     const D = this.headDim;
     const past = opts.kvCache?.length ?? 0;
+    // Without a cache, attention reads the projections per head in place ([B, T, H, D], no permute);
+    // the cache holds [B, H, T, D].
+    const cached = opts.kvCache !== undefined;
     const heads = (proj: Module & { forward(t: Tensor): Tensor }): Tensor => {
       const p = proj.forward(x); // [B, T, H*D]
       const r = reshape(p, [B, T, H, D]);
-      return permute(r, [0, 2, 1, 3]); // [B, H, T, D]
+      return cached ? permute(r, [0, 2, 1, 3]) : r; // [B, H, T, D] or [B, T, H, D]
     };
     let q = heads(this.qProj);
     let k = heads(this.kProj);
     let v = heads(this.vProj);
     if (this.rope) {
       const { cos, sin } = ropeCosSin(D, this.blockSize, this.ropeTheta, x.backend.name);
-      const c = narrow(cos, 0, past, T); // [T, D] at positions past..past+T-1
-      const s = narrow(sin, 0, past, T);
+      const at = (t: Tensor): Tensor => (cached ? narrow(t, 0, past, T) : reshape(narrow(t, 0, past, T), [T, 1, D])); // [T, D] or [T, 1, D]
+      const [c, s] = [at(cos), at(sin)]; // positions past..past+T-1
       [q, k] = [applyRope(q, c, s), applyRope(k, c, s)];
     }
     // The cache keep()s the k and v it holds, so the forward scope leaves them alone.
     if (opts.kvCache) ({ k, v } = opts.kvCache.update(opts.layerIndex ?? 0, k, v)); // [B, H, past + T, D]
-    const y = scaledDotProductAttention(q, k, v, { causal: true }); // [B, H, T, D]
-    const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
+    const y = scaledDotProductAttention(q, k, v, { causal: true, layout: cached ? 'bhtd' : 'bthd' });
+    const t = cached ? permute(y, [0, 2, 1, 3]) : y; // [B, T, H, D]
     const merged = reshape(t, [B, T, H * D]); // [B, T, H*D]
-    const o = this.oProj.forward(merged); // [B, T, C]
-    return this.residDropout.forward(o);
+    return project(this.oProj, merged, this.residDropout, opts.residual); // [B, T, C]
   }
 }

@@ -1,5 +1,5 @@
 import type { Backend, Reduction } from '../backend.ts';
-import { attach, forwardScope, releaseAfterBackward } from '../autograd.ts';
+import { accumulating, attach, forwardScope, releaseAfterBackward } from '../autograd.ts';
 import { countUpload, runKernel } from '../engine.ts';
 import { globalRng } from '../rng.ts';
 import { fmt, normalizeAxis, sizeOf, shapesEqual, type Shape } from '../shape.ts';
@@ -98,14 +98,16 @@ export function layerNorm(x: Tensor, weight: Tensor | null = null, bias: Tensor 
   const attached = attach('layerNorm', y, inputs, (dy) => {
     const need = { x: x.requiresGrad, w: !!weight?.requiresGrad, b: !!bias?.requiresGrad };
     let grads: ReturnType<typeof runKernel<'layerNormGrad'>> | null = null;
-    const get = (): NonNullable<typeof grads> => {
+    // x's thunk runs first: the gradient summed so far for x is added to dx in the kernel.
+    const get = (acc: Tensor | null = null): NonNullable<typeof grads> => {
       grads ??= runKernel(b, 'layerNormGrad', undefined, {
-        inputs: { x: x.data_, w: weight?.data_ ?? null, mean: mean.data_, rstd: rstd.data_, dy: dy.data_ }, attrs: { rows, cols, need },
+        inputs: { x: x.data_, w: weight?.data_ ?? null, mean: mean.data_, rstd: rstd.data_, dy: dy.data_, addend: acc?.data_ ?? null },
+        attrs: { rows, cols, need },
       });
       return grads;
     };
     return [
-      need.x ? () => result(b, get().dx, x.shape) : null,
+      need.x ? accumulating((acc) => result(b, get(acc).dx, x.shape)) : null,
       weight && need.w ? () => result(b, get().dw, [cols]) : null,
       bias && need.b ? () => result(b, get().db, [cols]) : null,
     ];
@@ -127,13 +129,13 @@ export function rmsNorm(x: Tensor, weight: Tensor | null = null, eps = 1e-6): Te
   const attached = attach('rmsNorm', y, [x, weight ?? x], (dy) => {
     const need = { x: x.requiresGrad, w: !!weight?.requiresGrad };
     let grads: ReturnType<typeof runKernel<'rmsNormGrad'>> | null = null;
-    const get = (): NonNullable<typeof grads> => {
+    const get = (acc: Tensor | null = null): NonNullable<typeof grads> => {
       grads ??= runKernel(b, 'rmsNormGrad', undefined, {
-        inputs: { x: x.data_, w: weight?.data_ ?? null, rstd: rstd.data_, dy: dy.data_ }, attrs: { rows, cols, need },
+        inputs: { x: x.data_, w: weight?.data_ ?? null, rstd: rstd.data_, dy: dy.data_, addend: acc?.data_ ?? null }, attrs: { rows, cols, need },
       });
       return grads;
     };
-    return [need.x ? () => result(b, get().dx, x.shape) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
+    return [need.x ? accumulating((acc) => result(b, get(acc).dx, x.shape)) : null, weight && need.w ? () => result(b, get().dw, [cols]) : null];
   }, [x, weight]);
   releaseAfterBackward(attached, rstd);
   return attached;
@@ -143,6 +145,11 @@ export interface AttentionOptions {
   causal?: boolean;
   /** Defaults to 1/sqrt(headDim). */
   scale?: number;
+  /**
+   * 'bhtd' (default): q, k, v are [..., T, D]. 'bthd': they are [B, T, H, D], a projection's
+   * output viewed per head, and so is the result: the head split and merge need no permute.
+   */
+  layout?: 'bhtd' | 'bthd';
 }
 
 /**
@@ -156,20 +163,26 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   if (q.rank < 2 || k.rank !== q.rank || v.rank !== q.rank) {
     throw new Error(`scaledDotProductAttention: q, k, v must share a rank >= 2, got ${fmt(q.shape)}, ${fmt(k.shape)}, ${fmt(v.shape)}`);
   }
-  const lead = q.shape.slice(0, -2);
-  const [tq, dk] = q.shape.slice(-2);
-  const [tk, dk2] = k.shape.slice(-2);
-  const [tv, dv] = v.shape.slice(-2);
-  if (!shapesEqual(k.shape.slice(0, -2), lead) || !shapesEqual(v.shape.slice(0, -2), lead) || dk !== dk2 || tk !== tv) {
-    throw new Error(`scaledDotProductAttention: incompatible q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}`);
+  const bthd = opts.layout === 'bthd';
+  if (bthd && q.rank !== 4) throw new Error(`scaledDotProductAttention: layout 'bthd' needs [B, T, H, D] inputs, got q ${fmt(q.shape)}`);
+  // bthd: [B, T, H, D] read as (lead [B, H], T, D); the head axis moves, never the data.
+  const view = (s: Shape): number[] => (bthd ? [s[0], s[2], s[1], s[3]] : [...s]);
+  const [qs, ks, vs] = [view(q.shape), view(k.shape), view(v.shape)];
+  const lead = qs.slice(0, -2);
+  const [tq, dk] = qs.slice(-2);
+  const [tk, dk2] = ks.slice(-2);
+  const [tv, dv] = vs.slice(-2);
+  if (!shapesEqual(ks.slice(0, -2), lead) || !shapesEqual(vs.slice(0, -2), lead) || dk !== dk2 || tk !== tv) {
+    throw new Error(`scaledDotProductAttention: incompatible q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${fmt(v.shape)}${bthd ? ' (bthd)' : ''}`);
   }
   const causal = opts.causal ?? false;
   if (causal && tk < tq) throw new Error(`scaledDotProductAttention: causal attention needs at least as many keys (${tk}) as queries (${tq})`);
   const scale = opts.scale ?? 1 / Math.sqrt(dk);
   const bh = sizeOf(lead);
-  const shape = [...lead, tq, dv];
+  const shape = bthd ? [q.shape[0], tq, q.shape[2], dv] : [...lead, tq, dv];
+  const heads = bthd ? q.shape[2] : undefined;
   const out = runKernel(b, 'attention', shape, {
-    inputs: { q: q.data_, k: k.data_, v: v.data_ }, attrs: { bh, tq, tk, dk, dv, scale, causal },
+    inputs: { q: q.data_, k: k.data_, v: v.data_ }, attrs: { bh, tq, tk, dk, dv, scale, causal, heads },
   });
   const y = result(b, out.out, shape);
   const lse = result(b, out.lse, [bh, tq]);
@@ -179,7 +192,7 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
     const get = (): NonNullable<typeof grads> => {
       grads ??= runKernel(b, 'attentionGrad', undefined, {
         inputs: { q: q.data_, k: k.data_, v: v.data_, out: y.data_, lse: lse.data_, dout: dy.data_ },
-        attrs: { bh, tq, tk, dk, dv, scale, causal, need },
+        attrs: { bh, tq, tk, dk, dv, scale, causal, heads, need },
       });
       return grads;
     };

@@ -126,11 +126,9 @@ export class Block extends Module {
   forward(x: Tensor, kvCache?: KVCache, layerIndex = 0): Tensor {
     // No release calls: the forward scope frees what no backward reads.
     const n1 = this.inputLayernorm.forward(x);
-    const a = this.selfAttn.forward(n1, { kvCache, layerIndex }); // [B, T, C]
-    const h = add(x, a);
+    const h = this.selfAttn.forward(n1, { kvCache, layerIndex, residual: x }); // x + attn(n1) [B, T, C]
     const n2 = this.postAttentionLayernorm.forward(h);
-    const m = this.mlp.forward(n2);
-    return add(h, m); // [B, T, C]
+    return this.mlp.forward(n2, h); // h + mlp(n2) [B, T, C]
   }
 }
 

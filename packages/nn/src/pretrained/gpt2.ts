@@ -43,12 +43,18 @@ export class GPT2Attention extends Module {
     const D = this.headDim;
     const qkv = this.cAttn.forward(x); // [B, T, 3C]
     const r = reshape(qkv, [B, T, 3, H, D]);
+    if (!kvCache) {
+      // Attention reads [B, T, H, D] per head in place: no permute before or after.
+      const part = (i: number): Tensor => reshape(narrow(r, 2, i, 1), [B, T, H, D]);
+      const y = scaledDotProductAttention(part(0), part(1), part(2), { causal: true, scale: this.scale, layout: 'bthd' }); // [B, T, H, D]
+      return this.residDropout.forward(this.cProj.forward(reshape(y, [B, T, C]))); // [B, T, C]
+    }
     const p = permute(r, [2, 0, 3, 1, 4]); // [3, B, H, T, D]
     const part = (i: number): Tensor => reshape(narrow(p, 0, i, 1), [B, H, T, D]);
     const q = part(0);
     let k = part(1);
     let v = part(2);
-    if (kvCache) ({ k, v } = kvCache.update(this.layerIdx, k, v)); // [B, H, past + T, D]
+    ({ k, v } = kvCache.update(this.layerIdx, k, v)); // [B, H, past + T, D]
     const y = scaledDotProductAttention(q, k, v, { causal: true, scale: this.scale }); // [B, H, T, D]
     const t = permute(y, [0, 2, 1, 3]); // [B, T, H, D]
     const merged = reshape(t, [B, T, C]);

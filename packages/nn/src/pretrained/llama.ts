@@ -75,9 +75,10 @@ export class LlamaAttention extends Module {
   }
 
   forward(x: Tensor, kvCache?: KVCache): Tensor {
+    if (!kvCache) return perHead(this, x);
     const [B, T] = x.shape;
     const D = this.headDim;
-    const past = kvCache?.length ?? 0;
+    const past = kvCache.length;
     const q0 = this.heads(this.qProj, x, this.nHead);
     const k0 = this.heads(this.kProj, x, this.nKvHead);
     let v = this.heads(this.vProj, x, this.nKvHead);
@@ -86,7 +87,7 @@ export class LlamaAttention extends Module {
     const s = narrow(sin, 0, past, T);
     const q = applyRope(q0, c, s);
     let k = applyRope(k0, c, s);
-    if (kvCache) ({ k, v } = kvCache.update(this.layerIdx, k, v)); // [B, Hkv, past + T, D]
+    ({ k, v } = kvCache.update(this.layerIdx, k, v)); // [B, Hkv, past + T, D]
     const rep = this.nHead / this.nKvHead;
     const kr = repeatKv(k, rep); // [B, H, past + T, D]
     const vr = repeatKv(v, rep);
@@ -95,6 +96,27 @@ export class LlamaAttention extends Module {
     const merged = reshape(t, [B, T, this.nHead * D]);
     return this.oProj.forward(merged); // [B, T, C]
   }
+}
+
+/**
+ * Without a KV cache: q, k, v stay [B, T, heads, D] views of the projections, which attention
+ * reads in place (no permute before or after); RoPE tables broadcast as [T, 1, D].
+ */
+function perHead(attn: LlamaAttention, x: Tensor): Tensor {
+  const [B, T] = x.shape;
+  const D = attn.headDim;
+  const view = (proj: Linear, n: number): Tensor => reshape(proj.forward(x), [B, T, n, D]); // [B, T, n, D]
+  const { cos, sin } = ropeCosSin(D, ropeLength(T, attn.config.maxPositionEmbeddings), attn.ropeTheta, x.backend.name);
+  const c = reshape(narrow(cos, 0, 0, T), [T, 1, D]); // positions 0..T-1
+  const s = reshape(narrow(sin, 0, 0, T), [T, 1, D]);
+  const q = applyRope(view(attn.qProj, attn.nHead), c, s);
+  const k = applyRope(view(attn.kProj, attn.nKvHead), c, s);
+  const v = view(attn.vProj, attn.nKvHead);
+  const rep = attn.nHead / attn.nKvHead;
+  // repeat_kv on the head axis: [B, T, Hkv, D] -> [B, T, Hkv * rep, D]
+  const full = (t: Tensor): Tensor => (rep === 1 ? t : reshape(expand(reshape(t, [B, T, attn.nKvHead, 1, D]), [B, T, attn.nKvHead, rep, D]), [B, T, attn.nHead, D]));
+  const y = scaledDotProductAttention(q, full(k), full(v), { causal: true, layout: 'bthd' }); // [B, T, H, D]
+  return attn.oProj.forward(reshape(y, [B, T, attn.nHead * D])); // [B, T, C]
 }
 
 /** x + self_attn(input_layernorm(x)), then x + mlp(post_attention_layernorm(x)). */

@@ -1,5 +1,5 @@
 import { runRows } from './rows.ts';
-import type { Alloc, FArr } from './arrays.ts';
+import type { Alloc, Args, FArr } from './arrays.ts';
 import { arenaFree } from './arena.ts';
 
 /** Gives a scratch [tq, tk] tensor back now (an arena view is otherwise released only when collected; others are left to the GC). */
@@ -45,4 +45,53 @@ export function attentionBackward(
   drop(p);
   drop(ds);
   return { dq, dk: dkOut, dv: dvOut };
+}
+
+/** [B, T, H, D] -> [B, H, T, D] (`toHeadMajor`), or back, into a fresh array. */
+function swapHeads(alloc: Alloc, x: FArr, B: number, T: number, H: number, D: number, toHeadMajor: boolean): FArr {
+  const out = alloc(x.length);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < H; h++) {
+        const thd = ((b * T + t) * H + h) * D;
+        const htd = ((b * H + h) * T + t) * D;
+        if (toHeadMajor) out.set(x.subarray(thd, thd + D), htd);
+        else out.set(x.subarray(htd, htd + D), thd);
+      }
+    }
+  }
+  return out;
+}
+
+/** The attention kernel; a [B, T, heads, D] layout is moved to [bh, T, D] around it (the copies a permute made before). */
+export function attentionKernel(alloc: Alloc, mm: BatchedMatmul, { inputs: { q, k, v }, attrs }: Args<'attention'>): { out: FArr; lse: FArr } {
+  const { bh, tq, tk, dk, dv, scale, causal, heads } = attrs;
+  if (!heads) return attentionForward(alloc, mm, q, k, v, bh, tq, tk, dk, dv, scale, causal);
+  const B = bh / heads;
+  const sw = (x: FArr, t: number, d: number, to: boolean): FArr => swapHeads(alloc, x, B, t, heads, d, to);
+  const [q2, k2, v2] = [sw(q, tq, dk, true), sw(k, tk, dk, true), sw(v, tk, dv, true)];
+  const r = attentionForward(alloc, mm, q2, k2, v2, bh, tq, tk, dk, dv, scale, causal);
+  const out = sw(r.out, tq, dv, false);
+  for (const t of [q2, k2, v2, r.out]) drop(t);
+  return { out, lse: r.lse };
+}
+
+/** The attention backward kernel, with the same layout moves as `attentionKernel`. */
+export function attentionGradKernel(
+  alloc: Alloc, mm: BatchedMatmul, { inputs: { q, k, v, out, lse, dout }, attrs }: Args<'attentionGrad'>,
+): { dq: FArr | null; dk: FArr | null; dv: FArr | null } {
+  const { bh, tq, tk, dk, dv, scale, causal, heads, need } = attrs;
+  if (!heads) return attentionBackward(alloc, mm, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
+  const B = bh / heads;
+  const sw = (x: FArr, t: number, d: number, to: boolean): FArr => swapHeads(alloc, x, B, t, heads, d, to);
+  const ins = [sw(q, tq, dk, true), sw(k, tk, dk, true), sw(v, tk, dv, true), sw(out, tq, dv, true), sw(dout, tq, dv, true)];
+  const g = attentionBackward(alloc, mm, ins[0], ins[1], ins[2], ins[3], lse, ins[4], bh, tq, tk, dk, dv, scale, causal, need);
+  for (const t of ins) drop(t);
+  const back = (x: FArr | null, t: number, d: number): FArr | null => {
+    if (!x) return null;
+    const y = sw(x, t, d, false);
+    drop(x);
+    return y;
+  };
+  return { dq: back(g.dq, tq, dk), dk: back(g.dk, tk, dk), dv: back(g.dv, tk, dv) };
 }

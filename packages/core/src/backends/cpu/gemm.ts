@@ -3,15 +3,28 @@ import { forEachRow, type Alloc, type Args, type FArr } from './arrays.ts';
 import { isHalf, widen, type HalfArr } from './half.ts';
 import { WASM_GEMM_MIN_MACS, gemmWasm } from './wasm-gemm.ts';
 
-/** The matmul kernel: the batched product, plus a bias added to every output row. */
+/**
+ * The matmul kernel: alpha times the batched product, plus a bias added to every
+ * output row, plus the low-rank term scale * h @ op(w) (made in a scratch array `free` takes back), plus an addend.
+ */
 export function matmul(
-  alloc: Alloc, { inputs: { a, b, bias }, attrs: { aShape, bShape, transA, transB, outShape } }: Args<'matmul', FArr | HalfArr>,
+  alloc: Alloc, { inputs: { a, b, bias, h, w, addend }, attrs: { aShape, bShape, transA, transB, outShape, alpha = 1, lowRank } }: Args<'matmul', FArr | HalfArr>,
+  free: (t: FArr) => void,
 ): FArr {
   const out = batchedProduct(alloc, a, aShape, b, bShape, transA, transB, outShape);
+  if (alpha !== 1) for (let i = 0; i < out.length; i++) out[i] *= alpha;
   if (bias) {
     const n = outShape[outShape.length - 1];
     for (let o = 0; o < out.length; o += n) for (let c = 0; c < n; c++) out[o + c] += bias[c];
   }
+  if (lowRank && h && w) {
+    const [m, n] = outShape;
+    const { r, transW, scale } = lowRank;
+    const t = batchedProduct(alloc, h, [m, r], w, transW ? [n, r] : [r, n], false, transW, outShape);
+    for (let i = 0; i < out.length; i++) out[i] += scale * t[i];
+    free(t);
+  }
+  if (addend) for (let i = 0; i < out.length; i++) out[i] += addend[i];
   return out;
 }
 

@@ -1,3 +1,4 @@
+import { sizeOf } from '../../shape.ts';
 import { isHalfDtype, type Backend, type DType, type HostArray, type KernelAttrs } from '../../backend.ts';
 import { allocFor, type Args, type Arr, type CpuContext, type FArr, type FloatCtor } from './arrays.ts';
 import { batchedProduct, matmul as matmulKernel } from './gemm.ts';
@@ -160,8 +161,23 @@ export class CpuBackend implements Backend<Arr> {
   private readonly batched: attn.BatchedMatmul = (a, aShape, b, bShape, ta, tb, out) =>
     batchedProduct(this.alloc, a, aShape, b, bShape, ta, tb, out);
 
+  /** The GELU prologue and gradient epilogue run the backend's own activation kernels (SIMD, threads) around the gemm. */
   matmul(a: Args<'matmul', FArr | HalfArr>): FArr {
-    return matmulKernel(this.alloc, a);
+    const { inputs, attrs } = a;
+    const free = (t: FArr): void => this.free(t);
+    if (!attrs.aAct && !attrs.gradOf) return matmulKernel(this.alloc, a, free);
+    const x = attrs.aAct ? this.unary({ inputs: { x: inputs.a as FArr }, attrs: { op: attrs.aAct, size: sizeOf(attrs.aShape) } }) : inputs.a;
+    const at = attrs.gradOf ? inputs.at as FArr : null;
+    let out = matmulKernel(this.alloc, { inputs: { ...inputs, a: x, addend: at ? null : inputs.addend }, attrs }, free);
+    if (x !== inputs.a) this.free(x as FArr);
+    if (at && attrs.gradOf) {
+      const dx = this.unaryGrad({ inputs: { x: at, y: null, dy: out }, attrs: { op: attrs.gradOf, size: out.length } });
+      this.free(out);
+      out = dx;
+      const add = inputs.addend;
+      if (add) for (let i = 0; i < out.length; i++) out[i] += add[i];
+    }
+    return out;
   }
 
   strided(a: Args<'strided', Arr>): Arr {
@@ -214,28 +230,35 @@ export class CpuBackend implements Backend<Arr> {
     return nn.layerNormRows(this.alloc, x, w, b, rows, cols, eps);
   }
 
-  layerNormGrad({ inputs: { x, w, mean, rstd, dy }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
-    return nn.layerNormGradRows(this.alloc, x, w, mean, rstd, dy, rows, cols, need);
+  layerNormGrad({ inputs: { x, w, mean, rstd, dy, addend }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
+    return addInto(nn.layerNormGradRows(this.alloc, x, w, mean, rstd, dy, rows, cols, need), addend);
   }
 
   rmsNorm({ inputs: { x, w }, attrs: { rows, cols, eps } }: Args<'rmsNorm'>) {
     return nn.rmsNormRows(this.alloc, x, w, rows, cols, eps);
   }
 
-  rmsNormGrad({ inputs: { x, w, rstd, dy }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
-    return nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need);
+  rmsNormGrad({ inputs: { x, w, rstd, dy, addend }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
+    return addInto(nn.rmsNormGradRows(this.alloc, x, w, rstd, dy, rows, cols, need), addend);
   }
 
-  attention({ inputs: { q, k, v }, attrs: { bh, tq, tk, dk, dv, scale, causal } }: Args<'attention'>) {
-    return attn.attentionForward(this.alloc, this.batched, q, k, v, bh, tq, tk, dk, dv, scale, causal);
+  attention(a: Args<'attention'>) {
+    return attn.attentionKernel(this.alloc, this.batched, a);
   }
 
-  attentionGrad({ inputs: { q, k, v, out, lse, dout }, attrs: { bh, tq, tk, dk, dv, scale, causal, need } }: Args<'attentionGrad'>) {
-    return attn.attentionBackward(this.alloc, this.batched, q, k, v, out, lse, dout, bh, tq, tk, dk, dv, scale, causal, need);
+  attentionGrad(a: Args<'attentionGrad'>) {
+    return attn.attentionGradKernel(this.alloc, this.batched, a);
   }
 
   adamUpdate({ inputs: { p, g, m, v }, attrs: { size, hyper } }: Args<'adamUpdate'>): { p: FArr; m: FArr; v: FArr } {
     nn.adamInPlace(p, g, m, v, size, hyper);
     return { p, m, v };
   }
+}
+
+/** A norm backward's dx plus the gradient summed so far (added in place into the fresh dx). */
+function addInto<G extends { dx: FArr | null }>(grads: G, addend: FArr | null | undefined): G {
+  const dx = grads.dx;
+  if (dx && addend) for (let i = 0; i < dx.length; i++) dx[i] += addend[i];
+  return grads;
 }

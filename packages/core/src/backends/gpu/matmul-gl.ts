@@ -16,6 +16,7 @@
  * an Inf beside the data cannot turn into NaN.
  */
 import { broadcastStrides, sizeOf, type Shape } from '../../shape.ts';
+import type { LowRank } from '../../backend.ts';
 import type { RawGl } from './gpujs.ts';
 
 export interface GlMatmul {
@@ -25,6 +26,7 @@ export interface GlMatmul {
   size: number;
   loop: number;
   ints: number[];
+  floats: number[];
 }
 
 /**
@@ -100,9 +102,29 @@ vec4 lrKeep(vec4 v, int r) {
 }
 `;
 
+const GELU_C = Math.sqrt(2 / Math.PI).toFixed(9);
+
+/**
+ * GELU (tanh approximation) and its derivative on 4 lanes, for the prologue and the gradient epilogue.
+ * NOTE: tanh from exp(-2|u|), which never overflows (GLSL ES 1.00 has no tanh).
+ */
+const GELU_GLSL = `
+vec4 lrTanh(vec4 u) {
+  vec4 e = exp(-2.0 * abs(u));
+  return sign(u) * (1.0 - e) / (1.0 + e);
+}
+vec4 lrGelu(vec4 x) {
+  return 0.5 * x * (1.0 + lrTanh(${GELU_C} * (x + 0.044715 * x * x * x)));
+}
+vec4 lrGeluGrad(vec4 x) {
+  vec4 t = lrTanh(${GELU_C} * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * ${GELU_C} * (1.0 + 3.0 * 0.044715 * x * x);
+}
+`;
+
 /** Emits GLSL for texel reads of one argument. */
 class Reads {
-  constructor(readonly arg: 'a' | 'b', readonly tex: string) {}
+  constructor(readonly arg: string, readonly tex: string) {}
 
   fetch(p: string): string {
     return `${this.tex}(user_${this.arg}, (vec2(${p}) + 0.5) * i${this.arg})`;
@@ -131,12 +153,86 @@ class Reads {
   }
 }
 
+/** One product's operands: x [M, K] (or [K, M] when transX) from xOff, y [K, N] (or [N, K] when transY) from yOff. */
+interface Product {
+  x: string;
+  y: string;
+  xOff: string;
+  yOff: string;
+  transX: boolean;
+  transY: boolean;
+  /** Uniform names of K, M and N, and of y's row stride (default N; y not transposed). */
+  nK: string;
+  nM: string;
+  nN: string;
+  yRow?: string;
+  /** x's values pass through GELU as they are read (x not transposed). */
+  geluX?: boolean;
+}
+
+/** GLSL that adds out[m, n..n+3] of one product into `acc` (declared by the caller); `p` prefixes its names. */
+function productCode(tex: string, { x, y, xOff, yOff, transX, transY, nK, nM, nN, yRow = nN, geluX = false }: Product, p: string, acc: string): string {
+  const X = new Reads(x, tex);
+  const Y = new Reads(y, tex);
+  let body = `  vec2 i${x} = 1.0 / vec2(user_${x}Size);\n  vec2 i${y} = 1.0 / vec2(user_${y}Size);\n`;
+  // x[m, k..k+3]: a window along the row, or (transposed) 4 lanes M elements apart: k*M + m.
+  let loop = '';
+  if (!transX) {
+    body += X.initRun(`${p}ra`, `${xOff} + m * ${nK}`);
+    loop += X.stepRun(`${p}ra`, 'av');
+    // Lanes past K hold a neighbour's values: the masking below zeroes them after GELU.
+    if (geluX) loop += '    av = lrGelu(av);\n';
+  } else {
+    if (geluX) throw new Error('gpu matmul: a GELU prologue needs a not transposed a');
+    for (let j = 0; j < 4; j++) body += X.initLane(`${p}la${j}`, `${xOff} + ${j} * ${nM} + m`);
+    // 4 rows further is 4 M elements = M texels: each lane keeps its channel.
+    body += `  ivec2 ${p}sa = lrTexel(${nM}, user_${x}Size);\n`;
+    loop += `    vec4 av = vec4(${[0, 1, 2, 3].map((j) => X.stepLane(`${p}la${j}`)).join(', ')});\n`;
+    for (let j = 0; j < 4; j++) loop += `    ${p}la${j}p = lrStep(${p}la${j}p, ${p}sa, user_${x}Size.x);\n`;
+  }
+  // y rows k..k+3 at n..n+3 (aligned: N % 4 == 0), or (transposed) windows along rows n..n+3.
+  if (!transY) {
+    body += `  ivec2 ${p}pb = lrTexel((${yOff} + n) / 4, user_${y}Size);\n  ivec2 ${p}sb = lrTexel(${yRow} / 4, user_${y}Size);\n`;
+    for (let j = 0; j < 4; j++) loop += `    vec4 b${j} = ${Y.fetch(`${p}pb`)};\n    ${p}pb = lrStep(${p}pb, ${p}sb, user_${y}Size.x);\n`;
+  } else {
+    for (let j = 0; j < 4; j++) {
+      body += Y.initRun(`${p}rb${j}`, `${yOff} + (n + ${j}) * ${nK}`);
+      loop += Y.stepRun(`${p}rb${j}`, `b${j}`);
+    }
+  }
+  // The last, ragged block: lanes past K are zeroed on both sides.
+  loop += `    int left = ${nK} - k;\n    if (left < 4) {\n      av = lrKeep(av, left);\n`;
+  loop += transY
+    ? [0, 1, 2, 3].map((j) => `      b${j} = lrKeep(b${j}, left);\n`).join('')
+    : '      if (left < 4) { b3 = vec4(0.0); }\n      if (left < 3) { b2 = vec4(0.0); }\n      if (left < 2) { b1 = vec4(0.0); }\n';
+  loop += '    }\n';
+  loop += transY
+    ? `    ${acc} += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));\n`
+    : `    ${acc} += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;\n`;
+  return `${body}  for (int k = 0; k < LOOP_MAX; k += 4) {\n    if (k >= ${nK}) { break; }\n${loop}  }\n`;
+}
+
+/** What a GL matmul adds to its product (see the matmul kernel's contract). */
+export interface GlMatmulExtras {
+  bias: boolean;
+  alpha?: number;
+  lowRank?: LowRank | null;
+  addend?: boolean;
+  aAct?: 'gelu' | null;
+  gradOf?: 'gelu' | null;
+  /**
+   * Attention's per-head products: batch dims [B, heads], and b (not transposed) and out stored
+   * [B, rows, heads, N] (projections viewed per head); a stays [B, heads, M, K].
+   */
+  heads?: number;
+}
+
 /**
- * out = a @ b (+ bias), a [..., aRows, aCols] (transposed when transA), b
- * likewise, out [...batch, M, N]; batch dims broadcast.
+ * out = alpha * a @ b (+ bias) (+ scale * h @ op(w)) (+ addend), a [..., aRows, aCols] (transposed when
+ * transA), b likewise, out [...batch, M, N]; batch dims broadcast; the low-rank term is 2-D only.
  */
 export function glMatmul(
-  aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, withBias: boolean, webgl2: boolean,
+  aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, extras: GlMatmulExtras, webgl2: boolean,
 ): GlMatmul {
   const r = outShape.length;
   const M = outShape[r - 2];
@@ -146,11 +242,12 @@ export function glMatmul(
   const aMat = aShape[aShape.length - 2] * aShape[aShape.length - 1];
   const bMat = bShape[bShape.length - 2] * bShape[bShape.length - 1];
   const aBatch = broadcastStrides(aShape.slice(0, -2), batch).map((s) => s * aMat);
-  const bBatch = broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
+  const H = extras.heads;
+  if (H && (batch.length !== 2 || transB || batch[1] !== H)) throw new Error(`gpu matmul: a heads layout needs batch [B, ${H}] and b not transposed`);
+  // Per head, b's rows are H * N apart and head h starts h * N in.
+  const bBatch = H ? [K * H * N, N] : broadcastStrides(bShape.slice(0, -2), batch).map((s) => s * bMat);
   const g = new GlSource(webgl2);
   const u = (v: number): string => g.int(v);
-  const A = new Reads('a', g.tex);
-  const B = new Reads('b', g.tex);
   const size = sizeOf(outShape);
   const total = u(size);
   const nN = u(N);
@@ -158,49 +255,44 @@ export function glMatmul(
   const nK = u(K);
   const nM = u(M);
   let body = `vec4 lrMatmul() {\n  int o = index * 4;\n  if (o >= ${total}) { return vec4(0.0); }\n`;
-  body += `  ivec2 bq = lrSplit(o, ${nMN});\n  ivec2 mn = lrSplit(bq.y, ${nN});\n  int m = mn.x;\n  int n = mn.y;\n`;
   body += '  int aOff = 0;\n  int bOff = 0;\n';
-  if (batch.length > 0) {
+  if (H) {
+    // o is the position in [B, M, H, N]: n, then the head, then m and b.
+    body += `  ivec2 rn = lrSplit(o, ${nN});\n  int n = rn.y;\n  ivec2 rh = lrSplit(rn.x, ${u(H)});\n  ivec2 bm = lrSplit(rh.x, ${nM});\n  int m = bm.y;\n`;
+    body += `  aOff = bm.x * ${u(aBatch[0])} + rh.y * ${u(aBatch[1])};\n  bOff = bm.x * ${u(bBatch[0])} + rh.y * ${u(bBatch[1])};\n`;
+  } else {
+    body += `  ivec2 bq = lrSplit(o, ${nMN});\n  ivec2 mn = lrSplit(bq.y, ${nN});\n  int m = mn.x;\n  int n = mn.y;\n`;
+  }
+  if (batch.length > 0 && !H) {
     body += '  int bt = bq.x;\n';
     for (let d = batch.length - 1; d >= 0; d--) {
       body += `  ivec2 c${d} = lrSplit(bt, ${u(batch[d])});\n  bt = c${d}.x;\n`;
       body += `  aOff += c${d}.y * ${u(aBatch[d])};\n  bOff += c${d}.y * ${u(bBatch[d])};\n`;
     }
   }
-  body += '  vec2 ia = 1.0 / vec2(user_aSize);\n  vec2 ib = 1.0 / vec2(user_bSize);\n';
-  // a[m, k..k+3]: a window along the row, or (transposed) 4 lanes M elements = M/4... apart: k*M + m.
-  let loop = '';
-  if (!transA) {
-    body += A.initRun('ra', `aOff + m * ${nK}`);
-    loop += A.stepRun('ra', 'av');
-  } else {
-    for (let j = 0; j < 4; j++) body += A.initLane(`la${j}`, `aOff + ${j} * ${nM} + m`);
-    // 4 rows further is 4 M elements = M texels: each lane keeps its channel.
-    body += `  ivec2 sa = lrTexel(${nM}, user_aSize);\n`;
-    loop += `    vec4 av = vec4(${[0, 1, 2, 3].map((j) => A.stepLane(`la${j}`)).join(', ')});\n`;
-    for (let j = 0; j < 4; j++) loop += `    la${j}p = lrStep(la${j}p, sa, user_aSize.x);\n`;
+  const floats: number[] = [];
+  const float = (v: number): string => `user_f${floats.push(v) - 1}`;
+  const scaled = extras.alpha !== undefined && extras.alpha !== 1;
+  const biasAt = `${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize))`;
+  body += extras.bias && !scaled ? `  vec4 acc = ${biasAt};\n` : '  vec4 acc = vec4(0.0);\n';
+  const yRow = H ? u(H * N) : nN;
+  if (extras.gradOf && (extras.bias || scaled || extras.lowRank)) throw new Error('gpu matmul: a GELU gradient epilogue takes no bias, alpha or low-rank term');
+  const geluX = extras.aAct === 'gelu';
+  body += productCode(g.tex, { x: 'a', y: 'b', xOff: 'aOff', yOff: 'bOff', transX: transA, transY: transB, nK, nM, nN, yRow, geluX }, '', 'acc');
+  const texel = (arg: string): string => `${g.tex}(user_${arg}, (vec2(lrTexel(index, user_${arg}Size)) + 0.5) / vec2(user_${arg}Size))`;
+  if (extras.gradOf) body += `  acc *= lrGeluGrad(${texel('at')});\n`;
+  if (scaled) body += `  acc = acc * ${float(extras.alpha!)}${extras.bias ? ` + ${biasAt}` : ''};\n`;
+  const low = extras.lowRank;
+  if (low) {
+    body += '  vec4 lr = vec4(0.0);\n';
+    body += productCode(g.tex, { x: 'h', y: 'w', xOff: '0', yOff: '0', transX: false, transY: low.transW, nK: u(low.r), nM, nN }, 'l', 'lr');
+    body += `  acc += ${float(low.scale)} * lr;\n`;
   }
-  // b rows k..k+3 at n..n+3 (aligned: N % 4 == 0), or (transposed) windows along rows n..n+3.
-  if (!transB) {
-    body += `  ivec2 pb = lrTexel((bOff + n) / 4, user_bSize);\n  ivec2 sb = lrTexel(${nN} / 4, user_bSize);\n`;
-    for (let j = 0; j < 4; j++) loop += `    vec4 b${j} = ${B.fetch('pb')};\n    pb = lrStep(pb, sb, user_bSize.x);\n`;
-  } else {
-    for (let j = 0; j < 4; j++) {
-      body += B.initRun(`rb${j}`, `bOff + (n + ${j}) * ${nK}`);
-      loop += B.stepRun(`rb${j}`, `b${j}`);
-    }
-  }
-  // The last, ragged block: lanes past K are zeroed on both sides.
-  loop += `    int left = ${nK} - k;\n    if (left < 4) {\n      av = lrKeep(av, left);\n`;
-  loop += transB
-    ? [0, 1, 2, 3].map((j) => `      b${j} = lrKeep(b${j}, left);\n`).join('')
-    : '      if (left < 4) { b3 = vec4(0.0); }\n      if (left < 3) { b2 = vec4(0.0); }\n      if (left < 2) { b1 = vec4(0.0); }\n';
-  loop += '    }\n';
-  loop += transB
-    ? '    acc += vec4(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));\n'
-    : '    acc += av.x * b0 + av.y * b1 + av.z * b2 + av.w * b3;\n';
-  body += withBias ? `  vec4 acc = ${g.tex}(user_bias, (vec2(lrTexel(n / 4, user_biasSize)) + 0.5) / vec2(user_biasSize));\n` : '  vec4 acc = vec4(0.0);\n';
-  body += `  for (int k = 0; k < LOOP_MAX; k += 4) {\n    if (k >= ${nK}) { break; }\n${loop}  }\n  return acc;\n}\n`;
-  const stub = g.stub(['a', 'b', ...(withBias ? ['bias'] : [])]);
-  return { src: stub, raw: { helpers: HELPERS + body, result: 'lrMatmul()' }, size, loop: K, ints: g.ints };
+  // The addend has the output's layout: this fragment's texel.
+  if (extras.addend) body += `  acc += ${texel('addend')};\n`;
+  body += '  return acc;\n}\n';
+  const arrays = ['a', 'b', ...(extras.bias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : []), ...(extras.gradOf ? ['at'] : [])];
+  const stub = g.stub(arrays, floats.map((_, i) => `f${i}`));
+  const helpers = HELPERS + (geluX || extras.gradOf ? GELU_GLSL : '') + body;
+  return { src: stub, raw: { helpers, result: 'lrMatmul()' }, size, loop: Math.max(K, low?.r ?? 0), ints: g.ints, floats };
 }

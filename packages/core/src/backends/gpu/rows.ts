@@ -57,22 +57,24 @@ export function layerNorm(ctx: GpuContext, { inputs: { x, w, b }, attrs: { rows,
   return { y, mean, rstd };
 }
 
-export function layerNormGrad(ctx: GpuContext, { inputs: { x, w, mean, rstd, dy }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
+export function layerNormGrad(ctx: GpuContext, { inputs: { x, w, mean, rstd, dy, addend = null }, attrs: { rows, cols, need } }: Args<'layerNormGrad'>) {
   const st = ctx.packedPair(mean, rstd);
   const stats = st ? [st] : [mean, rstd];
   return {
-    dx: need.x ? normDx(ctx, x, stats, w, dy, rows, cols, true) : null,
+    dx: need.x ? normDx(ctx, x, stats, w, dy, rows, cols, true, addend) : null,
     dw: need.w ? ctx.run(src.normColSum(ctx.gen(), rows, cols, true, !!st, true), [x, ...stats, dy]) : null,
     db: need.b ? ctx.run(src.normColSum(ctx.gen(), rows, cols, true, !!st, false), [dy]) : null,
   };
 }
 
-/** dx of a norm in two dispatches: packed row sums (sum g, sum g h), then dx. */
-export function normDx(ctx: GpuContext, x: GpuData, stats: GpuData[], w: GpuData | null, dy: GpuData, rows: number, cols: number, centered: boolean): GpuData {
+/** dx of a norm (plus an addend) in two dispatches: packed row sums (sum g, sum g h), then dx. */
+export function normDx(
+  ctx: GpuContext, x: GpuData, stats: GpuData[], w: GpuData | null, dy: GpuData, rows: number, cols: number, centered: boolean, addend: GpuData | null,
+): GpuData {
   const packed = centered && stats.length === 1;
   const ws = w ? [w] : [];
   const sums = ctx.run(src.normRowSums(ctx.gen(), rows, cols, centered, packed, !!w), [x, ...stats, dy, ...ws]);
-  const dx = ctx.run(src.normDxSums(ctx.gen(), rows, cols, centered, packed, !!w), [x, ...stats, dy, sums, ...ws]);
+  const dx = ctx.run(src.normDxSums(ctx.gen(), rows, cols, centered, packed, !!w, !!addend), [x, ...stats, dy, sums, ...ws, ...(addend ? [addend] : [])]);
   ctx.free(sums);
   return dx;
 }
@@ -83,9 +85,9 @@ export function rmsNorm(ctx: GpuContext, { inputs: { x, w }, attrs: { rows, cols
   return { y, rstd };
 }
 
-export function rmsNormGrad(ctx: GpuContext, { inputs: { x, w, rstd, dy }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
+export function rmsNormGrad(ctx: GpuContext, { inputs: { x, w, rstd, dy, addend = null }, attrs: { rows, cols, need } }: Args<'rmsNormGrad'>) {
   return {
-    dx: need.x ? normDx(ctx, x, [rstd], w, dy, rows, cols, false) : null,
+    dx: need.x ? normDx(ctx, x, [rstd], w, dy, rows, cols, false, addend) : null,
     dw: need.w ? ctx.run(src.normColSum(ctx.gen(), rows, cols, false, false, true), [x, rstd, dy]) : null,
   };
 }

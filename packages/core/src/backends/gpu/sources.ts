@@ -1,4 +1,4 @@
-import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.ts';
+import type { BinaryOp, LowRank, ReduceOp, UnaryOp } from '../../backend.ts';
 import { broadcastStrides, sizeOf, stridesOf, type Shape } from '../../shape.ts';
 import { CodeGen, flt, kernelSource, powCode, sigmoidCode, tanhCode } from './codegen.ts';
 import type { RawGl } from './gpujs.ts';
@@ -196,8 +196,20 @@ export function reduce(g: CodeGen, op: ReduceOp, shape: Shape, axes: readonly nu
   return spec('reduce', g, ['x'], body, sizeOf(keptShape), R);
 }
 
+/** What a matmul adds to its product: a scale of the product (alpha) and a low-rank term. */
+export interface MatmulExtras {
+  alpha?: number;
+  lowRank?: LowRank | null;
+  /** An input of the output's shape added to it. */
+  addend?: boolean;
+  /** a read through GELU; the product times gelu'(at) (see the matmul kernel's contract). */
+  aAct?: 'gelu' | null;
+  gradOf?: 'gelu' | null;
+}
+
 export function matmul(
   g: CodeGen, aShape: Shape, bShape: Shape, transA: boolean, transB: boolean, outShape: Shape, withBias = false,
+  extras: MatmulExtras = {},
 ): KernelSpec {
   const r = outShape.length;
   const m = outShape[r - 2];
@@ -216,9 +228,25 @@ export function matmul(
   const nb = batch.length;
   const aAt = g.offset([...c.slice(0, nb), c[nb], 'p'], [...aBatch, sAm, sAk]);
   const bAt = g.offset([...c.slice(0, nb), c[nb + 1], 'p'], [...bBatch, sBn, sBk]);
-  const init = withBias ? `bias[${c[nb + 1]}]` : '0';
-  const body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\nacc += a[${aAt}] * b[${bAt}];\n}\nreturn acc;\n`;
-  return spec('matmul', g, withBias ? ['a', 'b', 'bias'] : ['a', 'b'], body, sizeOf(outShape), k);
+  const scaled = extras.alpha !== undefined && extras.alpha !== 1;
+  const init = withBias && !scaled ? `bias[${c[nb + 1]}]` : '0';
+  const term = extras.aAct ? `let av = a[${aAt}];\n${unaryCode(g, 'gelu', 'av', 'ga')}acc += ga * b[${bAt}];\n` : `acc += a[${aAt}] * b[${bAt}];\n`;
+  let body = `${code}let acc = ${init};\nfor (let p = 0; p < ${g.d(k)}; p++) {\n${term}}\n`;
+  if (extras.gradOf) {
+    // NOTE: derivative of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), at x = at[i].
+    const [c, t] = tanhCode(g, 'gu');
+    body += `let gx = at[${T}];\nlet gu = ${geluArg('gx')};\n${c}acc = acc * (0.5 * (1 + ${t}) + 0.5 * gx * (1 - ${t} * ${t}) * ${geluArgGrad('gx')});\n`;
+  }
+  if (scaled) body += `acc = acc * ${g.f(extras.alpha!)}${withBias ? ` + bias[${c[nb + 1]}]` : ''};\n`;
+  const low = extras.lowRank;
+  if (low) {
+    const hAt = g.offset([c[0], 'j'], [low.r, 1]);
+    const wAt = g.offset([c[1], 'j'], low.transW ? [low.r, 1] : [1, n]);
+    body += `let lr = 0;\nfor (let j = 0; j < ${g.d(low.r)}; j++) {\nlr += h[${hAt}] * w[${wAt}];\n}\nacc += ${g.f(low.scale)} * lr;\n`;
+  }
+  body += extras.addend ? 'return acc + addend[this.thread.x];\n' : 'return acc;\n';
+  const args = ['a', 'b', ...(withBias ? ['bias'] : []), ...(low ? ['h', 'w'] : []), ...(extras.addend ? ['addend'] : []), ...(extras.gradOf ? ['at'] : [])];
+  return spec('matmul', g, args, body, sizeOf(outShape), Math.max(k, low?.r ?? 0));
 }
 
 export function strided(g: CodeGen, outShape: Shape, strides: readonly number[], offset: number): KernelSpec {
@@ -380,13 +408,25 @@ function dot(g: CodeGen, qi: [string, number][], kj: [string, number][], dk: num
   return `let s = 0;\nfor (let d = 0; d < ${g.d(dk)}; d++) { s += q[${qa}] * k[${ka}]; }\ns = s * ${scale};\n`;
 }
 
+/**
+ * Addresses row t of head hh: in a [bh, T, D] tensor, or with `heads` in a [B, T, heads, D]
+ * one (hh split into batch and head by the declared code).
+ */
+function headRows(g: CodeGen, hh: string, heads?: number): { code: string; row: (t: string, T: number, D: number) => [string, number][] } {
+  if (!heads) return { code: '', row: (t, n, d) => [[hh, n * d], [t, d]] };
+  const [b, h] = [g.fresh('hb'), g.fresh('hh')];
+  return { code: g.divmod(b, h, hh, heads), row: (t, n, d) => [[b, n * heads * d], [t, heads * d], [h, d]] };
+}
+
 /** lse over the visible keys of each query row [bh * tq]. */
-export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean, scale: number): KernelSpec {
+export function attnLse(g: CodeGen, bh: number, tq: number, tk: number, dk: number, causal: boolean, scale: number, heads?: number): KernelSpec {
   const sc = g.f(scale);
   let body = g.divmod('h', 'i', T, tq);
+  const L = headRows(g, 'h', heads);
+  body += L.code;
   body += `let last = ${causal ? `i + ${g.d(tk - tq)}` : g.d(tk - 1)};\nlet m = -Infinity;\nlet z = 0;\n`;
   body += `for (let j = 0; j < ${g.d(tk)}; j++) {\nif (j > last) { break; }\n`;
-  body += dot(g, [[T, dk]], [['h', tk * dk], ['j', dk]], dk, sc);
+  body += dot(g, heads ? L.row('i', tq, dk) : [[T, dk]], L.row('j', tk, dk), dk, sc);
   body += 'if (s > m) { z = z * Math.exp(m - s) + 1; m = s; } else { z += Math.exp(s - m); }\n}\n';
   body += 'if (z == 0) { return -Infinity; }\nreturn m + Math.log(z);\n';
   return spec('attnLse', g, ['q', 'k'], body, bh * tq, Math.max(tk, dk));
@@ -507,14 +547,14 @@ export function normRowSums(g: CodeGen, rows: number, cols: number, centered: bo
 }
 
 /** dx = rs * (g - mean(g) - h * mean(g h)) from packed row sums; the RMS form drops mean(g). */
-export function normDxSums(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean): KernelSpec {
+export function normDxSums(g: CodeGen, rows: number, cols: number, centered: boolean, packed: boolean, hasW: boolean, hasAdd = false): KernelSpec {
   const stats = packed ? ['st'] : [...(centered ? ['mean'] : []), 'rstd'];
-  const args = ['x', ...stats, 'dy', 'sums', ...(hasW ? ['w'] : [])];
+  const args = ['x', ...stats, 'dy', 'sums', ...(hasW ? ['w'] : []), ...(hasAdd ? ['addend'] : [])];
   const n = g.d(cols);
   let body = `${rowCol(g, cols)}${statReads(g, 'r', centered, packed)}`;
   body += `let h = (x[${T}] - mu) * rs;\nlet gv = dy[${T}]${hasW ? ` * w[${g.int('c')}]` : ''};\n`;
   const sg = centered ? ` - ${lane2(g, 'sums', 'r', 0)} / ${n}` : '';
-  body += `return rs * (gv${sg} - h * ${lane2(g, 'sums', 'r', 1)} / ${n});\n`;
+  body += `return rs * (gv${sg} - h * ${lane2(g, 'sums', 'r', 1)} / ${n})${hasAdd ? ` + addend[${T}]` : ''};\n`;
   return spec('normDx', g, args, body, rows * cols);
 }
 
@@ -592,16 +632,19 @@ export function attnDsFused(g: CodeGen, bh: number, tq: number, tk: number, dv: 
  * dS like attnDsFused, with P recomputed in the cell (exp(q_i . k_j * scale - lse_i), 0 where masked)
  * instead of read from a stored [T, T] buffer.
  */
-export function attnDsInline(g: CodeGen, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean): KernelSpec {
+export function attnDsInline(
+  g: CodeGen, bh: number, tq: number, tk: number, dk: number, dv: number, scale: number, causal: boolean, heads?: number,
+): KernelSpec {
   const { code, c } = g.coords(T, [bh, tq, tk]);
   const [h, i, j] = c;
-  let body = code;
+  const L = headRows(g, h, heads);
+  let body = code + L.code;
   if (causal) body += `if (${j} > ${i} + ${g.d(tk - tq)}) { return 0; }\n`;
-  body += dot(g, [[h, tq * dk], [i, dk]], [[h, tk * dk], [j, dk]], dk, g.f(scale));
+  body += dot(g, L.row(i, tq, dk), L.row(j, tk, dk), dk, g.f(scale));
   body += `let pv = Math.exp(s - lse[${g.lin([[h, tq], [i, 1]])}]);\n`;
   const n = g.d(dv);
-  body += `let sd = 0;\nlet dl = 0;\nfor (let e = 0; e < ${n}; e++) {\nlet o = dout[${g.lin([[h, tq * dv], [i, dv], ['e', 1]])}];\n`;
-  body += `sd += o * v[${g.lin([[h, tk * dv], [j, dv], ['e', 1]])}];\ndl += o * out[${g.lin([[h, tq * dv], [i, dv], ['e', 1]])}];\n}\n`;
+  body += `let sd = 0;\nlet dl = 0;\nfor (let e = 0; e < ${n}; e++) {\nlet o = dout[${g.lin([...L.row(i, tq, dv), ['e', 1]])}];\n`;
+  body += `sd += o * v[${g.lin([...L.row(j, tk, dv), ['e', 1]])}];\ndl += o * out[${g.lin([...L.row(i, tq, dv), ['e', 1]])}];\n}\n`;
   body += `return pv * (sd - dl) * ${g.f(scale)};\n`;
   return spec('attnDsInline', g, ['q', 'k', 'lse', 'dout', 'v', 'out'], body, bh * tq * tk, Math.max(dk, dv));
 }
