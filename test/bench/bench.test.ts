@@ -189,6 +189,7 @@ describe('bench theory', () => {
       for (const k of cases) {
         const r = await trainRun(k.mode, ['--backend', 'meta', '--size', size, '--vocab', '85', ...k.args], () => {});
         const rel = r.peakTensorBytes / k.m.peak;
+        console.log(`${size} ${k.mode} ${k.args.join(' ')}: engine ${r.peakTensorBytes} accounting ${k.m.peak} x${rel.toFixed(3)}`);
         assert.ok(rel > 0.95 && rel < 1.05, `${size} ${k.mode} ${k.args.join(' ')}: engine peak ${r.peakTensorBytes} vs accounting ${k.m.peak} (x${rel.toFixed(3)})`);
         assert.equal(r.weightBytes, k.m.weights);
         assert.equal(r.optimizerStateBytes, k.m.optimizer);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  add, gelu, keep, layerNorm, linear, manualSeed, memory, mul, permute, randn, reshape, resetPeak,
+  add, keep, layerNorm, linear, manualSeed, memory, mul, randn, reshape, resetPeak,
   scaledDotProductAttention, sum, tidy, type Tensor,
 } from '@lowrank/core';
 import { Block, LayerNorm, MLP, Module, resolveConfig, type TransformerConfig } from '@lowrank/nn';
@@ -28,14 +28,14 @@ class UserBlock extends Module {
     assert.ok(ln1 instanceof LayerNorm && ln2 instanceof LayerNorm && mlp instanceof MLP);
     const H = attn.nHead;
     const n1 = layerNorm(x, ln1.weight, ln1.bias, ln1.eps);
-    const heads = (w: Tensor, b: Tensor | null): Tensor => permute(reshape(linear(n1, w, b), [B, T, H, C / H]), [0, 2, 1, 3]);
+    // The built-in block's fusions, through public ops: heads read in place, residuals and GELU in the matmuls.
+    const heads = (w: Tensor, b: Tensor | null): Tensor => reshape(linear(n1, w, b), [B, T, H, C / H]); // [B, T, H, D]
     const y = scaledDotProductAttention(heads(attn.qProj.weight, attn.qProj.bias), heads(attn.kProj.weight, attn.kProj.bias),
-      heads(attn.vProj.weight, attn.vProj.bias), { causal: true }); // [B, H, T, D]
-    const a = linear(reshape(permute(y, [0, 2, 1, 3]), [B, T, C]), attn.oProj.weight, attn.oProj.bias);
-    const h = add(x, a);
+      heads(attn.vProj.weight, attn.vProj.bias), { causal: true, layout: 'bthd' }); // [B, T, H, D]
+    const h = linear(reshape(y, [B, T, C]), attn.oProj.weight, attn.oProj.bias, { addend: x });
     const n2 = layerNorm(h, ln2.weight, ln2.bias, ln2.eps);
-    const m = linear(gelu(linear(n2, mlp.upProj.weight, mlp.upProj.bias)), mlp.downProj.weight, mlp.downProj.bias);
-    return add(h, m);
+    const u = linear(n2, mlp.upProj.weight, mlp.upProj.bias);
+    return linear(u, mlp.downProj.weight, mlp.downProj.bias, { inputActivation: 'gelu', addend: h });
   }
 }
 
@@ -77,11 +77,12 @@ describe('forward scope', () => {
     const mine = footprint(user, x);
     mine.y.forEach((v, i) => assert.ok(Math.abs(v - builtIn.y[i]) < 1e-5, `y[${i}]: ${v} vs ${builtIn.y[i]}`));
     mine.dx.forEach((v, i) => assert.ok(Math.abs(v - builtIn.dx[i]) < 1e-4, `dx[${i}]: ${v} vs ${builtIn.dx[i]}`));
-    // What backward reads, in floats (C = H * D): n1, q, k, v, attention's output and
-    // merged heads, h, n2, the MLP's 4C-wide input and output of gelu, the block's
-    // output; the attention's logsumexp [B*H, T] and two norms' mean and rstd [B*T].
+    // What backward reads, in floats (C = H * D): n1, q, k, v, attention's output (read
+    // in place as o_proj's input), h, n2, the MLP's 4C-wide input (down_proj reads it
+    // through GELU), the block's output; the attention's logsumexp [B*H, T] and two
+    // norms' mean and rstd [B*T].
     const [B, T, C, H] = [2, config.blockSize, config.nEmbd, config.nHead];
-    const floats = (1 + 3 + 2 + 1 + 1 + 4 + 4 + 1) * B * T * C + B * H * T + 4 * B * T;
+    const floats = (1 + 3 + 1 + 1 + 1 + 4 + 1) * B * T * C + B * H * T + 4 * B * T;
     assert.equal(builtIn.held, 4 * floats, `bytes the built-in block holds for backward: ${builtIn.held}, expected ${4 * floats}`);
     assert.equal(mine.held, builtIn.held, `bytes held for backward: user ${mine.held} vs built-in ${builtIn.held}`);
     assert.equal(mine.peak, builtIn.peak, `peak bytes: user ${mine.peak} vs built-in ${builtIn.peak}`);
