@@ -115,7 +115,8 @@ describe('kill -9 during saves', { concurrency: 3 }, () => {
 
 /**
  * Runs the child for one complete save and lets it exit. (Killing it once `saved` is reported
- * would race its next save, whose temp files a kill leaves behind by design.)
+ * would race its next save, whose temp files a kill leaves behind by design.) Waits for
+ * `close`, not `exit`: `exit` can come before the last stdout chunk has been read.
  */
 function saveOnce(format: string, dir: string, first = 0): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -124,6 +125,6 @@ function saveOnce(format: string, dir: string, first = 0): Promise<number> {
     let err = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => (code === 0 && out.includes(`saved ${first}`) ? resolve(first) : reject(new Error(`child exited ${code}: ${err}`))));
+    p.on('close', (code) => (code === 0 && out.includes(`saved ${first}`) ? resolve(first) : reject(new Error(`child exited ${code}: ${err}`))));
   });
 }
