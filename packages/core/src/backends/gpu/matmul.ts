@@ -13,14 +13,20 @@ export function matmul(ctx: GpuContext, { inputs: { a, b, bias = null, h = null,
   const lowRank = h && w ? attrs.lowRank ?? null : null;
   const k = transA ? aShape[aShape.length - 2] : aShape[aShape.length - 1];
   if (k === 0 && !bias && !lowRank && !addend) return ctx.zeros(sizeOf(outShape));
-  const extras = { alpha, lowRank, addend: addend !== null, aAct, gradOf };
-  const spec = isGlMode(ctx.mode) && glMatmulFits(outShape)
+  const tiled = isGlMode(ctx.mode) && glMatmulFits(outShape);
+  // The tiled GL kernel applies GELU to a texel it holds for 4 outputs; a generic kernel would
+  // run it per multiply-add (N times per element of a), so there GELU is its own pass first.
+  const ga = aAct && !tiled ? ctx.run(src.unary(ctx.gen(), aAct, sizeOf(aShape)), [a]) : null;
+  const extras = { alpha, lowRank, addend: addend !== null, aAct: ga ? null : aAct, gradOf };
+  const spec = tiled
     ? glMatmulSpec(ctx, aShape, bShape, transA, transB, outShape, { bias: bias !== null, ...extras })
     : ctx.mode === 'webgpu' && webgpuMatmulFits(outShape) && plainProduct(extras)
       ? webgpuMatmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null)
       : src.matmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null, extras);
-  const args = [a, b, ...(bias ? [bias] : []), ...(lowRank && h && w ? [h, w] : []), ...(addend ? [addend] : []), ...(gradOf && at ? [at] : [])];
-  return ctx.run(spec, args);
+  const args = [ga ?? a, b, ...(bias ? [bias] : []), ...(lowRank && h && w ? [h, w] : []), ...(addend ? [addend] : []), ...(gradOf && at ? [at] : [])];
+  const out = ctx.run(spec, args);
+  if (ga) ctx.free(ga);
+  return out;
 }
 
 /** No epilogue beyond a bias: what the webgpu 4-output matmul computes (the rest runs the generic kernel). */
