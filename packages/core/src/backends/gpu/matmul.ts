@@ -20,8 +20,8 @@ export function matmul(ctx: GpuContext, { inputs: { a, b, bias = null, h = null,
   const extras = { alpha, lowRank, addend: addend !== null, aAct: ga ? null : aAct, gradOf };
   const spec = tiled
     ? glMatmulSpec(ctx, aShape, bShape, transA, transB, outShape, { bias: bias !== null, ...extras })
-    : ctx.mode === 'webgpu' && webgpuMatmulFits(outShape) && plainProduct(extras)
-      ? webgpuMatmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null)
+    : ctx.mode === 'webgpu' && webgpuMatmulFits(outShape) && webgpuEpilogue(extras, outShape)
+      ? webgpuMatmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null, extras)
       : src.matmul(ctx.gen(), aShape, bShape, transA, transB, outShape, bias !== null, extras);
   const args = [ga ?? a, b, ...(bias ? [bias] : []), ...(lowRank && h && w ? [h, w] : []), ...(addend ? [addend] : []), ...(gradOf && at ? [at] : [])];
   const out = ctx.run(spec, args);
@@ -29,9 +29,9 @@ export function matmul(ctx: GpuContext, { inputs: { a, b, bias = null, h = null,
   return out;
 }
 
-/** No epilogue beyond a bias: what the webgpu 4-output matmul computes (the rest runs the generic kernel). */
-function plainProduct(e: Omit<GlMatmulExtras, 'bias'>): boolean {
-  return (e.alpha === undefined || e.alpha === 1) && !e.lowRank && !e.addend && !e.aAct && !e.gradOf;
+/** What the webgpu 4-output matmul computes: bias, alpha, addend, and a low-rank term on 2-d outputs (the rest runs the generic kernel). */
+function webgpuEpilogue(e: Omit<GlMatmulExtras, 'bias'>, outShape: Shape): boolean {
+  return !e.aAct && !e.gradOf && (!e.lowRank || outShape.length === 2);
 }
 
 export function glMatmulSpec(
