@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { ACTIVATIONS_WASM_BASE64 } from '../../packages/core/src/backends/cpu/activations-wasm.ts';
 import { geluGradWasm, geluWasm } from '../../packages/core/src/backends/cpu/wasm-activations.ts';
+import { unshareMemory } from '../../packages/core/src/backends/cpu/wasm-module.ts';
 import { MODULES, compileWat } from '../../scripts/build-wasm.ts';
 
 const K = Math.sqrt(2 / Math.PI);
@@ -19,6 +20,7 @@ const values = fc.array(
 
 test('committed activations-wasm.ts equals a fresh compile of activations.wat', async () => {
   assert.deepEqual(new Uint8Array(Buffer.from(ACTIVATIONS_WASM_BASE64, 'base64')), await compileWat(MODULES.activations));
+  assert.deepEqual(unshareMemory(new Uint8Array(Buffer.from(ACTIVATIONS_WASM_BASE64, 'base64'))), await compileWat(MODULES.activations, false));
 });
 
 test('SIMD gelu matches the float64 tanh formula for any length (tails of 1-3 lanes) and large |x|', () => {

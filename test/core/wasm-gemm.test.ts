@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { CpuBackend } from '../../packages/core/src/backends/cpu/index.ts';
 import { GEMM_WASM_BASE64 } from '../../packages/core/src/backends/cpu/gemm-wasm.ts';
 import { gemmWasm, wasmGemmAvailable } from '../../packages/core/src/backends/cpu/wasm-gemm.ts';
+import { unshareMemory } from '../../packages/core/src/backends/cpu/wasm-module.ts';
 import { compileGemmWat } from '../../scripts/build-wasm.ts';
 
 /** Values in +-[0.05, 1): never zero, so no all-zero operand. */
@@ -59,6 +60,10 @@ describe('wasm gemm', () => {
   test('committed gemm-wasm.ts equals a fresh compile of gemm.wat', async () => {
     const fresh = await compileGemmWat();
     assert.deepEqual(new Uint8Array(Buffer.from(GEMM_WASM_BASE64, 'base64')), fresh);
+  });
+
+  test('unshareMemory turns the committed module into a fresh compile with an unshared memory', async () => {
+    assert.deepEqual(unshareMemory(new Uint8Array(Buffer.from(GEMM_WASM_BASE64, 'base64'))), await compileGemmWat(false));
   });
 
   test('WebAssembly SIMD is available in Node 20', () => {

@@ -1,7 +1,5 @@
-import { ACTIVATIONS_WASM_BASE64, ACTIVATIONS_WASM_PLAIN_BASE64 } from './activations-wasm.ts';
-import {
-  GEMM_WASM_BASE64, GEMM_WASM_PLAIN_BASE64, GEMM_WASM_RELAXED_BASE64, GEMM_WASM_RELAXED_PLAIN_BASE64,
-} from './gemm-wasm.ts';
+import { ACTIVATIONS_WASM_BASE64 } from './activations-wasm.ts';
+import { GEMM_WASM_BASE64, GEMM_WASM_RELAXED_BASE64 } from './gemm-wasm.ts';
 
 export interface GemmExports {
   gemm(
@@ -103,11 +101,12 @@ export function wasmRuntime(): WasmRuntime | null {
   const initial = Math.ceil(FIXED_BYTES / PAGE);
   const shared = sharedMemory(initial);
   const memory = shared ?? new WebAssembly.Memory({ initial, maximum: MAX_PAGES });
-  const plainBytes = decodeBase64(shared ? GEMM_WASM_BASE64 : GEMM_WASM_PLAIN_BASE64);
-  const actBytes = decodeBase64(shared ? ACTIVATIONS_WASM_BASE64 : ACTIVATIONS_WASM_PLAIN_BASE64);
+  const bytesOf = (b64: string): Uint8Array<ArrayBuffer> => (shared ? decodeBase64(b64) : unshareMemory(decodeBase64(b64)));
+  const plainBytes = bytesOf(GEMM_WASM_BASE64);
+  const actBytes = bytesOf(ACTIVATIONS_WASM_BASE64);
   if (!WebAssembly.validate(plainBytes) || !WebAssembly.validate(actBytes)) return (runtime = null);
   // NOTE: validating the relaxed module is the relaxed-SIMD feature test (Node 20 needs --experimental-wasm-relaxed-simd).
-  const relaxedBytes = relaxedWanted() ? decodeBase64(shared ? GEMM_WASM_RELAXED_BASE64 : GEMM_WASM_RELAXED_PLAIN_BASE64) : null;
+  const relaxedBytes = relaxedWanted() ? bytesOf(GEMM_WASM_RELAXED_BASE64) : null;
   const relaxed = relaxedBytes !== null && WebAssembly.validate(relaxedBytes);
   const gemmBytes = relaxed ? relaxedBytes : plainBytes;
   const gemmModule = new WebAssembly.Module(gemmBytes);
@@ -118,6 +117,47 @@ export function wasmRuntime(): WasmRuntime | null {
     act: instantiate<ActivationExports>(actModule, memory),
   };
   return runtime;
+}
+
+/**
+ * The module with its imported memory not shared (for a page that is not cross-origin
+ * isolated): a copy with the shared bit of the memory import's limits cleared, the one
+ * byte in which the two compiles differ. Our modules import only a memory.
+ */
+export function unshareMemory(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(bytes);
+  let at = 8; // magic and version
+  const skip = (): void => {
+    const n = leb(); // read before adding: `at += leb()` would add to the old `at`
+    at += n;
+  };
+  const leb = (): number => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = out[at++];
+      v |= (b & 0x7f) << shift;
+      if (b < 0x80) return v;
+    }
+  };
+  while (at < out.length) {
+    const id = out[at++];
+    if (id !== 2) {
+      skip();
+      continue;
+    }
+    leb(); // section size
+    for (let n = leb(); n > 0; n--) {
+      skip(); // module name
+      skip(); // field name
+      if (out[at++] !== 2) throw new Error('unshareMemory: the module imports something other than a memory');
+      const flags = out[at];
+      out[at++] = flags & ~0x02; // limits flags: bit 0 'has a maximum', bit 1 'shared'
+      leb(); // minimum
+      if (flags & 0x01) leb(); // maximum
+    }
+    return out;
+  }
+  throw new Error('unshareMemory: the module imports no memory');
 }
 
 /** Grows `memory` to hold `end` bytes; false past 2 GiB or when the engine refuses. */
